@@ -1,0 +1,71 @@
+"""Every limit and timeout bridge uses, with units, in one place.
+
+Values a user may change live in `routes.yaml` (`limits:`) and arrive here through
+`Limits`; the rest are fixed engineering choices documented next to their value.
+Sizes are bytes, durations are seconds (floats).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KB = 1024
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The user-tunable limits of `routes.yaml` `limits:`; defaults match ROUTES.md."""
+
+    max_connections: int = 20000
+    max_subscribers: int = 20000
+    max_subscribers_per_stream: int = 20000
+    header_timeout: float = 10.0
+    tls_handshake_timeout: float = 10.0
+    keepalive_timeout: float = 75.0
+    max_request_body: int = 10 * MB
+    max_ws_message: int = 1 * MB
+    max_snapshot: int = 1 * MB
+    subscriber_buffer: int = 256 * KB
+    h2_max_concurrent_streams: int = 128
+
+
+# --- request heads -------------------------------------------------------------------------
+# nginx's large_client_header_buffers default is 4 x 8 KB; 64 KiB total is generous but bounded.
+MAX_HEADER_BYTES = 64 * KB
+MAX_HEADER_COUNT = 100
+MAX_TARGET_BYTES = 8 * KB
+
+# --- buffers and flow control ----------------------------------------------------------------
+# Above the high watermark a writer pauses; it resumes below the low one (uvicorn's shape).
+WRITE_HIGH_WATER = 256 * KB
+WRITE_LOW_WATER = 64 * KB
+# Inbound bodies pause reading above this many unconsumed bytes (DESIGN.md).
+READ_HIGH_WATER = 64 * KB
+# A proxied body is moved in pieces of at most this size.
+BODY_CHUNK = 64 * KB
+H2_INITIAL_WINDOW = 1 * MB
+H2_MAX_FRAME_SIZE = 16 * KB
+# Rapid reset (CVE-2023-44487): more resets than this within the window is abuse.
+H2_MAX_RESETS = 200
+H2_RESET_WINDOW = 10.0
+
+# --- timeouts (seconds) ------------------------------------------------------------------------
+UPSTREAM_CONNECT_TIMEOUT = 5.0
+UPSTREAM_IDLE_TIMEOUT = 60.0  # between body chunks of a proxied response
+UPSTREAM_POOL_IDLE = 30.0  # an idle pooled upstream connection is closed after this
+UPSTREAM_POOL_MAX_IDLE = 32  # idle connections kept per origin
+SEND_TIMEOUT = 60.0  # a client that accepts no bytes for this long is dropped
+SHUTDOWN_GRACE = 10.0
+CLOSE_TIMEOUT = 5.0  # WebSocket close handshake
+
+# --- streams -----------------------------------------------------------------------------------
+STREAM_LINGER = 5.0  # a channel keeps polling this long after its last subscriber leaves
+BACKOFF_BASE = 1.0
+BACKOFF_MAX = 30.0
+RETRY_AFTER_MAX = 600.0
+SSE_RETRY_MS = 2000  # `retry:` hint, jittered per subscriber
+LAG_CLOSE_AFTER = 30.0  # a lagging subscriber still stuck after this is closed
+MAX_PREFER_WAIT = 120.0  # cap for `Prefer: wait=N` long-polls
+MAX_PUSH_AUTO = 16  # assets learned by `push: auto`
+ASSET_CACHE_BYTES = 32 * MB
