@@ -1,0 +1,107 @@
+"""The validated, immutable form of `routes.yaml` (see ../shared/ROUTES.md for the contract).
+
+`bridge.routing.config.load_config` builds these; everything else only reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ..settings import Limits
+
+Address = tuple[str, int]  # (host, port); host "" or "0.0.0.0" binds all
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    name: str
+    url: str  # as written, e.g. "http://127.0.0.1:9000"
+    scheme: str  # "http" (https upstreams are refused by the loader for now)
+    host: str
+    port: int
+    base_path: str  # "" or a prefix like "/app" (no trailing slash) prepended to every target
+    timeout: float  # connect + response headers, seconds
+    host_mode: Literal["client", "upstream"] = "client"
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return (self.scheme, self.host, self.port)
+
+    @property
+    def authority(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        return self.host if self.port == default else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class LongPoll:
+    cursor: str  # dotted JSON path in the response body
+    param: str  # query parameter that sends the cursor back
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    upstream: Upstream
+    poll: str  # path + query template on the upstream, with {params}
+    every: float | None
+    longpoll: LongPoll | None
+    emit: Literal["snapshot", "patch", "merge"] = "snapshot"
+    event: str = "message"
+    protocols: frozenset[str] = frozenset({"sse", "websocket"})
+    vary: tuple[str, ...] = ()  # lower-case request header names
+    history: int = 100
+    heartbeat: float = 15.0
+    send: str | None = None
+    ws_format: Literal["envelope", "raw"] = "envelope"
+    origins: tuple[str, ...] = ()  # normalised "scheme://host[:port]"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    index: int  # position in the file, 0-based
+    path: str  # the template as written, e.g. "/prices/{symbol}"
+    line: int  # where the route starts in the file (1-based), for messages
+    upstream: Upstream | None  # plain proxy target (None for a pure stream route)
+    stream: StreamSpec | None = None
+    push: tuple[str, ...] = ()  # declared assets
+    push_auto: bool = False  # `push: auto`
+    params: tuple[str, ...] = ()  # parameter names in template order
+
+    @property
+    def kind(self) -> str:
+        return "stream" if self.stream else "proxy"
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    https: Address | None = None
+    http3: Address | None = None
+    http: Address | None = None
+    http_mode: Literal["redirect", "serve"] = "redirect"
+    admin: Address | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    cert: Path | None = None
+    key: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLogConfig:
+    path: str = "-"  # "-" for stdout, else an absolute path
+    format: Literal["combined", "json"] = "combined"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: Path  # the file as given on the command line
+    listen: Listen
+    tls: TlsConfig
+    access_log: AccessLogConfig
+    limits: Limits
+    upstreams: dict[str, Upstream] = field(default_factory=dict)
+    routes: tuple[Route, ...] = ()
