@@ -51,7 +51,9 @@ _REASONS = {
 class StreamError(Exception):
     """A handler's way of ending one request with a status (or a reset, if too late)."""
 
-    def __init__(self, code: ErrorCode, detail: str = "", headers: list[tuple[bytes, bytes]] | None = None):
+    def __init__(
+        self, code: ErrorCode, detail: str = "", headers: list[tuple[bytes, bytes]] | None = None
+    ):
         super().__init__(detail or code.reason)
         self.code = code
         self.detail = detail or code.reason

@@ -1,0 +1,88 @@
+"""Reverse proxy: one request passed through to the upstream app, streaming both ways.
+
+Backpressure runs end to end: the request body is read from the client only as fast as the
+upstream accepts it, and the response body is read from the upstream only as fast as the
+client (or its HTTP/2 window) accepts it. Nothing is buffered whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from ..errors import ErrorCode, StreamError
+from ..routing.model import Upstream
+from ..server.exchange import Exchange
+from ..upstream.client import UpstreamPool
+from ..upstream.headers import forward_request_headers, response_headers
+
+_NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
+
+
+class ProxyHandler:
+    def __init__(self, pool: UpstreamPool, *, max_request_body: int) -> None:
+        self.pool = pool
+        self.max_request_body = max_request_body
+
+    async def __call__(self, exchange: Exchange, upstream: Upstream, target: str) -> None:
+        request = exchange.request
+        headers = forward_request_headers(
+            request.headers,
+            client_ip=exchange.client_ip,
+            scheme=request.scheme,
+            authority=request.authority,
+            http_version=request.http_version,
+            upstream=upstream,
+        )
+        declared = _content_length(request.headers)
+        if declared is not None and declared > self.max_request_body:
+            raise StreamError(ErrorCode.PAYLOAD_TOO_LARGE)
+        body: AsyncIterator[bytes] | None = None
+        if not exchange.body_complete or declared:
+            if _expects_continue(request.headers):
+                # The client waits for this before sending the body (RFC 9110 §10.1.1).
+                exchange.send_informational(100, [])
+            body = self._request_body(exchange)
+        headers = [(n, v) for n, v in headers if n != b"expect"]
+        if body is None:
+            headers = [(n, v) for n, v in headers if n != b"content-length"]
+            if request.method not in _NO_BODY_METHODS:
+                headers.append((b"content-length", b"0"))
+        response = await self.pool.request(
+            upstream, request.method, target, headers, body, content_length=declared
+        )
+        try:
+            exchange.upstream_status = response.status
+            exchange.start_response(
+                response.status,
+                response_headers(response.headers, http_version=request.http_version),
+            )
+            async for piece in response:
+                await exchange.send_body(piece)
+            await exchange.end()
+        finally:
+            await response.aclose()
+
+    async def _request_body(self, exchange: Exchange) -> AsyncIterator[bytes]:
+        received = 0
+        while True:
+            piece = await exchange.receive()
+            if not piece:
+                return
+            received += len(piece)
+            if received > self.max_request_body:
+                raise StreamError(ErrorCode.PAYLOAD_TOO_LARGE)
+            yield piece
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                raise StreamError(ErrorCode.BAD_REQUEST, "bad Content-Length") from None
+    return None
+
+
+def _expects_continue(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(n == b"expect" and v.lower() == b"100-continue" for n, v in headers)

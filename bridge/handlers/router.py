@@ -1,0 +1,81 @@
+"""The request entry point: normalise the path, pick the route, hand over to a handler.
+
+Order of decisions: clear-text redirect, path normalisation (400 on a path that climbs above
+`/`), route match (404), then stream routes go to the stream handlers and everything else to
+the page handler (push + early hints) or straight to the proxy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from ..errors import ErrorCode, StreamError
+from ..protocol.errorpage import error_headers
+from ..routing.model import Config, Route
+from ..routing.paths import PathError, normalize_path, split_target
+from ..routing.table import RouteTable
+from ..server.exchange import Exchange
+from .proxy import ProxyHandler
+
+StreamHandler = Callable[[Exchange, Route, dict[str, str], str, str], Awaitable[None]]
+PageHandler = Callable[[Exchange, Route, str], Awaitable[None]]
+
+
+class Router:
+    def __init__(
+        self,
+        config: Config,
+        proxy: ProxyHandler,
+        *,
+        stream: StreamHandler | None = None,
+        page: PageHandler | None = None,
+        https_port: int | None = None,
+    ) -> None:
+        self.config = config
+        self.table = RouteTable(config.routes)
+        self.proxy = proxy
+        self.stream = stream
+        self.page = page
+        self.https_port = https_port
+        self.redirect_clear_text = config.listen.http_mode == "redirect" and (
+            config.listen.https is not None
+        )
+
+    async def __call__(self, exchange: Exchange) -> None:
+        request = exchange.request
+        if request.scheme == "http" and self.redirect_clear_text:
+            await self._redirect(exchange)
+            return
+        try:
+            path, query = split_target(request.target)
+            path = normalize_path(path)
+        except PathError as exc:
+            raise StreamError(ErrorCode.BAD_REQUEST, str(exc)) from None
+        found = self.table.match(path)
+        if found is None:
+            raise StreamError(ErrorCode.NOT_FOUND)
+        route, params = found
+        exchange.route = route.path
+        if route.stream is not None and self.stream is not None:
+            await self.stream(exchange, route, params, path, query)
+            return
+        if route.upstream is None:
+            raise StreamError(ErrorCode.NOT_FOUND)
+        if (route.push or route.push_auto) and self.page is not None and not request.pushed:
+            await self.page(exchange, route, path + query)
+            return
+        await self.proxy(exchange, route.upstream, path + query)
+
+    async def _redirect(self, exchange: Exchange) -> None:
+        request = exchange.request
+        host = (
+            request.authority.rsplit(":", 1)[0]
+            if not request.authority.endswith("]")
+            else request.authority
+        )
+        if not host:
+            raise StreamError(ErrorCode.BAD_REQUEST, "no Host header")
+        port = self.https_port
+        location = f"https://{host}{'' if port in (None, 443) else f':{port}'}{request.target}"
+        body = f"moved to {location}\n".encode()
+        await exchange.respond(301, [(b"location", location.encode()), *error_headers(body)], body)

@@ -1,0 +1,462 @@
+"""HTTP/2 server adapter: wire bytes <-> `bridge.events`, on h2, with no I/O.
+
+Outbound DATA only leaves within the peer's flow-control windows; what does not fit waits in
+a per-stream buffer that the server layer bounds (it stops writing when `pending()` is high).
+Inbound DATA is acknowledged only when the handler consumes it (`acknowledge`), so a slow
+upstream slows the client instead of filling our memory.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+from hyperframe.frame import GoAwayFrame
+
+from .. import settings
+from ..errors import ErrorCode
+from ..events import (
+    Body,
+    ConnectionClosed,
+    Data,
+    EndBody,
+    EndData,
+    Event,
+    InformationalResponse,
+    PushPromise,
+    Request,
+    Response,
+    StreamClosed,
+    StreamReset,
+    WindowOpened,
+)
+from .errorpage import error_body, error_headers
+
+# Fields RFC 9113 §8.2.2 forbids in HTTP/2; dropped when a handler passes them on.
+_CONNECTION_SPECIFIC = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class _UnenforcedSettings(h2.settings.Settings):
+    """Local settings whose stream limit h2 does not enforce itself.
+
+    h2 answers a stream beyond MAX_CONCURRENT_STREAMS by killing the whole connection;
+    RFC 9113 §5.1.2 wants that one stream refused (REFUSED_STREAM), which the adapter does.
+    The advertised value is still the real limit: only the property h2 checks is lifted.
+    """
+
+    @property
+    def max_concurrent_streams(self) -> int:
+        return 2**31 - 1
+
+
+@dataclass(slots=True)
+class _Stream:
+    pending: bytearray = field(default_factory=bytearray)
+    end_pending: bool = False
+    response_started: bool = False
+    local_ended: bool = False
+    remote_ended: bool = False
+    connect: bool = False  # an extended CONNECT (RFC 8441): a 2xx turns it into a tunnel
+    tunnel: bool = False
+
+
+class Http2Protocol:
+    """Sans-IO HTTP/2 server connection (RFC 9113), with RFC 8441 extended CONNECT."""
+
+    http_version = "2"
+    multiplexed = True
+
+    def __init__(
+        self,
+        *,
+        scheme: str,
+        max_concurrent_streams: int = 128,
+        max_header_bytes: int = settings.MAX_HEADER_BYTES,
+        enable_push: bool = True,
+    ) -> None:
+        self.scheme = scheme
+        self.max_concurrent_streams = max_concurrent_streams
+        config = h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_inbound_headers=True
+        )
+        conn = h2.connection.H2Connection(config=config)
+        conn.local_settings = _UnenforcedSettings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_header_bytes,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: settings.H2_INITIAL_WINDOW,
+                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
+            },
+        )
+        conn.decoder.max_header_list_size = max_header_bytes
+        conn.initiate_connection()
+        conn.increment_flow_control_window(settings.H2_INITIAL_WINDOW)
+        self._conn = conn
+        self._streams: dict[int, _Stream] = {}
+        self._closed = False
+        self._resets: list[float] = []
+        self.enable_push = enable_push
+        self.requests = 0
+
+    # --- receiving ----------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        if self._closed:
+            return []
+        try:
+            h2_events = self._conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            return self._protocol_error(exc)
+        events: list[Event] = []
+        for ev in h2_events:
+            self._translate(ev, events)
+            if self._closed:
+                break
+        return events
+
+    def _translate(self, ev: h2.events.Event, out: list[Event]) -> None:
+        if isinstance(ev, h2.events.DataReceived):
+            sid = ev.stream_id
+            padding = ev.flow_controlled_length - len(ev.data)
+            if padding:
+                self._ack(sid, padding)
+            stream = self._streams.get(sid)
+            if stream is None:
+                self._ack(sid, len(ev.data))
+                return
+            out.append(Data(sid, ev.data) if stream.tunnel else Body(sid, ev.data))
+            if ev.stream_ended:
+                self._remote_end(sid, out)
+        elif isinstance(ev, h2.events.RequestReceived):
+            self._request(ev, out)
+        elif isinstance(ev, h2.events.StreamEnded):
+            self._remote_end(ev.stream_id, out)
+        elif isinstance(ev, h2.events.StreamReset):
+            self._peer_reset(ev.stream_id, out)
+        elif isinstance(ev, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+            sid = getattr(ev, "stream_id", 0)
+            targets = [sid] if sid else [s for s, st in self._streams.items() if st.pending]
+            for target in targets:
+                self._flush(target, out)
+                out.append(WindowOpened(target))
+        elif isinstance(ev, h2.events.ConnectionTerminated):
+            self._closed = True
+            for sid in list(self._streams):
+                out.append(StreamClosed(sid))
+            self._streams.clear()
+            out.append(ConnectionClosed("GOAWAY from peer"))
+        # Trailers, priority, pings and settings ACKs need nothing from handlers.
+
+    def _request(self, ev: h2.events.RequestReceived, out: list[Event]) -> None:
+        sid = ev.stream_id
+        if len(self._streams) >= self.max_concurrent_streams:
+            self._conn.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self._count_reset(out)
+            return
+        method = target = authority = scheme = ""
+        protocol = None
+        headers: list[tuple[bytes, bytes]] = []
+        host = ""
+        for name, value in ev.headers or ():
+            if name[:1] == b":":
+                text = value.decode("latin-1")
+                if name == b":method":
+                    method = text
+                elif name == b":path":
+                    target = text
+                elif name == b":authority":
+                    authority = text
+                elif name == b":scheme":
+                    scheme = text
+                elif name == b":protocol":
+                    protocol = text
+            else:
+                if name == b"host":
+                    host = value.decode("latin-1")
+                headers.append((name, value))
+        stream = _Stream(connect=method == "CONNECT")
+        self._streams[sid] = stream
+        self.requests += 1
+        out.append(
+            Request(
+                stream_id=sid,
+                method=method,
+                target=target,
+                authority=authority or host,
+                scheme=scheme or self.scheme,
+                headers=headers,
+                http_version="2",
+                protocol=protocol,
+            )
+        )
+        if ev.stream_ended:
+            self._remote_end(sid, out)
+
+    def _remote_end(self, sid: int, out: list[Event]) -> None:
+        stream = self._streams.get(sid)
+        if stream is None or stream.remote_ended:
+            return
+        stream.remote_ended = True
+        out.append(EndData(sid) if stream.tunnel else EndBody(sid))
+        if stream.local_ended:
+            self._finish(sid, out)
+
+    def _peer_reset(self, sid: int, out: list[Event]) -> None:
+        self._count_reset(out)
+        if self._streams.pop(sid, None) is not None:
+            out.append(StreamReset(sid, ErrorCode.CANCELLED))
+            out.append(StreamClosed(sid))
+
+    def _count_reset(self, out: list[Event]) -> None:
+        """Rapid reset (CVE-2023-44487): streams opened and cancelled faster than useful."""
+        now = time.monotonic()
+        resets = self._resets
+        resets.append(now)
+        if len(resets) > settings.H2_MAX_RESETS:
+            del resets[: len(resets) - settings.H2_MAX_RESETS - 1]
+            if now - resets[0] < settings.H2_RESET_WINDOW:
+                out.extend(self._go_away(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "rapid reset"))
+
+    def _protocol_error(self, exc: h2.exceptions.ProtocolError) -> list[Event]:
+        text = str(exc)
+        # h2 caps CONTINUATION frames per header block; RFC 9113 §10.5 calls this abuse.
+        if "continuation" in text.lower() or isinstance(exc, h2.exceptions.DenialOfServiceError):
+            return self._go_away(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, text)
+        self._closed = True  # h2 has queued its own GOAWAY already
+        return self._close_all(f"protocol error: {text}")
+
+    def _go_away(self, code: h2.errors.ErrorCodes, why: str) -> list[Event]:
+        conn = self._conn
+        conn.clear_outbound_data_buffer()
+        frame = GoAwayFrame(stream_id=0)
+        frame.last_stream_id = conn.highest_inbound_stream_id
+        frame.error_code = code
+        conn._data_to_send += frame.serialize()  # h2 offers no public GOAWAY-without-state API
+        self._closed = True
+        return self._close_all(f"GOAWAY {code.name}: {why}")
+
+    def _close_all(self, why: str) -> list[Event]:
+        events: list[Event] = []
+        for sid in list(self._streams):
+            events.append(StreamReset(sid, ErrorCode.CANCELLED))
+            events.append(StreamClosed(sid))
+        self._streams.clear()
+        events.append(ConnectionClosed(why))
+        return events
+
+    # --- sending --------------------------------------------------------------------------------
+
+    def send(self, event: Event) -> list[Event]:
+        sid = event.stream_id if not isinstance(event, ConnectionClosed) else 0
+        stream = self._streams.get(sid)
+        if self._closed or (stream is None and not isinstance(event, ConnectionClosed)):
+            return []
+        out: list[Event] = []
+        try:
+            self._send(event, sid, stream, out)  # type: ignore[arg-type]
+        except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
+            if self._streams.pop(sid, None) is not None:
+                out.append(StreamClosed(sid))
+        except h2.exceptions.ProtocolError as exc:
+            # Our own bug (e.g. a header h2 refuses): reset that stream, keep the connection.
+            self._reset(sid, h2.errors.ErrorCodes.INTERNAL_ERROR, out)
+            out.append(StreamReset(sid, ErrorCode.INTERNAL_ERROR))
+            del exc
+        return out
+
+    def _send(self, event: Event, sid: int, stream: _Stream, out: list[Event]) -> None:
+        conn = self._conn
+        if isinstance(event, (Body, Data)):
+            if event.data:
+                stream.pending += event.data
+                self._flush(sid, out)
+        elif isinstance(event, Response):
+            stream.response_started = True
+            if event.status == 101:
+                raise ValueError("101 does not exist in HTTP/2")
+            if stream.connect and 200 <= event.status < 300:
+                stream.tunnel = True
+            conn.send_headers(sid, self._head(event.status, event.headers))
+        elif isinstance(event, InformationalResponse):
+            conn.send_headers(sid, self._head(event.status, event.headers))
+        elif isinstance(event, (EndBody, EndData)):
+            stream.end_pending = True
+            self._flush(sid, out)
+        elif isinstance(event, StreamReset):
+            if not stream.response_started:
+                body = error_body(event.code)
+                conn.send_headers(sid, self._head(event.code.status, error_headers(body)))
+                stream.response_started = True
+                stream.pending += body
+                stream.end_pending = True
+                self._flush(sid, out)
+            else:
+                self._reset(
+                    sid, _H2_CODES.get(event.code, h2.errors.ErrorCodes.INTERNAL_ERROR), out
+                )
+        elif isinstance(event, PushPromise):
+            self._push(event, sid, out)
+        else:
+            raise TypeError(f"cannot send {event!r} over HTTP/2")
+
+    def _head(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        head = [(b":status", str(status).encode())]
+        for name, value in headers:
+            if name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
+                continue
+            head.append((name, value))
+        return head
+
+    def _flush(self, sid: int, out: list[Event]) -> None:
+        stream = self._streams.get(sid)
+        if stream is None:
+            return
+        conn = self._conn
+        pending = stream.pending
+        while pending:
+            window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+            if window <= 0:
+                return
+            size = min(window, len(pending))
+            last = size == len(pending) and stream.end_pending
+            conn.send_data(sid, bytes(pending[:size]), end_stream=last)
+            del pending[:size]
+            if last:
+                self._local_end(sid, out)
+                return
+        if stream.end_pending and not stream.local_ended:
+            conn.end_stream(sid)
+            self._local_end(sid, out)
+
+    def _local_end(self, sid: int, out: list[Event]) -> None:
+        stream = self._streams[sid]
+        stream.local_ended = True
+        if stream.remote_ended:
+            self._finish(sid, out)
+        else:
+            # RFC 9113 §8.1: a complete response may end an unread request with NO_ERROR.
+            self._reset(sid, h2.errors.ErrorCodes.NO_ERROR, out)
+
+    def _finish(self, sid: int, out: list[Event]) -> None:
+        if self._streams.pop(sid, None) is not None:
+            out.append(StreamClosed(sid))
+
+    def _reset(self, sid: int, code: h2.errors.ErrorCodes, out: list[Event]) -> None:
+        try:
+            self._conn.reset_stream(sid, code)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
+            pass
+        self._finish(sid, out)
+
+    def _push(self, event: PushPromise, sid: int, out: list[Event]) -> None:
+        conn = self._conn
+        if not (self.enable_push and conn.remote_settings.enable_push):
+            return
+        if conn.open_outbound_streams >= conn.remote_settings.max_concurrent_streams:
+            return
+        request = self._requests_for_push(sid, event)
+        promised = conn.get_next_available_stream_id()
+        conn.push_stream(sid, promised, request)
+        self._streams[promised] = _Stream(remote_ended=True)
+        authority = scheme = ""
+        headers = []
+        for name, value in request:
+            if name == b":authority":
+                authority = value.decode("latin-1")
+            elif name == b":scheme":
+                scheme = value.decode("latin-1")
+            elif name[:1] != b":":
+                headers.append((name, value))
+        out.append(
+            Request(
+                stream_id=promised,
+                method="GET",
+                target=event.path,
+                authority=authority,
+                scheme=scheme or self.scheme,
+                headers=headers,
+                http_version="2",
+                pushed=True,
+            )
+        )
+        out.append(EndBody(promised))
+
+    def _requests_for_push(self, sid: int, event: PushPromise) -> list[tuple[bytes, bytes]]:
+        authority = b""
+        for name, value in event.headers:
+            if name == b":authority":
+                authority = value
+        head = [
+            (b":method", b"GET"),
+            (b":scheme", self.scheme.encode()),
+            (b":authority", authority),
+            (b":path", event.path.encode("latin-1")),
+        ]
+        head += [(n, v) for n, v in event.headers if n[:1] != b":"]
+        return head
+
+    # --- flow control and state ---------------------------------------------------------------
+
+    def _ack(self, sid: int, size: int) -> None:
+        try:
+            self._conn.acknowledge_received_data(size, sid)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            pass
+
+    def acknowledge(self, stream_id: int, size: int) -> None:
+        """The handler consumed `size` body bytes: hand the window back to the client."""
+        if size and not self._closed:
+            self._ack(stream_id, size)
+
+    def is_tunnel(self, stream_id: int) -> bool:
+        stream = self._streams.get(stream_id)
+        return stream is not None and stream.tunnel
+
+    def pending(self, stream_id: int) -> int:
+        stream = self._streams.get(stream_id)
+        return len(stream.pending) if stream is not None else 0
+
+    def send_window(self, stream_id: int) -> int:
+        try:
+            return self._conn.local_flow_control_window(stream_id)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
+            return 0
+
+    def shutdown(self) -> None:
+        """Graceful GOAWAY (NO_ERROR): in-flight streams finish, no new ones start."""
+        if not self._closed:
+            self._conn.close_connection(h2.errors.ErrorCodes.NO_ERROR)
+
+    def data_to_send(self) -> bytes:
+        return self._conn.data_to_send()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def idle(self) -> bool:
+        return not self._streams
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
+
+
+_H2_CODES = {
+    ErrorCode.CANCELLED: h2.errors.ErrorCodes.CANCEL,
+    ErrorCode.UPSTREAM_UNREACHABLE: h2.errors.ErrorCodes.INTERNAL_ERROR,
+    ErrorCode.UPSTREAM_TIMEOUT: h2.errors.ErrorCodes.INTERNAL_ERROR,
+    ErrorCode.OVERLOADED: h2.errors.ErrorCodes.REFUSED_STREAM,
+    ErrorCode.BAD_REQUEST: h2.errors.ErrorCodes.PROTOCOL_ERROR,
+}

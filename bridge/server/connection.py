@@ -1,0 +1,312 @@
+"""A client TCP connection: the only place that moves HTTP/1.1 and HTTP/2 bytes.
+
+`ServerConnection` is an `asyncio.Protocol` (callbacks, no task per connection): it feeds bytes
+to the protocol adapter, turns requests into `Exchange`s run by the handler as tasks, writes
+what the adapter produces, and enforces the connection's timeouts. Nothing a peer sends can
+raise out of here: every callback ends in a handler that logs and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .. import settings
+from ..errors import ErrorCode, StreamError
+from ..events import (
+    Body,
+    ConnectionClosed,
+    Data,
+    EndBody,
+    EndData,
+    Event,
+    Request,
+    StreamClosed,
+    StreamReset,
+    WindowOpened,
+)
+from ..protocol.http1 import Http1Protocol
+from ..protocol.http2 import PREFACE, Http2Protocol
+from .exchange import Exchange
+
+if TYPE_CHECKING:
+    from .context import ServerContext
+
+log = logging.getLogger("bridge.server")
+
+
+class ServerConnection(asyncio.Protocol):
+    def __init__(self, ctx: ServerContext, *, scheme: str) -> None:
+        self.ctx = ctx
+        self.scheme = scheme
+        self.loop = asyncio.get_running_loop()
+        self.adapter: Any = None  # Http1Protocol | Http2Protocol once known
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = ""
+        self.exchanges: dict[int, Exchange] = {}
+        self.write_paused = False
+        self._reading_paused = False
+        self._closing = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_kind = ""
+        self._preface = b""
+        self.body_timeout = ctx.limits.header_timeout * 3
+
+    # --- asyncio.Protocol -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if peer else ""
+        transport.set_write_buffer_limits(
+            high=settings.WRITE_HIGH_WATER, low=settings.WRITE_LOW_WATER
+        )
+        if not self.ctx.admit(self):
+            transport.abort()
+            return
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            alpn = ssl_object.selected_alpn_protocol()
+            self._use(Http2Protocol if alpn == "h2" else Http1Protocol)
+        # Clear text: HTTP/1.1 unless the first bytes are the HTTP/2 preface (prior knowledge).
+        self._arm(self.ctx.limits.header_timeout, "header")
+
+    def _use(self, kind: type) -> None:
+        if kind is Http2Protocol:
+            self.adapter = Http2Protocol(
+                scheme=self.scheme,
+                max_concurrent_streams=self.ctx.limits.h2_max_concurrent_streams,
+            )
+        else:
+            self.adapter = Http1Protocol(scheme=self.scheme)
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            if self.adapter is None:
+                data = self._sniff(data)
+                if self.adapter is None:
+                    return
+            if self._timer_kind == "keepalive":
+                self._arm(self.ctx.limits.header_timeout, "header")
+            for event in self.adapter.receive_data(data):
+                self._dispatch(event)
+            self.flush()
+        except Exception:  # a peer's bytes must never take the process down
+            log.exception("error handling data from %s", self.client_ip)
+            self.close()
+
+    def _sniff(self, data: bytes) -> bytes:
+        buffered = self._preface + data
+        if PREFACE.startswith(buffered[: len(PREFACE)]) and len(buffered) < len(PREFACE):
+            self._preface = buffered  # could still become the HTTP/2 preface
+            return b""
+        self._preface = b""
+        self._use(Http2Protocol if buffered.startswith(PREFACE) else Http1Protocol)
+        return buffered
+
+    def eof_received(self) -> bool | None:
+        if self.adapter is not None and not self.adapter.multiplexed:
+            self.data_received(b"")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self._closing = True
+        for exchange in list(self.exchanges.values()):
+            exchange.abort()
+            self._cancel_handler(exchange)
+        self.ctx.release(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for exchange in list(self.exchanges.values()):
+            exchange.writable()
+
+    # --- events ---------------------------------------------------------------------------------
+
+    def _dispatch(self, event: Event) -> None:
+        if isinstance(event, (Body, Data)):
+            exchange = self.exchanges.get(event.stream_id)
+            if exchange is not None:
+                exchange.feed(event.data)
+            else:
+                self.adapter.acknowledge(event.stream_id, len(event.data))
+        elif isinstance(event, Request):
+            self._start(event)
+        elif isinstance(event, (EndBody, EndData)):
+            exchange = self.exchanges.get(event.stream_id)
+            if exchange is not None:
+                exchange.feed_end()
+        elif isinstance(event, WindowOpened):
+            if event.stream_id:
+                exchange = self.exchanges.get(event.stream_id)
+                if exchange is not None:
+                    exchange.writable()
+            else:
+                for exchange in list(self.exchanges.values()):
+                    exchange.writable()
+        elif isinstance(event, StreamReset):
+            exchange = self.exchanges.get(event.stream_id)
+            if exchange is not None and not exchange.finished:
+                exchange.abort()
+        elif isinstance(event, StreamClosed):
+            exchange = self.exchanges.pop(event.stream_id, None)
+            if exchange is not None:
+                if not exchange.finished:
+                    exchange.abort()
+                    self._cancel_handler(exchange)
+                self._idle_check()
+        elif isinstance(event, ConnectionClosed):
+            self._closing = True
+
+    def _start(self, request: Request) -> None:
+        if self._timer_kind == "header":
+            self._disarm()
+        exchange = Exchange(self, request)
+        self.exchanges[request.stream_id] = exchange
+        exchange.task = self.loop.create_task(self.ctx.run_exchange(exchange))
+
+    def _cancel_handler(self, exchange: Exchange) -> None:
+        task = exchange.task
+        if task is not None and not task.done():
+            task.cancel()
+
+    # --- writing --------------------------------------------------------------------------------
+
+    def send(self, event: Event) -> None:
+        adapter = self.adapter
+        if adapter is None or self.transport is None:
+            return
+        for follow in adapter.send(event):
+            self._dispatch(follow)
+        self.flush()
+
+    def flush(self) -> None:
+        transport = self.transport
+        if transport is None or self.adapter is None:
+            return
+        data = self.adapter.data_to_send()
+        if data and not transport.is_closing():
+            transport.write(data)
+        if self._closing:
+            transport.close()
+
+    def write_stream(self, stream_id: int, data: bytes) -> None:
+        """Hot path for pre-rendered stream bytes (an SSE chunk, a WebSocket frame).
+
+        On HTTP/1.1 the bytes already carry their chunk framing, so they bypass h11 and go
+        straight to the transport; h11 only frames the head and the final chunk.
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.adapter.multiplexed:
+            self.adapter.send(Body(stream_id, data))
+            out = self.adapter.data_to_send()
+            if out:
+                transport.write(out)
+        else:
+            transport.write(data)
+
+    def buffered(self, stream_id: int) -> int:
+        transport = self.transport
+        queued = transport.get_write_buffer_size() if transport is not None else 0
+        if self.adapter is not None and self.adapter.multiplexed:
+            queued += self.adapter.pending(stream_id)
+        return queued
+
+    def adapter_pending(self, stream_id: int) -> int:
+        adapter = self.adapter
+        return adapter.pending(stream_id) if adapter is not None and adapter.multiplexed else 0
+
+    def is_tunnel(self, stream_id: int) -> bool:
+        adapter = self.adapter
+        return adapter is not None and adapter.is_tunnel(stream_id)
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None and not self._closing:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    # --- lifetime -------------------------------------------------------------------------------
+
+    def exchange_done(self, exchange: Exchange) -> None:
+        """The handler task finished: arm the keep-alive timer if nothing else is running."""
+        if self.exchanges.get(exchange.stream_id) is exchange and exchange.aborted:
+            del self.exchanges[exchange.stream_id]
+        self._idle_check()
+        self.flush()
+
+    def _idle_check(self) -> None:
+        if self._closing:
+            return
+        if not self.exchanges and self.adapter is not None and self.adapter.idle:
+            if self.ctx.shutting_down:
+                self.close()
+                return
+            self._arm(self.ctx.limits.keepalive_timeout, "keepalive")
+
+    def _arm(self, delay: float, kind: str) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_kind = kind
+        self._timer = self.loop.call_later(delay, self._expired)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_kind = ""
+
+    def _expired(self) -> None:
+        kind = self._timer_kind
+        self._timer = None
+        self._timer_kind = ""
+        if self.exchanges:
+            return
+        if kind == "header" and self.adapter is not None and not self.adapter.multiplexed:
+            if self.adapter.head_started:
+                # RFC 9110 §15.5.9: tell the client why, then close.
+                self.send(StreamReset(1, ErrorCode.REQUEST_TIMEOUT))
+        self.close()
+
+    def shutdown(self) -> None:
+        """Graceful stop: finish what is in flight, accept nothing new."""
+        adapter = self.adapter
+        if adapter is None or (not self.exchanges and adapter.idle):
+            self.close()
+            return
+        if adapter.multiplexed:
+            adapter.shutdown()
+            self.flush()
+
+    def close(self) -> None:
+        self._closing = True
+        self._disarm()
+        if self.transport is not None and not self.transport.is_closing():
+            if self.adapter is not None:
+                data = self.adapter.data_to_send()
+                if data:
+                    self.transport.write(data)
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def error_for(exc: BaseException) -> ErrorCode:
+    if isinstance(exc, StreamError):
+        return exc.code
+    return ErrorCode.INTERNAL_ERROR

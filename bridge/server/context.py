@@ -1,0 +1,127 @@
+"""Process-wide state every connection shares: config, handler, logs, counters, shutdown.
+
+`run_exchange` is the top of every request task: whatever a handler raises ends there, as an
+error response, a stream reset or a log line — never in the event loop's exception handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from ..errors import ErrorCode, StreamError
+from ..protocol.errorpage import error_body, error_headers
+from ..settings import Limits
+
+if TYPE_CHECKING:
+    from ..accesslog import AccessLog
+    from .connection import ServerConnection
+    from .exchange import Exchange
+
+log = logging.getLogger("bridge")
+
+Handler = Callable[["Exchange"], Awaitable[None]]
+
+_HTTP_VERSIONS = {"1.0": "HTTP/1.0", "1.1": "HTTP/1.1", "2": "HTTP/2.0", "3": "HTTP/3"}
+
+
+class ServerContext:
+    def __init__(self, *, limits: Limits, handler: Handler, access_log: AccessLog | None) -> None:
+        self.limits = limits
+        self.handler = handler
+        self.access_log = access_log
+        self.connections: set[ServerConnection] = set()
+        self.shutting_down = False
+        self.requests_total = 0
+        self.rejected_connections = 0
+
+    def admit(self, conn: ServerConnection) -> bool:
+        if self.shutting_down or len(self.connections) >= self.limits.max_connections:
+            self.rejected_connections += 1
+            return False
+        self.connections.add(conn)
+        return True
+
+    def release(self, conn: ServerConnection) -> None:
+        self.connections.discard(conn)
+
+    async def run_exchange(self, exchange: Exchange) -> None:
+        self.requests_total += 1
+        try:
+            await self.handler(exchange)
+            if not exchange.finished and not exchange.aborted:
+                if exchange.response_started:
+                    await exchange.end()
+                else:
+                    raise StreamError(ErrorCode.INTERNAL_ERROR, "handler sent no response")
+        except StreamError as exc:
+            self._fail(exchange, exc)
+        except asyncio.CancelledError:
+            exchange.abort()
+        except Exception as exc:
+            log.exception(
+                "handler failed for %s %s", exchange.request.method, exchange.request.target
+            )
+            self._fail(exchange, StreamError(ErrorCode.INTERNAL_ERROR, type(exc).__name__))
+        finally:
+            self.log_exchange(exchange)
+            exchange.conn.exchange_done(exchange)
+
+    def _fail(self, exchange: Exchange, exc: StreamError) -> None:
+        if exc.code is ErrorCode.CANCELLED or exchange.aborted:
+            exchange.abort()
+            return
+        if exc.code in (ErrorCode.UPSTREAM_UNREACHABLE, ErrorCode.UPSTREAM_TIMEOUT):
+            log.warning(
+                "%s %s: %s (%s)",
+                exchange.request.method,
+                exchange.request.target,
+                exc.code.reason,
+                exc.detail,
+            )
+        if exchange.response_started or exchange.finished:
+            exchange.reset(exc.code)
+            return
+        body = error_body(exc.code, exc.detail)
+        exchange.respond_now(exc.code.status, [*error_headers(body), *exc.headers], body)
+
+    def log_exchange(self, exchange: Exchange) -> None:
+        if self.access_log is None or exchange.logged:
+            return
+        exchange.logged = True
+        from ..accesslog import AccessEntry
+
+        request = exchange.request
+        referer = user_agent = None
+        for name, value in request.headers:
+            if name == b"referer":
+                referer = value.decode("latin-1")
+            elif name == b"user-agent":
+                user_agent = value.decode("latin-1")
+        status = exchange.status or (499 if exchange.aborted else 0)
+        try:
+            self.access_log.log(
+                AccessEntry(
+                    client_ip=exchange.client_ip,
+                    time=exchange.started,
+                    method=request.method,
+                    target=request.target,
+                    http_version=_HTTP_VERSIONS.get(request.http_version, request.http_version),
+                    status=status,
+                    bytes_sent=exchange.bytes_sent,
+                    referer=referer,
+                    user_agent=user_agent,
+                    duration=exchange.duration,
+                    upstream_status=exchange.upstream_status,
+                    route=exchange.route,
+                    pushed=request.pushed,
+                    kind=exchange.log_kind,
+                    events=exchange.events,
+                    lagged=exchange.lagged,
+                    note=exchange.note,
+                )
+            )
+        except Exception:  # a full disk must not take requests down with it
+            log.exception("access log write failed")

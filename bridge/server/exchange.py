@@ -1,0 +1,236 @@
+"""One request/response exchange (one HTTP/2 or HTTP/3 stream, one HTTP/1.1 cycle).
+
+This is what handlers hold: they read the request body, send a response, push, or open a
+`Sink` for the stream hot path. Every await here is bounded: body reads by the header and idle
+timeouts of the connection, writes by `settings.SEND_TIMEOUT`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .. import settings
+from ..errors import ErrorCode, StreamError
+from ..events import (
+    Body,
+    Data,
+    EndBody,
+    EndData,
+    Event,
+    Headers,
+    InformationalResponse,
+    PushPromise,
+    Request,
+    Response,
+    StreamReset,
+)
+
+if TYPE_CHECKING:
+    from .connection import ServerConnection
+
+
+class Exchange:
+    """A handler's view of one stream; created by `ServerConnection` for each `Request`."""
+
+    def __init__(self, conn: ServerConnection, request: Request) -> None:
+        self.conn = conn
+        self.request = request
+        self.stream_id = request.stream_id
+        self.started = time.time()
+        self._t0 = time.monotonic()
+        self.client_ip = conn.client_ip
+        # Inbound body (or tunnel data after a WebSocket accept), bounded by flow control.
+        self._inbound: deque[bytes] = deque()
+        self._inbound_size = 0
+        self._inbound_done = False
+        self._reader: asyncio.Future[None] | None = None
+        self._writer: asyncio.Future[None] | None = None
+        # Response state and what the access log wants to know.
+        self.status = 0
+        self.response_started = False
+        self.finished = False  # we sent the end of our side
+        self.aborted = False  # the peer reset the stream or the connection went away
+        self.bytes_sent = 0
+        self.upstream_status: int | None = None
+        self.route: str | None = None
+        self.log_kind = "request"
+        self.events: int | None = None
+        self.lagged = False
+        self.note: str | None = None
+        self.logged = False
+        self.on_drain: Callable[[], None] | None = None
+        self.on_abort: Callable[[], None] | None = None
+        self._closed_waiter: asyncio.Future[None] | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    # --- inbound --------------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        self._inbound.append(data)
+        self._inbound_size += len(data)
+        if self._inbound_size > settings.READ_HIGH_WATER and not self.conn.adapter.multiplexed:
+            self.conn.pause_reading()
+        self._wake_reader()
+
+    def feed_end(self) -> None:
+        self._inbound_done = True
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        if self._reader is not None and not self._reader.done():
+            self._reader.set_result(None)
+
+    async def receive(self, timeout: float | None = None) -> bytes:
+        """The next piece of the request body (or tunnel bytes); b"" at the end."""
+        while not self._inbound:
+            if self._inbound_done:
+                return b""
+            if self.aborted:
+                raise StreamError(ErrorCode.CANCELLED, "client went away")
+            self._reader = self.conn.loop.create_future()
+            try:
+                await asyncio.wait_for(self._reader, timeout or self.conn.body_timeout)
+            except TimeoutError:
+                raise StreamError(ErrorCode.REQUEST_TIMEOUT, "request body too slow") from None
+            finally:
+                self._reader = None
+        data = self._inbound.popleft()
+        self._inbound_size -= len(data)
+        self.conn.adapter.acknowledge(self.stream_id, len(data))
+        if self._inbound_size <= settings.READ_HIGH_WATER // 2:
+            self.conn.resume_reading()
+        return data
+
+    @property
+    def body_complete(self) -> bool:
+        return self._inbound_done and not self._inbound
+
+    # --- outbound -------------------------------------------------------------------------------
+
+    def _send(self, event: Event) -> None:
+        if self.aborted:
+            raise StreamError(ErrorCode.CANCELLED, "client went away")
+        self.conn.send(event)
+
+    def send_informational(self, status: int, headers: Headers) -> None:
+        if not self.response_started and not self.aborted:
+            self.conn.send(InformationalResponse(self.stream_id, status, headers))
+
+    def start_response(self, status: int, headers: Headers) -> None:
+        self.status = status
+        self.response_started = True
+        self._send(Response(self.stream_id, status, headers))
+
+    async def send_response(self, status: int, headers: Headers) -> None:
+        self.start_response(status, headers)
+
+    async def send_body(self, data: bytes) -> None:
+        if not data:
+            return
+        self.bytes_sent += len(data)
+        self._send(Data(self.stream_id, data) if self.tunnel else Body(self.stream_id, data))
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Wait until the connection and this stream's flow-control window accept more."""
+        conn = self.conn
+        while not self.aborted and (
+            conn.write_paused or conn.adapter_pending(self.stream_id) > settings.BODY_CHUNK
+        ):
+            self._writer = conn.loop.create_future()
+            try:
+                await asyncio.wait_for(self._writer, settings.SEND_TIMEOUT)
+            except TimeoutError:
+                raise StreamError(ErrorCode.CANCELLED, "client stopped reading") from None
+            finally:
+                self._writer = None
+        if self.aborted:
+            raise StreamError(ErrorCode.CANCELLED, "client went away")
+
+    def writable(self) -> None:
+        """The connection drained or the stream's window opened."""
+        if self._writer is not None and not self._writer.done():
+            self._writer.set_result(None)
+        if self.on_drain is not None:
+            self.on_drain()
+
+    async def end(self) -> None:
+        if self.finished or self.aborted:
+            return
+        self.finished = True
+        self.conn.send(EndData(self.stream_id) if self.tunnel else EndBody(self.stream_id))
+
+    async def respond(self, status: int, headers: Headers, body: bytes = b"") -> None:
+        self.respond_now(status, headers, body)
+
+    def respond_now(self, status: int, headers: Headers, body: bytes = b"") -> None:
+        """A whole small response at once (bounded by the caller: error pages, snapshots)."""
+        self.start_response(status, headers)
+        if body and self.request.method != "HEAD":
+            self.bytes_sent += len(body)
+            self._send(Body(self.stream_id, body))
+        self.finished = True
+        self.conn.send(EndBody(self.stream_id))
+
+    def reset(self, code: ErrorCode) -> None:
+        """End the stream abnormally: an error status before the head, a reset after it."""
+        if self.finished or self.aborted:
+            return
+        self.finished = True
+        if not self.response_started:
+            self.status = code.status
+            self.response_started = True
+        self.conn.send(StreamReset(self.stream_id, code))
+
+    def push(self, path: str, headers: Headers) -> None:
+        if not self.aborted and not self.response_started:
+            self.conn.send(PushPromise(self.stream_id, path, headers))
+
+    # --- tunnels and hot-path writes ----------------------------------------------------------
+
+    @property
+    def tunnel(self) -> bool:
+        return self.conn.is_tunnel(self.stream_id)
+
+    def write_raw(self, data: bytes) -> None:
+        """Hot path: pre-rendered bytes straight to the wire, no awaiting (see Sink)."""
+        self.conn.write_stream(self.stream_id, data)
+        self.bytes_sent += len(data)
+
+    def buffered(self) -> int:
+        return self.conn.buffered(self.stream_id)
+
+    # --- lifetime -------------------------------------------------------------------------------
+
+    def abort(self) -> None:
+        """The peer reset the stream or the connection closed."""
+        if self.aborted:
+            return
+        self.aborted = True
+        self._wake_reader()
+        if self._writer is not None and not self._writer.done():
+            self._writer.set_result(None)
+        if self._closed_waiter is not None and not self._closed_waiter.done():
+            self._closed_waiter.set_result(None)
+        if self.on_abort is not None:
+            self.on_abort()
+
+    async def wait_aborted(self) -> None:
+        """Park a long-lived stream handler until the client goes away."""
+        if self.aborted:
+            return
+        self._closed_waiter = self.conn.loop.create_future()
+        await self._closed_waiter
+
+    def release(self) -> None:
+        """Wake a handler parked in `wait_aborted` without aborting (we ended the stream)."""
+        if self._closed_waiter is not None and not self._closed_waiter.done():
+            self._closed_waiter.set_result(None)
+
+    @property
+    def duration(self) -> float:
+        return time.monotonic() - self._t0

@@ -1,0 +1,141 @@
+"""Start and stop a whole bridge: listeners, the shared context, signals, graceful shutdown.
+
+`Bridge` is used by `bridge serve` and, in-process, by the tests and benchmarks (bind port 0,
+read `ports`, `await stop()`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+from .. import settings
+from ..accesslog import AccessLog, install_sigusr1
+from ..certs import ensure_dev_certs
+from ..handlers.proxy import ProxyHandler
+from ..handlers.router import Router
+from ..routing.model import Address, Config
+from ..upstream.client import UpstreamPool
+from .connection import ServerConnection
+from .context import ServerContext
+from .tls import server_context
+
+log = logging.getLogger("bridge")
+
+
+class Bridge:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.ports: dict[str, int] = {}
+        self.pool = UpstreamPool()
+        self.access_log: AccessLog | None = None
+        self.context: ServerContext | None = None
+        self.router: Router | None = None
+        self.extensions: list[Callable[[Bridge], None]] = []
+        self._servers: list[asyncio.AbstractServer] = []
+        self._stopped = asyncio.Event()
+        self.ssl_context: ssl.SSLContext | None = None
+        self.hub: object | None = None
+
+    def tls(self) -> ssl.SSLContext:
+        cert, key = self.config.tls.cert, self.config.tls.key
+        if cert is None or key is None or not cert.exists() or not key.exists():
+            directory = cert.parent if cert else Path(self.config.source).resolve().parent / "certs"
+            cert, key = ensure_dev_certs(directory)
+        return server_context(cert, key)
+
+    async def start(self) -> None:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        self.access_log = AccessLog.open(config.access_log.path, config.access_log.format)
+        install_sigusr1(loop, self.access_log)
+        proxy = ProxyHandler(self.pool, max_request_body=config.limits.max_request_body)
+        self.router = Router(config, proxy)
+        for extend in self.extensions:
+            extend(self)
+        self.context = ServerContext(
+            limits=config.limits, handler=self.router, access_log=self.access_log
+        )
+        listen = config.listen
+        if listen.https is not None:
+            self.ssl_context = self.tls()
+            self.ports["https"] = await self._listen(listen.https, "https", self.ssl_context)
+            self.router.https_port = self.ports["https"]
+        if listen.http is not None:
+            self.ports["http"] = await self._listen(listen.http, "http", None)
+        if listen.admin is not None:
+            from .admin import start_admin
+
+            server, port = await start_admin(self, listen.admin)
+            self._servers.append(server)
+            self.ports["admin"] = port
+        routes = len(config.routes)
+        names = ", ".join(f"{k}={v}" for k, v in self.ports.items())
+        log.info("bridge listening (%s); %d routes", names, routes)
+
+    async def _listen(self, address: Address, scheme: str, tls: ssl.SSLContext | None) -> int:
+        host, port = address
+        ctx = self.context
+        assert ctx is not None
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: ServerConnection(ctx, scheme=scheme),
+            host=host or None,
+            port=port,
+            ssl=tls,
+            ssl_handshake_timeout=ctx.limits.tls_handshake_timeout if tls else None,
+            backlog=4096,
+            reuse_address=True,
+        )
+        for sock in server.sockets:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._servers.append(server)
+        return server.sockets[0].getsockname()[1]
+
+    async def stop(self, grace: float = settings.SHUTDOWN_GRACE) -> None:
+        """Stop accepting, let in-flight requests finish within `grace`, then close."""
+        ctx = self.context
+        for server in self._servers:
+            server.close()
+        if ctx is not None:
+            ctx.shutting_down = True
+            for conn in list(ctx.connections):
+                conn.shutdown()
+            deadline = asyncio.get_running_loop().time() + grace
+            while ctx.connections and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            for conn in list(ctx.connections):
+                conn.abort()
+        hub_close = getattr(self.hub, "close", None)
+        if hub_close is not None:
+            await hub_close()
+        await self.pool.close()
+        if self.access_log is not None:
+            self.access_log.close()
+        self._stopped.set()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGTERM or SIGINT, then shut down gracefully."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down (grace %.0fs)", settings.SHUTDOWN_GRACE)
+        await self.stop()
+
+
+def run(coro_factory: Callable[[], object]) -> None:
+    """Run on uvloop where available (smaller TLS buffers, faster transports)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - non-Linux
+        asyncio.run(coro_factory())  # type: ignore[arg-type]
+        return
+    uvloop.run(coro_factory())  # type: ignore[arg-type]
