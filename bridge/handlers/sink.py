@@ -1,0 +1,51 @@
+"""`ExchangeSink`: how the hub's fan-out reaches one subscriber's connection.
+
+The hub calls `write(prerendered)` once per subscriber per event, so `write` is bound at
+construction to the cheapest path the protocol allows: on HTTP/1.1 the transport's own
+`write` (the bytes already carry chunk framing); on HTTP/2 and HTTP/3 the connection's
+per-stream writer, which adds the stream's frame header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from ..server.exchange import Exchange
+
+
+class ExchangeSink:
+    __slots__ = ("_early", "_end", "buffered", "closed", "exchange", "write")
+
+    def __init__(self, exchange: Exchange, end: Callable[[bytes], None]) -> None:
+        self.exchange = exchange
+        self._end = end
+        self.closed = False
+        self._early: list[bytes] = []
+        # Until the response head is out, events (the snapshot a newcomer gets at once) wait.
+        self.write: Callable[[bytes], None] = self._early.append
+        self.buffered: Callable[[], int] = partial(exchange.conn.buffered, exchange.stream_id)
+
+    def open(self) -> None:
+        """The response head is sent: switch `write` to the wire and flush what waited."""
+        conn = self.exchange.conn
+        transport = conn.transport
+        if not conn.adapter.multiplexed and transport is not None:
+            self.write = transport.write
+            self.buffered = transport.get_write_buffer_size
+        else:
+            self.write = partial(conn.write_stream, self.exchange.stream_id)
+        for data in self._early:
+            self.write(data)
+        self._early.clear()
+
+    def close(self, final: bytes = b"") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.write = _discard
+        self._end(final)
+
+
+def _discard(data: bytes) -> None:
+    """Writes after close go nowhere: the subscriber is being removed."""

@@ -1,0 +1,173 @@
+"""Requests on a stream route: Server-Sent Events subscribers and legacy polling clients.
+
+- `Accept: text/event-stream` → an SSE subscription on the route's channel (ROUTES.md).
+- A WebSocket handshake → the WebSocket handler, when one is installed.
+- Any other GET/HEAD → the channel's latest snapshot with its ETag (304 on `If-None-Match`,
+  `Prefer: wait=N` long-polls), so old polling clients stop costing the upstream too.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qs
+
+from .. import settings
+from ..errors import ErrorCode, StreamError
+from ..events import Headers
+from ..hub.hub import Hub
+from ..hub.item import Format
+from ..hub.render import chunk
+from ..routing.model import Route
+from ..server.exchange import Exchange
+from .sink import ExchangeSink
+
+WebSocketHandler = Callable[[Exchange, Route, dict[str, str], str | None], Awaitable[None]]
+
+_PREFER_WAIT = re.compile(rb"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
+_SSE_HEADERS: Headers = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def header(headers: Headers, name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def is_websocket(exchange: Exchange) -> bool:
+    request = exchange.request
+    if request.protocol is not None:
+        return request.method == "CONNECT" and request.protocol.lower() == "websocket"
+    upgrade = header(request.headers, b"upgrade")
+    return upgrade is not None and upgrade.lower() == b"websocket"
+
+
+class StreamHandler:
+    def __init__(self, hub: Hub, *, websocket: WebSocketHandler | None = None) -> None:
+        self.hub = hub
+        self.websocket = websocket
+
+    async def __call__(
+        self, exchange: Exchange, route: Route, params: dict[str, str], path: str, query: str
+    ) -> None:
+        spec = route.stream
+        assert spec is not None
+        request = exchange.request
+        last_id = _last_event_id(request.headers, query)
+        if is_websocket(exchange):
+            if "websocket" not in spec.protocols or self.websocket is None:
+                raise StreamError(
+                    ErrorCode.METHOD_NOT_ALLOWED
+                    if request.method == "CONNECT"
+                    else ErrorCode.BAD_REQUEST,
+                    "WebSocket is not enabled on this stream",
+                )
+            await self.websocket(exchange, route, params, last_id)
+            return
+        if request.method not in ("GET", "HEAD"):
+            raise StreamError(ErrorCode.METHOD_NOT_ALLOWED, headers=[(b"allow", b"GET, HEAD")])
+        accept = header(request.headers, b"accept") or b""
+        if b"text/event-stream" in accept and "sse" in spec.protocols:
+            await self.sse(exchange, route, params, last_id)
+        else:
+            await self.snapshot(exchange, route, params)
+
+    async def sse(
+        self, exchange: Exchange, route: Route, params: dict[str, str], last_id: str | None
+    ) -> None:
+        request = exchange.request
+        # HTTP/1.1 bodies go out as chunks; the chunk framing is pre-rendered with the event.
+        chunked = request.http_version == "1.1"
+        fmt = Format.SSE_CHUNKED if chunked else Format.SSE
+
+        def end(final: bytes) -> None:
+            if final and not exchange.aborted:
+                exchange.write_raw(chunk(final) if chunked else final)
+            exchange.release()
+
+        sink = ExchangeSink(exchange, end)
+        subscription = self.hub.subscribe(route, params, request.headers, sink, fmt, last_id)
+        exchange.log_kind = "stream"
+        exchange.on_drain = subscription.on_drain
+        exchange.on_abort = subscription.cancel
+        try:
+            exchange.start_response(200, list(_SSE_HEADERS))
+            # A jittered reconnect hint, so a restart does not bring every client back at once.
+            retry = int(settings.SSE_RETRY_MS * random.uniform(0.75, 1.5))
+            hint = b"retry: %d\n\n" % retry
+            sink.open()
+            exchange.write_raw(chunk(hint) if chunked else hint)
+            await exchange.wait_aborted()
+        finally:
+            subscription.cancel()
+            exchange.events = subscription.events
+            exchange.lagged = subscription.lagged
+            exchange.bytes_sent += subscription.bytes_sent
+        if not exchange.aborted:
+            await exchange.end()
+
+    async def snapshot(self, exchange: Exchange, route: Route, params: dict[str, str]) -> None:
+        request = exchange.request
+        timeout = route.stream.longpoll.timeout if route.stream and route.stream.longpoll else 10.0
+        item = await self.hub.latest(route, params, request.headers, timeout=timeout)
+        if item is None:
+            raise StreamError(
+                ErrorCode.UPSTREAM_TIMEOUT, "no snapshot from the upstream yet", [(b"retry-after", b"1")]
+            )
+        etag = b'"' + item.id.encode() + b'"'
+        matches = _etag_matches(header(request.headers, b"if-none-match"), etag)
+        wait = _prefer_wait(request.headers)
+        if matches and wait:
+            changed = await self.hub.wait_change(
+                route, params, request.headers, after=item.id, timeout=wait
+            )
+            if changed is not None:
+                item, matches = changed, False
+                etag = b'"' + item.id.encode() + b'"'
+        headers: Headers = [(b"etag", etag), (b"cache-control", b"no-cache")]
+        if matches:
+            await exchange.respond(304, headers)
+            return
+        body = item.state
+        headers += [
+            (b"content-type", item.content_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        if wait:
+            headers.append((b"preference-applied", b"wait=%d" % int(wait)))
+        await exchange.respond(200, headers, body)
+
+
+def _last_event_id(headers: Headers, query: str) -> str | None:
+    value = header(headers, b"last-event-id")
+    if value is not None:
+        return value.decode("utf-8", "replace")
+    if "last_event_id" in query:
+        found = parse_qs(query.lstrip("?")).get("last_event_id")
+        if found:
+            return found[0]
+    return None
+
+
+def _etag_matches(condition: bytes | None, etag: bytes) -> bool:
+    if not condition:
+        return False
+    if condition.strip() == b"*":
+        return True
+    # RFC 9110 §13.1.2: If-None-Match uses weak comparison.
+    return any(tag.strip().removeprefix(b"W/") == etag for tag in condition.split(b","))
+
+
+def _prefer_wait(headers: Headers) -> float:
+    for name, value in headers:
+        if name == b"prefer":
+            found = _PREFER_WAIT.search(value)
+            if found:
+                return min(float(found.group(1)), settings.MAX_PREFER_WAIT)
+    return 0.0
