@@ -1,4 +1,7 @@
-"""Wires the optional features (streams, push, WebSocket) into a `Bridge` before it starts."""
+"""Wires the feature handlers (streams, WebSocket, push) into a `Bridge` before it starts.
+
+The one place that knows every feature; `bridge serve`, `bridge demo` and the tests call it.
+"""
 
 from __future__ import annotations
 
@@ -6,4 +9,18 @@ from .server.run import Bridge
 
 
 def install(bridge: Bridge) -> None:
-    """Attach every feature handler to the router; the one place that knows them all."""
+    bridge.extensions.append(_wire)
+
+
+def _wire(bridge: Bridge) -> None:
+    from .handlers.stream import StreamHandler
+    from .handlers.websocket import WebSocketHandler
+    from .hub.hub import Hub
+
+    router = bridge.router
+    assert router is not None
+    limits = bridge.config.limits
+    hub = Hub(bridge.pool, limits=limits)
+    bridge.hub = hub
+    websocket = WebSocketHandler(hub, bridge.pool, max_message=limits.max_ws_message)
+    router.stream = StreamHandler(hub, websocket=websocket)

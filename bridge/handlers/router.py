@@ -16,6 +16,8 @@ from ..routing.paths import PathError, normalize_path, split_target
 from ..routing.table import RouteTable
 from ..server.exchange import Exchange
 from .proxy import ProxyHandler
+from .stream import is_websocket
+from .wsproxy import proxy_websocket
 
 StreamHandler = Callable[[Exchange, Route, dict[str, str], str, str], Awaitable[None]]
 PageHandler = Callable[[Exchange, Route, str], Awaitable[None]]
@@ -61,6 +63,11 @@ class Router:
             return
         if route.upstream is None:
             raise StreamError(ErrorCode.NOT_FOUND)
+        if is_websocket(exchange):
+            await proxy_websocket(exchange, route.upstream, path + query)
+            return
+        if request.method == "CONNECT":
+            raise StreamError(ErrorCode.METHOD_NOT_ALLOWED, "CONNECT is not proxied")
         if (route.push or route.push_auto) and self.page is not None and not request.pushed:
             await self.page(exchange, route, path + query)
             return

@@ -89,7 +89,8 @@ class ServerConnection(asyncio.Protocol):
                 data = self._sniff(data)
                 if self.adapter is None:
                     return
-            if self._timer_kind == "keepalive":
+            if self._timer_kind == "keepalive" and not self.adapter.multiplexed:
+                # A new HTTP/1.1 request head has begun: it must complete in header_timeout.
                 self._arm(self.ctx.limits.header_timeout, "header")
             for event in self.adapter.receive_data(data):
                 self._dispatch(event)

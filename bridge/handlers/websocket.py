@@ -1,0 +1,289 @@
+"""WebSocket subscribers of a stream route, on any HTTP version.
+
+The handshake is ours (101 + Upgrade on HTTP/1.1; 200 to an extended CONNECT on HTTP/2, RFC
+8441, and HTTP/3, RFC 9220); after it, `wsproto.Connection` parses and builds frames over the
+exchange's tunnel bytes. Stream events are pre-rendered frames shared by every client (server
+frames are unmasked), written by the hub's fan-out through an `ExchangeSink`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import enum
+import hashlib
+import logging
+import random
+from urllib.parse import urlsplit
+
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.frame_protocol import CloseReason
+
+from ..errors import ErrorCode, StreamError
+from ..events import Headers
+from ..hub.hub import Hub
+from ..hub.item import Format
+from ..routing.model import Route, StreamSpec
+from ..routing.paths import substitute
+from ..server.exchange import Exchange
+from ..upstream.client import UpstreamPool
+from .sink import ExchangeSink
+from .stream import header
+
+log = logging.getLogger("bridge.websocket")
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MAX_IN_FLIGHT = 8  # `send:` POSTs queued per connection before we stop reading
+CLOSE_TIMEOUT = 5.0
+
+
+class WsState(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"  # we sent a close frame and wait for the peer's
+    CLOSED = "closed"
+
+
+def accept_key(key: bytes) -> bytes:
+    return base64.b64encode(hashlib.sha1(key + _GUID).digest())
+
+
+def handshake_problem(exchange: Exchange) -> tuple[ErrorCode, str, Headers] | None:
+    """RFC 6455 §4.2.1 (HTTP/1.1) and RFC 8441 §5 (extended CONNECT) request checks."""
+    request = exchange.request
+    headers = request.headers
+    version = header(headers, b"sec-websocket-version")
+    if version != b"13":
+        return (ErrorCode.UPGRADE_REQUIRED, "WebSocket version 13 required",
+                [(b"sec-websocket-version", b"13")])
+    if request.protocol is None:  # HTTP/1.1 Upgrade
+        if request.method != "GET":
+            return (ErrorCode.METHOD_NOT_ALLOWED, "WebSocket handshake must be GET", [])
+        connection = (header(headers, b"connection") or b"").lower()
+        if b"upgrade" not in [t.strip() for t in connection.split(b",")]:
+            return (ErrorCode.BAD_REQUEST, "Connection: Upgrade missing", [])
+        key = header(headers, b"sec-websocket-key")
+        try:
+            if key is None or len(base64.b64decode(key, validate=True)) != 16:
+                raise ValueError
+        except ValueError:
+            return (ErrorCode.BAD_REQUEST, "bad Sec-WebSocket-Key", [])
+    return None
+
+
+def origin_allowed(exchange: Exchange, allowed: tuple[str, ...]) -> bool:
+    """Same origin by default, or one listed in `origins:` (RFC 6454 exact comparison)."""
+    origin = header(exchange.request.headers, b"origin")
+    if origin is None:
+        return True  # not a browser; cross-site hijacking needs a browser's ambient cookies
+    text = origin.decode("latin-1").strip().lower()
+    if text == "null":
+        return False
+    own = _normalise_origin(f"{exchange.request.scheme}://{exchange.request.authority}")
+    return _normalise_origin(text) in {own, *allowed}
+
+
+def _normalise_origin(value: str) -> str:
+    try:
+        parts = urlsplit(value.lower())
+        port = parts.port
+    except ValueError:
+        return ""
+    if not parts.scheme or not parts.hostname:
+        return ""
+    default = {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(parts.scheme)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + ("" if port in (None, default) else f":{port}")
+
+
+async def accept(exchange: Exchange) -> None:
+    """Send the handshake answer; the exchange becomes a tunnel of frames."""
+    request = exchange.request
+    if request.protocol is None:
+        key = header(request.headers, b"sec-websocket-key") or b""
+        exchange.start_response(
+            101,
+            [
+                (b"upgrade", b"websocket"),
+                (b"connection", b"Upgrade"),
+                (b"sec-websocket-accept", accept_key(key)),
+            ],
+        )
+    else:
+        exchange.start_response(200, [])
+
+
+class WebSocketHandler:
+    """Stream route WebSocket subscribers: stream events out, `send:` messages in."""
+
+    def __init__(self, hub: Hub, pool: UpstreamPool, *, max_message: int) -> None:
+        self.hub = hub
+        self.pool = pool
+        self.max_message = max_message
+
+    async def __call__(
+        self, exchange: Exchange, route: Route, params: dict[str, str], last_id: str | None
+    ) -> None:
+        spec = route.stream
+        assert spec is not None
+        problem = handshake_problem(exchange)
+        if problem is not None:
+            raise StreamError(problem[0], problem[1], problem[2])
+        if not origin_allowed(exchange, spec.origins):
+            raise StreamError(ErrorCode.FORBIDDEN, "cross-origin WebSocket refused")
+        session = WebSocketSession(exchange, spec, self, params)
+        await session.run(route, last_id)
+
+
+class WebSocketSession:
+    def __init__(
+        self, exchange: Exchange, spec: StreamSpec, handler: WebSocketHandler, params: dict[str, str]
+    ) -> None:
+        self.exchange = exchange
+        self.spec = spec
+        self.handler = handler
+        self.params = params
+        self.ws = Connection(ConnectionType.SERVER)
+        self.state = WsState.OPEN
+        self.message: list[bytes | str] = []
+        self.message_size = 0
+        self.outbox: asyncio.Queue[TextMessage | BytesMessage] = asyncio.Queue(MAX_IN_FLIGHT)
+        self.heard = True  # anything received since the last liveness check
+
+    async def run(self, route: Route, last_id: str | None) -> None:
+        exchange = self.exchange
+        fmt = Format.WS_RAW if self.spec.ws_format == "raw" else Format.WS_ENVELOPE
+        sink = ExchangeSink(exchange, self._lagging_close)
+        subscription = self.handler.hub.subscribe(
+            route, self.params, exchange.request.headers, sink, fmt, last_id
+        )
+        exchange.log_kind = "stream"
+        exchange.on_drain = subscription.on_drain
+        worker = asyncio.create_task(self._sender()) if self.spec.send else None
+        try:
+            await accept(exchange)
+            sink.open()
+            await self._read_loop()
+        finally:
+            subscription.cancel()
+            if worker is not None:
+                worker.cancel()
+            exchange.events = subscription.events
+            exchange.lagged = subscription.lagged
+            exchange.bytes_sent += subscription.bytes_sent
+        if not exchange.aborted:
+            await exchange.end()
+
+    def _write(self, event: object) -> None:
+        if not self.exchange.aborted:
+            self.exchange.write_raw(self.ws.send(event))  # type: ignore[arg-type]
+
+    def close(self, code: int, reason: str = "") -> None:
+        if self.state is WsState.OPEN:
+            self.state = WsState.CLOSING
+            self._write(CloseConnection(code=code, reason=reason))
+
+    def _lagging_close(self, final: bytes) -> None:
+        # RFC 6455 §7.4 / IANA: 1013 "try again later"; the client resumes with last_event_id.
+        self.close(1013, "subscriber too slow, reconnect")
+        self.exchange.feed_end()
+
+    async def _read_loop(self) -> None:
+        exchange = self.exchange
+        interval = self.spec.heartbeat * random.uniform(1.5, 2.0)
+        while self.state is not WsState.CLOSED and not exchange.aborted:
+            timeout = CLOSE_TIMEOUT if self.state is WsState.CLOSING else interval
+            try:
+                data = await exchange.receive(timeout=timeout)
+            except StreamError as exc:
+                if exc.code is not ErrorCode.REQUEST_TIMEOUT:
+                    raise
+                if self.state is WsState.CLOSING or not self.heard:
+                    # No close answer, or no pong to our ping: the peer is gone.
+                    self.state = WsState.CLOSED
+                    return
+                self.heard = False
+                self._write(Ping(b"bridge"))
+                continue
+            if not data:
+                self.state = WsState.CLOSED
+                return
+            self.heard = True
+            self.ws.receive_data(data)
+            for event in self.ws.events():
+                await self._on_event(event)
+
+    async def _on_event(self, event: object) -> None:
+        if isinstance(event, (TextMessage, BytesMessage)):
+            self.message.append(event.data)
+            self.message_size += len(event.data)
+            if self.message_size > self.handler.max_message:
+                self.message.clear()
+                self.close(CloseReason.MESSAGE_TOO_BIG, "message too big")
+                return
+            if event.message_finished:
+                parts, self.message, self.message_size = self.message, [], 0
+                if self.spec.send and self.state is WsState.OPEN:
+                    whole: TextMessage | BytesMessage
+                    if isinstance(event, TextMessage):
+                        whole = TextMessage(data="".join(parts))  # type: ignore[arg-type]
+                    else:
+                        whole = BytesMessage(data=b"".join(parts))  # type: ignore[arg-type]
+                    await asyncio.wait_for(self.outbox.put(whole), CLOSE_TIMEOUT * 6)
+        elif isinstance(event, Ping):
+            self._write(event.response())
+        elif isinstance(event, Pong):
+            pass
+        elif isinstance(event, CloseConnection):
+            if self.state is WsState.OPEN:
+                # The peer closed (or wsproto found a protocol error): answer with its code.
+                self._write(event.response())
+            self.state = WsState.CLOSED
+
+    async def _sender(self) -> None:
+        """POST client messages to `send:` in order; answers go back to this client only."""
+        spec = self.spec
+        assert spec.send is not None
+        target = substitute(spec.send, self.params)
+        vary = set(spec.vary)
+        while True:
+            message = await self.outbox.get()
+            text = isinstance(message, TextMessage)
+            body = message.data.encode() if text else bytes(message.data)  # type: ignore[union-attr]
+            headers: Headers = [
+                (n, v) for n, v in self.exchange.request.headers if n in vary
+            ]
+            headers += [
+                (b"host", spec.upstream.authority.encode()),
+                (b"content-type", b"text/plain; charset=utf-8" if text else b"application/octet-stream"),
+                (b"content-length", str(len(body)).encode()),
+            ]
+            try:
+                status, answer = await self._post(target, headers, body)
+            except StreamError as exc:
+                log.warning("send: POST %s failed: %s", target, exc.detail)
+                self.close(1011, "upstream unavailable")
+                return
+            if 200 <= status < 300 and answer and self.state is WsState.OPEN:
+                if text:
+                    self._write(TextMessage(data=answer.decode("utf-8", "replace")))
+                else:
+                    self._write(BytesMessage(data=answer))
+
+    async def _post(self, target: str, headers: Headers, body: bytes) -> tuple[int, bytes]:
+        upstream = self.spec.upstream
+        pool = self.handler.pool
+        response = await pool.request(
+            upstream, "POST", target, headers, body, content_length=len(body)
+        )
+        try:
+            pieces: list[bytes] = []
+            size = 0
+            async for piece in response:
+                size += len(piece)
+                if size > self.handler.max_message:
+                    raise StreamError(ErrorCode.UPSTREAM_UNREACHABLE, "send: answer too large")
+                pieces.append(piece)
+            return response.status, b"".join(pieces)
+        finally:
+            await response.aclose()

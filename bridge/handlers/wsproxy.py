@@ -1,0 +1,148 @@
+"""Pass-through WebSocket for ordinary routes: a client's WebSocket relayed to the upstream's.
+
+The client may arrive over HTTP/1.1 Upgrade or an HTTP/2 extended CONNECT (RFC 8441); the
+upstream is always asked over HTTP/1.1 Upgrade. RFC 8441 §5 keeps the WebSocket framing
+unchanged (clients still mask), so after the two handshakes the frames are relayed as they
+are, in both directions, with backpressure — close and ping semantics are the peers' own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+
+import h11
+
+from .. import settings
+from ..errors import ErrorCode, StreamError
+from ..events import Headers
+from ..routing.model import Upstream
+from ..server.exchange import Exchange
+from ..upstream.headers import forward_request_headers
+from .stream import header
+from .websocket import handshake_problem
+
+# Headers the upstream's handshake answer may carry on to the client.
+_ANSWER_HEADERS = frozenset(
+    {b"sec-websocket-protocol", b"sec-websocket-extensions", b"set-cookie"}
+)
+_PASS_HEADERS = frozenset(
+    {b"sec-websocket-protocol", b"sec-websocket-extensions", b"sec-websocket-version"}
+)
+
+
+async def proxy_websocket(exchange: Exchange, upstream: Upstream, target: str) -> None:
+    problem = handshake_problem(exchange)
+    if problem is not None:
+        raise StreamError(problem[0], problem[1], problem[2])
+    request = exchange.request
+    key = header(request.headers, b"sec-websocket-key")
+    if key is None:  # an RFC 8441 client has no key: the upstream handshake needs one
+        key = base64.b64encode(os.urandom(16))
+    headers = forward_request_headers(
+        [(n, v) for n, v in request.headers if n != b"sec-websocket-key"],
+        client_ip=exchange.client_ip,
+        scheme=request.scheme,
+        authority=request.authority,
+        http_version=request.http_version,
+        upstream=upstream,
+    )
+    headers += [
+        (b"upgrade", b"websocket"),
+        (b"connection", b"Upgrade"),
+        (b"sec-websocket-key", key),
+    ]
+    if header(headers, b"sec-websocket-version") is None:
+        headers.append((b"sec-websocket-version", b"13"))
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(upstream.host, upstream.port), upstream.timeout
+        )
+    except TimeoutError:
+        raise StreamError(ErrorCode.UPSTREAM_TIMEOUT, "upstream connect timed out") from None
+    except OSError as exc:
+        raise StreamError(ErrorCode.UPSTREAM_UNREACHABLE, str(exc)) from None
+    try:
+        status, answer, rest = await asyncio.wait_for(
+            _handshake(reader, writer, upstream.base_path + target, headers), upstream.timeout
+        )
+        exchange.upstream_status = status
+        if status != 101:
+            raise StreamError(ErrorCode.UPSTREAM_UNREACHABLE, f"upstream refused WebSocket ({status})")
+        kept = [(n, v) for n, v in answer if n in _ANSWER_HEADERS]
+        if request.protocol is None:
+            kept += [
+                (b"upgrade", b"websocket"),
+                (b"connection", b"Upgrade"),
+                (b"sec-websocket-accept", header(answer, b"sec-websocket-accept") or b""),
+            ]
+            exchange.start_response(101, kept)
+        else:
+            exchange.start_response(200, kept)
+        exchange.log_kind = "stream"
+        if rest:
+            await exchange.send_body(rest)
+        await _relay(exchange, reader, writer)
+    except TimeoutError:
+        raise StreamError(ErrorCode.UPSTREAM_TIMEOUT, "upstream handshake timed out") from None
+    finally:
+        writer.close()
+    if not exchange.aborted:
+        await exchange.end()
+
+
+async def _handshake(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: str, headers: Headers
+) -> tuple[int, Headers, bytes]:
+    client = h11.Connection(h11.CLIENT)
+    writer.write(client.send(h11.Request(method="GET", target=target, headers=headers)))
+    await writer.drain()
+    while True:
+        event = client.next_event()
+        if event is h11.NEED_DATA:
+            data = await reader.read(settings.BODY_CHUNK)
+            if not data:
+                raise StreamError(ErrorCode.UPSTREAM_UNREACHABLE, "upstream closed during handshake")
+            try:
+                client.receive_data(data)
+            except h11.RemoteProtocolError:
+                raise StreamError(ErrorCode.UPSTREAM_UNREACHABLE, "bad upstream answer") from None
+            continue
+        if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+            rest, _ = client.trailing_data
+            return 101, [(bytes(n), bytes(v)) for n, v in event.headers], rest
+        if isinstance(event, h11.Response):
+            return event.status_code, [(bytes(n), bytes(v)) for n, v in event.headers], b""
+        if isinstance(event, h11.InformationalResponse):
+            continue
+
+
+async def _relay(
+    exchange: Exchange, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    async def client_to_upstream() -> None:
+        while True:
+            data = await exchange.receive(timeout=settings.UPSTREAM_IDLE_TIMEOUT * 10)
+            if not data:
+                return
+            writer.write(data)
+            await asyncio.wait_for(writer.drain(), settings.SEND_TIMEOUT)
+
+    async def upstream_to_client() -> None:
+        while True:
+            data = await reader.read(settings.BODY_CHUNK)
+            if not data:
+                return
+            await exchange.send_body(data)
+
+    tasks = [asyncio.create_task(client_to_upstream()), asyncio.create_task(upstream_to_client())]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task.exception() is not None and not isinstance(task.exception(), StreamError):
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,95 @@
+"""Start a real bridge in-process on loopback ports with real TLS, for e2e tests.
+
+    async with running_bridge(routes_text, certs) as b:
+        b.url("https"), b.ports, b.ca
+
+The config goes through the real loader from a real file, like a user's `routes.yaml`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import ssl
+import tempfile
+import textwrap
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bridge.app import install
+from bridge.routing.config import load_config
+from bridge.server.run import Bridge
+
+
+@dataclass
+class Running:
+    bridge: Bridge
+    ca: Path
+    directory: Path
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return self.bridge.ports
+
+    def url(self, scheme: str = "https", path: str = "") -> str:
+        port = self.ports[scheme]
+        return f"{scheme}://127.0.0.1:{port}{path}"
+
+    def client_ssl(self, alpn: tuple[str, ...] = ("h2", "http/1.1")) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        ctx.set_alpn_protocols(list(alpn))
+        return ctx
+
+
+def config_text(body: str, *, upstream_url: str, certs: Path, extra_listen: str = "") -> str:
+    """A routes.yaml around `body` (the `routes:` list etc.), listening on port 0."""
+    head = f"""\
+listen:
+  https: "127.0.0.1:0"
+  http: "127.0.0.1:0"
+  http_mode: serve
+{textwrap.indent(extra_listen, "  ")}
+tls:
+  cert: {certs}/server.crt
+  key: {certs}/server.key
+access_log:
+  path: access.log
+  format: json
+upstreams:
+  app:
+    url: "{upstream_url}"
+    timeout: 5s
+"""
+    return head + textwrap.dedent(body)
+
+
+@contextlib.asynccontextmanager
+async def running_bridge(text: str, certs: Path) -> AsyncIterator[Running]:
+    directory = Path(tempfile.mkdtemp(prefix="bridge-test-"))
+    try:
+        path = directory / "routes.yaml"
+        path.write_text(text)
+        bridge = Bridge(load_config(path))
+        install(bridge)
+        await bridge.start()
+        try:
+            yield Running(bridge, certs / "ca.crt", directory)
+        finally:
+            await bridge.stop(grace=1.0)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def require_tool(name: str) -> str:
+    """The path of an external client, or skip (locally) / fail (in CI) when it is missing."""
+    found = shutil.which(name)
+    if found:
+        return found
+    if os.environ.get("BRIDGE_REQUIRE_TOOLS"):
+        pytest.fail(f"{name} is required in CI but not installed")
+    pytest.skip(f"{name} not installed (apt-get install the package that provides it)")
+    raise AssertionError("unreachable")
