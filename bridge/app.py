@@ -13,6 +13,8 @@ def install(bridge: Bridge) -> None:
 
 
 def _wire(bridge: Bridge) -> None:
+    from .handlers.assets import AssetCache
+    from .handlers.page import PageHandler
     from .handlers.stream import StreamHandler
     from .handlers.websocket import WebSocketHandler
     from .hub.hub import Hub
@@ -24,3 +26,6 @@ def _wire(bridge: Bridge) -> None:
     bridge.hub = hub
     websocket = WebSocketHandler(hub, bridge.pool, max_message=limits.max_ws_message)
     router.stream = StreamHandler(hub, websocket=websocket)
+    page = PageHandler(router.proxy, AssetCache(bridge.pool))
+    router.page = page
+    router.pushed = page.serve_pushed

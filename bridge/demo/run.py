@@ -50,7 +50,9 @@ routes:
 
 
 def demo_config_text(*, port: int, app_port: int, certs: Path) -> str:
-    return DEMO_ROUTES.format(port=port, http_port=port + 1 if port else 0, app_port=app_port, certs=certs)
+    return DEMO_ROUTES.format(
+        port=port, http_port=port + 1 if port else 0, app_port=app_port, certs=certs
+    )
 
 
 def run_demo(*, port: int = 8443) -> int:

@@ -7,9 +7,10 @@ client (or its HTTP/2 window) accepts it. Nothing is buffered whole.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from ..errors import ErrorCode, StreamError
+from ..events import Headers
 from ..routing.model import Upstream
 from ..server.exchange import Exchange
 from ..upstream.client import UpstreamPool
@@ -23,7 +24,14 @@ class ProxyHandler:
         self.pool = pool
         self.max_request_body = max_request_body
 
-    async def __call__(self, exchange: Exchange, upstream: Upstream, target: str) -> None:
+    async def __call__(
+        self,
+        exchange: Exchange,
+        upstream: Upstream,
+        target: str,
+        *,
+        decorate: Callable[[int, Headers], Headers] | None = None,
+    ) -> None:
         request = exchange.request
         headers = forward_request_headers(
             request.headers,

@@ -21,6 +21,7 @@ from .wsproxy import proxy_websocket
 
 StreamHandler = Callable[[Exchange, Route, dict[str, str], str, str], Awaitable[None]]
 PageHandler = Callable[[Exchange, Route, str], Awaitable[None]]
+PushedHandler = Callable[[Exchange, Route, str], Awaitable[None]]
 
 
 class Router:
@@ -31,6 +32,7 @@ class Router:
         *,
         stream: StreamHandler | None = None,
         page: PageHandler | None = None,
+        pushed: PushedHandler | None = None,
         https_port: int | None = None,
     ) -> None:
         self.config = config
@@ -38,6 +40,7 @@ class Router:
         self.proxy = proxy
         self.stream = stream
         self.page = page
+        self.pushed = pushed
         self.https_port = https_port
         self.redirect_clear_text = config.listen.http_mode == "redirect" and (
             config.listen.https is not None
@@ -68,7 +71,10 @@ class Router:
             return
         if request.method == "CONNECT":
             raise StreamError(ErrorCode.METHOD_NOT_ALLOWED, "CONNECT is not proxied")
-        if (route.push or route.push_auto) and self.page is not None and not request.pushed:
+        if request.pushed and self.pushed is not None:
+            await self.pushed(exchange, route, path + query)
+            return
+        if (route.push or route.push_auto) and self.page is not None:
             await self.page(exchange, route, path + query)
             return
         await self.proxy(exchange, route.upstream, path + query)

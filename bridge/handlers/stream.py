@@ -118,7 +118,9 @@ class StreamHandler:
         item = await self.hub.latest(route, params, request.headers, timeout=timeout)
         if item is None:
             raise StreamError(
-                ErrorCode.UPSTREAM_TIMEOUT, "no snapshot from the upstream yet", [(b"retry-after", b"1")]
+                ErrorCode.UPSTREAM_TIMEOUT,
+                "no snapshot from the upstream yet",
+                [(b"retry-after", b"1")],
             )
         etag = b'"' + item.id.encode() + b'"'
         matches = _etag_matches(header(request.headers, b"if-none-match"), etag)

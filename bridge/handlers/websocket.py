@@ -54,8 +54,11 @@ def handshake_problem(exchange: Exchange) -> tuple[ErrorCode, str, Headers] | No
     headers = request.headers
     version = header(headers, b"sec-websocket-version")
     if version != b"13":
-        return (ErrorCode.UPGRADE_REQUIRED, "WebSocket version 13 required",
-                [(b"sec-websocket-version", b"13")])
+        return (
+            ErrorCode.UPGRADE_REQUIRED,
+            "WebSocket version 13 required",
+            [(b"sec-websocket-version", b"13")],
+        )
     if request.protocol is None:  # HTTP/1.1 Upgrade
         if request.method != "GET":
             return (ErrorCode.METHOD_NOT_ALLOWED, "WebSocket handshake must be GET", [])
@@ -137,7 +140,11 @@ class WebSocketHandler:
 
 class WebSocketSession:
     def __init__(
-        self, exchange: Exchange, spec: StreamSpec, handler: WebSocketHandler, params: dict[str, str]
+        self,
+        exchange: Exchange,
+        spec: StreamSpec,
+        handler: WebSocketHandler,
+        params: dict[str, str],
     ) -> None:
         self.exchange = exchange
         self.spec = spec
@@ -250,12 +257,13 @@ class WebSocketSession:
             message = await self.outbox.get()
             text = isinstance(message, TextMessage)
             body = message.data.encode() if text else bytes(message.data)  # type: ignore[union-attr]
-            headers: Headers = [
-                (n, v) for n, v in self.exchange.request.headers if n in vary
-            ]
+            headers: Headers = [(n, v) for n, v in self.exchange.request.headers if n in vary]
             headers += [
                 (b"host", spec.upstream.authority.encode()),
-                (b"content-type", b"text/plain; charset=utf-8" if text else b"application/octet-stream"),
+                (
+                    b"content-type",
+                    b"text/plain; charset=utf-8" if text else b"application/octet-stream",
+                ),
                 (b"content-length", str(len(body)).encode()),
             ]
             try:

@@ -24,9 +24,7 @@ from .stream import header
 from .websocket import handshake_problem
 
 # Headers the upstream's handshake answer may carry on to the client.
-_ANSWER_HEADERS = frozenset(
-    {b"sec-websocket-protocol", b"sec-websocket-extensions", b"set-cookie"}
-)
+_ANSWER_HEADERS = frozenset({b"sec-websocket-protocol", b"sec-websocket-extensions", b"set-cookie"})
 _PASS_HEADERS = frozenset(
     {b"sec-websocket-protocol", b"sec-websocket-extensions", b"sec-websocket-version"}
 )
@@ -69,7 +67,9 @@ async def proxy_websocket(exchange: Exchange, upstream: Upstream, target: str) -
         )
         exchange.upstream_status = status
         if status != 101:
-            raise StreamError(ErrorCode.UPSTREAM_UNREACHABLE, f"upstream refused WebSocket ({status})")
+            raise StreamError(
+                ErrorCode.UPSTREAM_UNREACHABLE, f"upstream refused WebSocket ({status})"
+            )
         kept = [(n, v) for n, v in answer if n in _ANSWER_HEADERS]
         if request.protocol is None:
             kept += [
@@ -103,7 +103,9 @@ async def _handshake(
         if event is h11.NEED_DATA:
             data = await reader.read(settings.BODY_CHUNK)
             if not data:
-                raise StreamError(ErrorCode.UPSTREAM_UNREACHABLE, "upstream closed during handshake")
+                raise StreamError(
+                    ErrorCode.UPSTREAM_UNREACHABLE, "upstream closed during handshake"
+                )
             try:
                 client.receive_data(data)
             except h11.RemoteProtocolError:
