@@ -1,0 +1,120 @@
+"""Shared pieces of the benchmark scripts: a fast loopback upstream, bridge as a subprocess
+pinned to one core, and process CPU/RSS readings. Benchmarks print figures; they are never
+run as tests and only ever talk to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+
+
+def ensure_certs(directory: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    from bridge.certs import ensure_dev_certs
+
+    ensure_dev_certs(directory)
+
+
+class BridgeProcess:
+    """`bridge serve` on a config written to a temp dir, pinned with taskset when available."""
+
+    def __init__(self, routes: str, *, core: int | None = 0) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
+        self.certs = self.dir / "certs"
+        ensure_certs(self.certs)
+        self.config = self.dir / "routes.yaml"
+        self.config.write_text(textwrap.dedent(routes).replace("CERTS", str(self.certs)))
+        self.core = core
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, ports: list[int], timeout: float = 15.0) -> None:
+        cmd = [sys.executable, "-m", "bridge", "serve", "-c", str(self.config)]
+        if self.core is not None and shutil.which("taskset"):
+            cmd = ["taskset", "-c", str(self.core), *cmd]
+        self.log = open(self.dir / "bridge.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.monotonic() + timeout
+        for port in ports:
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or self.proc.poll() is not None:
+                        self.stop()
+                        raise RuntimeError(
+                            "bridge did not start:\n" + (self.dir / "bridge.log").read_text()
+                        ) from None
+                    time.sleep(0.1)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+async def fixed_upstream(port: int, body: bytes = b'{"ok":true}\n') -> asyncio.AbstractServer:
+    """A deliberately minimal keep-alive HTTP/1.1 upstream: one canned answer per request head.
+
+    It must not be the bottleneck of a proxy benchmark, so it does not parse beyond finding
+    the end of each head (the benchmark only sends bodiless GETs).
+    """
+    answer = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+        % (len(body), body)
+    )
+
+    class Upstream(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+            self.buffer = b""
+
+        def data_received(self, data: bytes) -> None:
+            self.buffer += data
+            count = self.buffer.count(b"\r\n\r\n")
+            if count:
+                self.buffer = self.buffer[self.buffer.rfind(b"\r\n\r\n") + 4 :]
+                self.transport.write(answer * count)  # type: ignore[attr-defined]
+
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(Upstream, "127.0.0.1", port, backlog=1024)
