@@ -61,7 +61,7 @@ class BridgeProcess:
         cmd = [sys.executable, "-m", "bridge", "serve", "-c", str(self.config)]
         if self.core is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", str(self.core), *cmd]
-        self.log = open(self.dir / "bridge.log", "wb")  # noqa: SIM115
+        self.log = open(self.dir / "bridge.log", "wb")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.monotonic() + timeout
         for port in ports:

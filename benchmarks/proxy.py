@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BridgeProcess, cpu_seconds, fixed_upstream, free_port  # noqa: E402
+from _common import BridgeProcess, cpu_seconds, free_port
 
 ROUTES = """\
 listen:
@@ -66,8 +66,12 @@ def wrk(url: str, seconds: int, connections: int) -> tuple[float, float, int]:
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1))  # type: ignore[union-attr]
-    errors = sum(int(n) for n in re.findall(r"(?:Non-2xx or 3xx responses|errors: .*?):\s*(\d+)", out))
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = sum(
+        int(n) for n in re.findall(r"(?:Non-2xx or 3xx responses|errors: .*?):\s*(\d+)", out)
+    )
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
     if socket_errors:
         errors += sum(int(x) for x in socket_errors.groups())
     return rps, p99, errors
@@ -79,11 +83,16 @@ def h2load(url: str, seconds: int, connections: int) -> tuple[float, float, int]
         cmd = ["taskset", "-c", "1", *cmd]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
-    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    done = re.search(
+        r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored",
+        out,
+    )
     failed = int(done.group(3)) + int(done.group(4)) if done else -1
     # h2load prints request latency min/max/mean/sd; p99 needs its percentile log, so the
     # mean + 3 sd is reported as an upper estimate and labelled as such.
-    lat = re.search(r"time for request:\s+([\d.]+\w+)\s+([\d.]+\w+)\s+([\d.]+\w+)\s+([\d.]+\w+)", out)
+    lat = re.search(
+        r"time for request:\s+([\d.]+\w+)\s+([\d.]+\w+)\s+([\d.]+\w+)\s+([\d.]+\w+)", out
+    )
     p99 = _ms(lat.group(3)) + 3 * _ms(lat.group(4)) if lat else float("nan")
     return rps, p99, failed
 
@@ -115,7 +124,9 @@ def main() -> None:
             ("HTTP/1.1 TLS", "wrk", f"https://127.0.0.1:{https}/"),
             ("HTTP/2 TLS", "h2load", f"https://127.0.0.1:{https}/"),
         ]
-        print(f"{'scenario':<16} {'req/s':>9} {'p99 ms':>8} {'failed':>7} {'bridge CPU µs/req':>18}")
+        print(
+            f"{'scenario':<16} {'req/s':>9} {'p99 ms':>8} {'failed':>7} {'bridge CPU µs/req':>18}"
+        )
         for name, tool, url in scenarios:
             if not shutil.which(tool):
                 print(f"{name:<16} skipped: {tool} not installed")

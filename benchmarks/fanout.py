@@ -1,0 +1,410 @@
+"""Fan-out: one upstream change delivered to N subscribers of one stream.
+
+The upstream is a long-poll endpoint, so a published change reaches bridge at once; each
+change carries its publish time, and every subscriber measures (receipt - publish). Bridge
+runs pinned to core 0; the upstream and the subscriber processes share core 1.
+
+    python3 benchmarks/fanout.py --subscribers 1000 10000 --modes sse-h1 sse-h1-tls sse-h2 \
+        ws-h1 ws-h1-tls ws-h2
+
+Prints, per mode and N: time to connect everyone, RSS per idle subscriber, delivery latency
+p50/p99/max, deliveries lost, and bridge CPU µs per delivery. Loopback only; bounded runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import multiprocessing as mp
+import os
+import re
+import resource
+import shutil
+import ssl
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import BridgeProcess, cpu_seconds, free_port, rss_bytes
+
+MODES = ("sse-h1", "sse-h1-tls", "sse-h2", "ws-h1", "ws-h1-tls", "ws-h2")
+_EVENT = re.compile(rb'"seq":\s*(\d+),\s*"ts":\s*([\d.]+)')
+
+ROUTES = """\
+listen:
+  https: "127.0.0.1:{https}"
+  http: "127.0.0.1:{http}"
+  http_mode: serve
+tls:
+  cert: CERTS/server.crt
+  key: CERTS/server.key
+access_log:
+  path: /dev/null
+  format: combined
+limits:
+  max_connections: 30000
+  max_subscribers: 30000
+  max_subscribers_per_stream: 30000
+  h2_max_concurrent_streams: 128
+upstreams:
+  app:
+    url: "http://127.0.0.1:{upstream}"
+routes:
+  - path: /feed
+    stream:
+      upstream: app
+      poll: /feed
+      longpoll:
+        cursor: seq
+        param: since
+        timeout: 30s
+      event: tick
+      heartbeat: 1h
+      history: 100
+"""
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def pin(core: int) -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {core})
+
+
+# --- the upstream: a long-poll feed ---------------------------------------------------------
+
+
+class Feed:
+    def __init__(self) -> None:
+        self.seq = 0
+        self.ts = time.time()
+        self.waiting: list[asyncio.Transport] = []
+        self.pad = "x" * 64
+
+    def body(self) -> bytes:
+        return b'{"seq": %d, "ts": %.6f, "pad": "%s"}' % (self.seq, self.ts, self.pad.encode())
+
+    def answer(self, transport: asyncio.Transport) -> None:
+        body = self.body()
+        transport.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
+
+    def publish(self) -> None:
+        self.seq += 1
+        self.ts = time.time()
+        waiting, self.waiting = self.waiting, []
+        for transport in waiting:
+            if not transport.is_closing():
+                self.answer(transport)
+
+
+def upstream_main(port: int, publish: mp.Queue, ready: mp.Event) -> None:  # type: ignore[type-arg]
+    pin(1)
+
+    async def main() -> None:
+        feed = Feed()
+        loop = asyncio.get_running_loop()
+
+        class Conn(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport = transport
+                self.buf = b""
+
+            def data_received(self, data: bytes) -> None:
+                self.buf += data
+                while b"\r\n\r\n" in self.buf:
+                    head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+                    line = head.split(b"\r\n", 1)[0]
+                    found = re.search(rb"since=(\d+)", line)
+                    since = int(found.group(1)) if found else -1
+                    if since < feed.seq:
+                        feed.answer(self.transport)  # type: ignore[arg-type]
+                    else:
+                        feed.waiting.append(self.transport)  # type: ignore[arg-type]
+
+        await loop.create_server(Conn, "127.0.0.1", port)
+        ready.set()
+        while True:
+            command = await loop.run_in_executor(None, publish.get)
+            if command is None:
+                return
+            feed.publish()
+
+    _run(main())
+
+
+# --- subscribers ----------------------------------------------------------------------------
+
+
+def client_ssl(alpn: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # loopback benchmark against a throwaway dev certificate
+    ctx.set_alpn_protocols([alpn])
+    return ctx
+
+
+class Subscriber(asyncio.Protocol):
+    """HTTP/1.1 SSE or WebSocket subscriber that records (seq, latency) per event."""
+
+    def __init__(
+        self, request: bytes, results: list[tuple[int, float]], ready: asyncio.Future
+    ) -> None:  # type: ignore[type-arg]
+        self.request = request
+        self.results = results
+        self.ready = ready
+        self.tail = b""
+        self.seen: set[int] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        if not self.ready.done():
+            self.ready.set_result(None)
+        buf = self.tail + data
+        last = 0
+        for match in _EVENT.finditer(buf):
+            seq = int(match.group(1))
+            if seq not in self.seen and seq > 0:
+                self.seen.add(seq)
+                self.results.append((seq, now - float(match.group(2))))
+            last = match.end()
+        self.tail = buf[max(last, len(buf) - 200) :]
+
+
+class H2Subscriber(asyncio.Protocol):
+    def __init__(
+        self, websocket: bool, results: list[tuple[int, float]], ready: asyncio.Future
+    ) -> None:  # type: ignore[type-arg]
+        import h2.config
+        import h2.connection
+
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        self.websocket = websocket
+        self.inner = Subscriber(b"", results, ready)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.conn.initiate_connection()
+        self.conn.increment_flow_control_window(1 << 24)
+        if self.websocket:
+            headers = [
+                (b":method", b"CONNECT"),
+                (b":protocol", b"websocket"),
+                (b":path", b"/feed"),
+                (b":scheme", b"https"),
+                (b":authority", b"127.0.0.1"),
+                (b"sec-websocket-version", b"13"),
+            ]
+        else:
+            headers = [
+                (b":method", b"GET"),
+                (b":path", b"/feed"),
+                (b":scheme", b"https"),
+                (b":authority", b"127.0.0.1"),
+                (b"accept", b"text/event-stream"),
+            ]
+        self.conn.send_headers(1, headers, end_stream=False if self.websocket else True)
+        transport.write(self.conn.data_to_send())  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        import h2.events
+
+        for event in self.conn.receive_data(data):
+            if isinstance(event, h2.events.DataReceived):
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                self.inner.data_received(event.data)
+            elif isinstance(event, h2.events.ResponseReceived) and not self.inner.ready.done():
+                self.inner.ready.set_result(None)
+        out = self.conn.data_to_send()
+        if out:
+            self.transport.write(out)  # type: ignore[attr-defined]
+
+
+def client_main(
+    mode: str, port: int, count: int, out: mp.Queue, go: mp.Event, stop: mp.Event
+) -> None:  # type: ignore[type-arg]
+    pin(1)
+    raise_fd_limit()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        results: list[tuple[int, float]] = []
+        tls = mode.endswith("tls") or mode.endswith("h2")
+        ctx = client_ssl("h2" if mode.endswith("h2") else "http/1.1") if tls else None
+        key = base64.b64encode(os.urandom(16))
+        if mode.startswith("ws"):
+            request = (
+                b"GET /feed HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Key: " + key + b"\r\n\r\n"
+            )
+        else:
+            request = b"GET /feed HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+        transports = []
+        sem = asyncio.Semaphore(200)
+
+        async def connect() -> None:
+            ready = loop.create_future()
+            async with sem:
+                if mode.endswith("h2"):
+                    factory = lambda: H2Subscriber(mode.startswith("ws"), results, ready)  # noqa: E731
+                else:
+                    factory = lambda: Subscriber(request, results, ready)  # noqa: E731
+                for attempt in range(5):
+                    try:
+                        transport, _ = await loop.create_connection(
+                            factory, "127.0.0.1", port, ssl=ctx
+                        )
+                        break
+                    except OSError:
+                        await asyncio.sleep(0.2 * (attempt + 1))
+                else:
+                    return
+                transports.append(transport)
+                await asyncio.wait_for(ready, 60)
+
+        t0 = time.monotonic()
+        await asyncio.gather(*(connect() for _ in range(count)), return_exceptions=True)
+        out.put(("connected", len(transports), time.monotonic() - t0))
+        await loop.run_in_executor(None, go.wait)
+        results.clear()
+        await loop.run_in_executor(None, stop.wait)
+        out.put(("results", results))
+        for transport in transports:
+            transport.abort()
+
+    _run(main())
+
+
+def _run(coro: object) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:
+        asyncio.run(coro)  # type: ignore[arg-type]
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def measure(mode: str, subscribers: int, changes: int, processes: int) -> dict[str, float]:
+    upstream_port, https, http = free_port(), free_port(), free_port()
+    publish: mp.Queue = mp.Queue()  # type: ignore[type-arg]
+    ready = mp.Event()
+    upstream = mp.Process(target=upstream_main, args=(upstream_port, publish, ready), daemon=True)
+    upstream.start()
+    ready.wait(10)
+    bridge = BridgeProcess(ROUTES.format(https=https, http=http, upstream=upstream_port))
+    raise_fd_limit()
+    bridge.start([https, http])
+    port = http if mode in ("sse-h1", "ws-h1") else https
+    out: mp.Queue = mp.Queue()  # type: ignore[type-arg]
+    go, stop = mp.Event(), mp.Event()
+    try:
+        time.sleep(1.0)
+        rss0 = rss_bytes(bridge.pid)
+        share = [
+            subscribers // processes + (1 if i < subscribers % processes else 0)
+            for i in range(processes)
+        ]
+        clients = [
+            mp.Process(target=client_main, args=(mode, port, n, out, go, stop), daemon=True)
+            for n in share
+            if n
+        ]
+        t0 = time.monotonic()
+        for c in clients:
+            c.start()
+        connected = 0
+        for _ in clients:
+            kind, n, _elapsed = out.get(timeout=300)
+            connected += n
+        connect_time = time.monotonic() - t0
+        time.sleep(2.0)  # let buffers settle before reading RSS
+        rss_per = (rss_bytes(bridge.pid) - rss0) / max(1, connected)
+        go.set()
+        time.sleep(0.5)
+        cpu0 = cpu_seconds(bridge.pid)
+        for _ in range(changes):
+            publish.put(1)
+            time.sleep(1.0)
+        time.sleep(1.0)
+        cpu = cpu_seconds(bridge.pid) - cpu0
+        stop.set()
+        latencies: list[float] = []
+        received = 0
+        for _ in clients:
+            kind, results = out.get(timeout=120)
+            received += len(results)
+            latencies += [lat for _, lat in results]
+        for c in clients:
+            c.join(10)
+        expected = connected * changes
+        latencies.sort()
+
+        def pct(p: float) -> float:
+            return (
+                latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
+                if latencies
+                else float("nan")
+            )
+
+        return {
+            "connected": connected,
+            "connect_s": connect_time,
+            "rss_kb": rss_per / 1024,
+            "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99),
+            "max_ms": latencies[-1] * 1000 if latencies else float("nan"),
+            "lost": expected - received,
+            "cpu_us": cpu / max(1, received) * 1e6,
+            "mean_ms": statistics.fmean(latencies) * 1000 if latencies else float("nan"),
+        }
+    finally:
+        stop.set()
+        publish.put(None)
+        bridge.stop()
+        upstream.terminate()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subscribers", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--changes", type=int, default=10)
+    parser.add_argument("--processes", type=int, default=4, help="subscriber processes")
+    args = parser.parse_args()
+    if not shutil.which("taskset"):
+        print("note: taskset missing; processes are pinned with sched_setaffinity where possible")
+    header = (
+        f"{'mode':<11} {'subs':>6} {'conn s':>7} {'RSS KB/sub':>10} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'max ms':>8} {'lost':>6} {'CPU µs/deliv':>12}"
+    )
+    print(header)
+    for mode in args.modes:
+        for n in args.subscribers:
+            r = measure(mode, n, args.changes, args.processes)
+            print(
+                f"{mode:<11} {r['connected']:6.0f} {r['connect_s']:7.2f} {r['rss_kb']:10.1f} "
+                f"{r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['max_ms']:8.1f} {r['lost']:6.0f} "
+                f"{r['cpu_us']:12.1f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
