@@ -144,7 +144,9 @@ def load_config(path: str | Path) -> Config:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError([ConfigProblem(shown, 1, 1, f"cannot read: {exc.strerror or exc}")]) from None
+        raise ConfigError(
+            [ConfigProblem(shown, 1, 1, f"cannot read: {exc.strerror or exc}")]
+        ) from None
     except UnicodeDecodeError:
         raise ConfigError([ConfigProblem(shown, 1, 1, "not UTF-8 text")]) from None
     try:
@@ -152,7 +154,9 @@ def load_config(path: str | Path) -> Config:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise ConfigError([ConfigProblem(shown, line, col, f"YAML syntax: {exc.problem}")]) from None
+        raise ConfigError(
+            [ConfigProblem(shown, line, col, f"YAML syntax: {exc.problem}")]
+        ) from None
     if root is None:
         raise ConfigError([ConfigProblem(shown, 1, 1, "the file is empty")])
     config = _build(walker, root, file.resolve().parent, file)
@@ -196,7 +200,9 @@ def _listen(w: _Walker, node: Node | None, root: Node) -> Listen:
         if key in items:
             values[key] = w.parsed(items[key], f"listen.{key}", parse_address)
     if "http_mode" in items:
-        values["http_mode"] = w.choice(items["http_mode"], "listen.http_mode", ("redirect", "serve"))
+        values["http_mode"] = w.choice(
+            items["http_mode"], "listen.http_mode", ("redirect", "serve")
+        )
     if "https" not in items and "http" not in items:
         w.error(node, "listen", "at least one of https or http is required")
     if "http3" in items and "https" not in items:
@@ -405,7 +411,9 @@ def _push(w: _Walker, node: Node, field: str) -> tuple[tuple[str, ...], bool]:
     out = []
     for i, (value, item) in enumerate(values):
         if not value.startswith("/") or value.startswith("//") or "/../" in value + "/":
-            w.error(item, f"{field}[{i}]", "expected a same-origin absolute path like /static/app.css")
+            w.error(
+                item, f"{field}[{i}]", "expected a same-origin absolute path like /static/app.css"
+            )
             continue
         out.append(value)
     return tuple(out), False
@@ -429,7 +437,11 @@ def _stream(
     if ("every" in items) == ("longpoll" in items):
         w.error(node, field, "exactly one of every or longpoll is required")
         ok = False
-    upstream = _upstream_ref(w, items["upstream"], f"{field}.upstream", upstreams) if "upstream" in items else None
+    upstream = (
+        _upstream_ref(w, items["upstream"], f"{field}.upstream", upstreams)
+        if "upstream" in items
+        else None
+    )
     poll = w.text(items["poll"], f"{field}.poll") if "poll" in items else None
     if poll is not None:
         poll = _target_template(w, items["poll"], f"{field}.poll", poll, params)
@@ -471,7 +483,9 @@ def _stream(
             send = _target_template(w, items["send"], f"{field}.send", send, params)
         values["send"] = send
     if "ws_format" in items:
-        values["ws_format"] = w.choice(items["ws_format"], f"{field}.ws_format", ("envelope", "raw"))
+        values["ws_format"] = w.choice(
+            items["ws_format"], f"{field}.ws_format", ("envelope", "raw")
+        )
     if "origins" in items:
         origins = []
         for value, item in w.strings(items["origins"], f"{field}.origins") or []:
@@ -483,12 +497,14 @@ def _stream(
         values["origins"] = tuple(origins)
     if not ok or upstream is None or poll is None or any(v is None for v in values.values()):
         return None
-    if "every" in items and every is None or "longpoll" in items and longpoll is None:
+    if ("every" in items and every is None) or ("longpoll" in items and longpoll is None):
         return None
     return StreamSpec(upstream=upstream, poll=poll, every=every, longpoll=longpoll, **values)
 
 
-def _target_template(w: _Walker, node: Node, field: str, value: str, params: tuple[str, ...]) -> str | None:
+def _target_template(
+    w: _Walker, node: Node, field: str, value: str, params: tuple[str, ...]
+) -> str | None:
     if not value.startswith("/") or "#" in value:
         w.error(node, field, "expected a path on the upstream, starting with /")
         return None

@@ -360,7 +360,9 @@ class UpstreamPool:
                 headers = [(bytes(n), bytes(v)) for n, v in event.headers]
                 names = {n for n, _ in headers}
                 if b"content-length" in names and b"transfer-encoding" in names:
-                    raise UpstreamUnreachable("upstream sent both Content-Length and Transfer-Encoding")
+                    raise UpstreamUnreachable(
+                        "upstream sent both Content-Length and Transfer-Encoding"
+                    )
                 response = UpstreamResponse(
                     self,
                     conn,

@@ -1,0 +1,156 @@
+"""The access log: one line per finished request, and one per stream when it ends.
+
+`combined` is the Apache/nginx combined format (so standard log tools parse it), followed by
+bridge's own `key=value` fields; `json` is one object per line. Lines are written whole and
+flushed one by one; `SIGUSR1` reopens the file after rotation. Peer-controlled text is escaped
+the way nginx does, so no request can forge or break a line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import TextIO
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+@dataclass(slots=True)
+class AccessEntry:
+    client_ip: str
+    time: float  # epoch seconds, when the request started
+    method: str
+    target: str
+    http_version: str  # "HTTP/1.1", "HTTP/2.0", "HTTP/3"
+    status: int
+    bytes_sent: int
+    referer: str | None
+    user_agent: str | None
+    duration: float  # seconds
+    upstream_status: int | None
+    route: str | None
+    pushed: bool = False
+    kind: str = "request"  # "request" | "stream"
+    events: int | None = None
+    lagged: bool = False
+    note: str | None = None
+
+
+def escape(text: str) -> str:
+    """nginx-style: `"` and `\\` escaped, control and non-ASCII bytes as \\xHH."""
+    out = []
+    for byte in text.encode("utf-8", "surrogateescape"):
+        if byte in (0x22, 0x5C):
+            out.append("\\" + chr(byte))
+        elif 0x20 <= byte < 0x7F:
+            out.append(chr(byte))
+        else:
+            out.append(f"\\x{byte:02X}")
+    return "".join(out)
+
+
+def _clf_time(when: float) -> str:
+    t = time.localtime(when)
+    offset = t.tm_gmtoff
+    sign = "+" if offset >= 0 else "-"
+    offset = abs(offset)
+    return (
+        f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:{t.tm_hour:02d}:{t.tm_min:02d}:"
+        f"{t.tm_sec:02d} {sign}{offset // 3600:02d}{offset % 3600 // 60:02d}"
+    )
+
+
+def combined_line(e: AccessEntry) -> str:
+    request = escape(f"{e.method} {e.target} {e.http_version}")
+    size = str(e.bytes_sent) if e.bytes_sent else "-"
+    line = (
+        f'{e.client_ip or "-"} - - [{_clf_time(e.time)}] "{request}" {e.status} {size} '
+        f'"{escape(e.referer or "-")}" "{escape(e.user_agent or "-")}"'
+        f" rt={e.duration:.3f} us={e.upstream_status if e.upstream_status is not None else '-'}"
+        f' route="{escape(e.route or "-")}"'
+    )
+    if e.kind == "stream":
+        line += f" stream events={e.events or 0}"
+        if e.lagged:
+            line += " lagged"
+    if e.pushed:
+        line += " pushed"
+    if e.note:
+        line += f' note="{escape(e.note)}"'
+    return line
+
+
+def json_line(e: AccessEntry) -> str:
+    record: dict[str, object] = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(e.time))
+        + f".{int(e.time % 1 * 1000):03d}Z",
+        "client": e.client_ip,
+        "method": e.method,
+        "target": e.target,
+        "protocol": e.http_version,
+        "status": e.status,
+        "bytes": e.bytes_sent,
+        "duration_ms": round(e.duration * 1000, 3),
+        "upstream_status": e.upstream_status,
+        "route": e.route,
+        "referer": e.referer,
+        "user_agent": e.user_agent,
+        "pushed": e.pushed,
+        "kind": e.kind,
+    }
+    if e.kind == "stream":
+        record["events"] = e.events or 0
+        record["lagged"] = e.lagged
+    if e.note:
+        record["note"] = e.note
+    # ensure_ascii: any peer-controlled text becomes \\u escapes, never a raw line break.
+    return json.dumps(record, ensure_ascii=True, separators=(",", ":"))
+
+
+class AccessLog:
+    def __init__(self, path: str, fmt: str) -> None:
+        self.path = path
+        self.format = fmt
+        self._render = json_line if fmt == "json" else combined_line
+        self._file: TextIO | None = None
+        self._open()
+
+    @classmethod
+    def open(cls, path: str, fmt: str) -> AccessLog:
+        return cls(path, fmt)
+
+    def _open(self) -> None:
+        if self.path == "-":
+            self._file = sys.stdout
+        else:
+            self._file = open(self.path, "a", encoding="ascii", buffering=1)
+
+    def log(self, entry: AccessEntry) -> None:
+        if self._file is not None:
+            self._file.write(self._render(entry) + "\n")
+            self._file.flush()
+
+    def reopen(self) -> None:
+        """After logrotate moved the file: start a new one at the same path."""
+        if self.path == "-":
+            return
+        old = self._file
+        self._open()
+        if old is not None and old is not sys.stdout:
+            old.close()
+
+    def close(self) -> None:
+        if self._file is not None and self._file is not sys.stdout:
+            self._file.close()
+        self._file = None
+
+
+def install_sigusr1(loop: asyncio.AbstractEventLoop, access_log: AccessLog) -> None:
+    try:
+        loop.add_signal_handler(signal.SIGUSR1, access_log.reopen)
+    except (NotImplementedError, RuntimeError, ValueError):  # not on this platform/thread
+        pass
