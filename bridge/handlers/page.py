@@ -20,7 +20,7 @@ from ..routing.model import Route
 from ..server.exchange import Exchange
 from .assets import AssetCache
 from .proxy import ProxyHandler
-from .stream import header
+from .util import header
 
 COOKIE = b"bridge_pushed"
 MAX_COOKIE_TAGS = 32  # bounded cookie: 32 tags of 8 hex chars

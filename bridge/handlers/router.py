@@ -16,7 +16,7 @@ from ..routing.paths import PathError, normalize_path, split_target
 from ..routing.table import RouteTable
 from ..server.exchange import Exchange
 from .proxy import ProxyHandler
-from .stream import is_websocket
+from .util import is_websocket
 from .wsproxy import proxy_websocket
 
 StreamHandler = Callable[[Exchange, Route, dict[str, str], str, str], Awaitable[None]]

@@ -22,6 +22,7 @@ from ..hub.render import chunk
 from ..routing.model import Route
 from ..server.exchange import Exchange
 from .sink import ExchangeSink
+from .util import header, is_websocket
 
 WebSocketHandler = Callable[[Exchange, Route, dict[str, str], str | None], Awaitable[None]]
 
@@ -31,21 +32,6 @@ _SSE_HEADERS: Headers = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
-
-
-def header(headers: Headers, name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
-
-
-def is_websocket(exchange: Exchange) -> bool:
-    request = exchange.request
-    if request.protocol is not None:
-        return request.method == "CONNECT" and request.protocol.lower() == "websocket"
-    upgrade = header(request.headers, b"upgrade")
-    return upgrade is not None and upgrade.lower() == b"websocket"
 
 
 class StreamHandler:

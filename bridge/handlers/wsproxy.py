@@ -20,8 +20,8 @@ from ..events import Headers
 from ..routing.model import Upstream
 from ..server.exchange import Exchange
 from ..upstream.headers import forward_request_headers
-from .stream import header
-from .websocket import handshake_problem
+from .util import header
+from .wshandshake import handshake_problem
 
 # Headers the upstream's handshake answer may carry on to the client.
 _ANSWER_HEADERS = frozenset({b"sec-websocket-protocol", b"sec-websocket-extensions", b"set-cookie"})

@@ -1,0 +1,21 @@
+"""Small request helpers shared by the handlers."""
+
+from __future__ import annotations
+
+from ..events import Headers
+from ..server.exchange import Exchange
+
+
+def header(headers: Headers, name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def is_websocket(exchange: Exchange) -> bool:
+    request = exchange.request
+    if request.protocol is not None:
+        return request.method == "CONNECT" and request.protocol.lower() == "websocket"
+    upgrade = header(request.headers, b"upgrade")
+    return upgrade is not None and upgrade.lower() == b"websocket"
