@@ -30,7 +30,11 @@ from ..events import (
 )
 from .errorpage import error_body, error_headers
 
-STREAM_ID = 1  # HTTP/1.1 has one stream at a time; it always carries this id.
+STREAM_ID = 1
+# RFC 9110 §5.6.2 tchar: a request line starts with a method token (CR/LF tolerated before it).
+_TOKEN_START = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz\r\n"
+)  # HTTP/1.1 has one stream at a time; it always carries this id.
 
 
 class Http1Protocol:
@@ -41,6 +45,7 @@ class Http1Protocol:
 
     def __init__(self, *, scheme: str, max_header_bytes: int = settings.MAX_HEADER_BYTES) -> None:
         self.scheme = scheme
+        self.max_header_bytes = max_header_bytes
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
         self._out: list[bytes] = []
         self._head_checked = False
@@ -101,11 +106,16 @@ class Http1Protocol:
         and which proxies must reject so two parsers can never disagree about a header.
         """
         buffered, _ = self._conn.trailing_data
+        if buffered and buffered[0] not in _TOKEN_START:
+            # e.g. a TLS ClientHello on the clear-text port: no point waiting for a head.
+            return (ErrorCode.BAD_REQUEST, "not an HTTP/1.x request")
         end = buffered.find(b"\r\n\r\n")
         if end < 0:
             end = buffered.find(b"\n\n")
-            if end < 0:
-                return None
+        if end < 0 or end > self.max_header_bytes:
+            if len(buffered) > self.max_header_bytes:
+                return (ErrorCode.HEADERS_TOO_LARGE, "request head too large")
+            return None
         head = buffered[:end]
         self._head_checked = True
         if b"\n " in head or b"\n\t" in head:

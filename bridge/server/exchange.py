@@ -100,7 +100,10 @@ class Exchange:
                 self._reader = None
         data = self._inbound.popleft()
         self._inbound_size -= len(data)
-        self.conn.adapter.acknowledge(self.stream_id, len(data))
+        conn = self.conn
+        if conn.adapter.multiplexed:
+            conn.adapter.acknowledge(self.stream_id, len(data))
+            conn.flush()  # the WINDOW_UPDATE must leave now, not with the next response byte
         if self._inbound_size <= settings.READ_HIGH_WATER // 2:
             self.conn.resume_reading()
         return data

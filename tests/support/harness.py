@@ -93,3 +93,29 @@ def require_tool(name: str) -> str:
         pytest.fail(f"{name} is required in CI but not installed")
     pytest.skip(f"{name} not installed (apt-get install the package that provides it)")
     raise AssertionError("unreachable")
+
+
+def run(coro: object, timeout: float = 60.0) -> object:
+    """Run one async test body under a generous timeout against hangs."""
+    import asyncio
+
+    return asyncio.run(asyncio.wait_for(coro, timeout))  # type: ignore[arg-type]
+
+
+async def raw_exchange(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:
+    """Send raw bytes on a fresh TCP connection and read until the server closes it."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    chunks = []
+    try:
+        while True:
+            piece = await asyncio.wait_for(reader.read(65536), timeout)
+            if not piece:
+                break
+            chunks.append(piece)
+    finally:
+        writer.close()
+    return b"".join(chunks)
