@@ -104,6 +104,7 @@ class Channel:
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._linger: asyncio.Task[None] | None = None
+        self.waiters = 0  # plain GETs parked in wait_change: interest, like subscribers
         self.stopped = False
 
     # --- lifetime -------------------------------------------------------------------------------
@@ -128,7 +129,7 @@ class Channel:
 
     async def _linger_then_stop(self) -> None:
         await self.clock.sleep(settings.STREAM_LINGER)
-        if not self.subscribers:
+        if not self.subscribers and not self.waiters:
             self.stop()
 
     def stop(self) -> None:
@@ -225,6 +226,15 @@ class Channel:
                 self._heartbeat()
 
     async def wait_change(self, after: str | None, timeout: float) -> Item | None:
+        self.waiters += 1
+        try:
+            return await self._wait_change(after, timeout)
+        finally:
+            self.waiters -= 1
+            if not self.waiters and not self.subscribers and not self.stopped:
+                self._schedule_linger()
+
+    async def _wait_change(self, after: str | None, timeout: float) -> Item | None:
         deadline = self.clock.now() + timeout
         while self.latest is None or self.latest.id == after:
             remaining = deadline - self.clock.now()
