@@ -126,6 +126,9 @@ class Exchange:
     def start_response(self, status: int, headers: Headers) -> None:
         self.status = status
         self.response_started = True
+        if status == 101:
+            # The request's own body ended with its head; the tunnel is a new inbound stream.
+            self._inbound_done = False
         self._send(Response(self.stream_id, status, headers))
 
     async def send_response(self, status: int, headers: Headers) -> None:
