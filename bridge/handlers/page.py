@@ -10,6 +10,7 @@ not pushed what is already in its cache (RFC 9113 §8.4 leaves that judgement to
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 
@@ -18,7 +19,7 @@ from ..errors import ErrorCode, StreamError
 from ..events import Headers
 from ..routing.model import Route
 from ..server.exchange import Exchange
-from .assets import AssetCache
+from .assets import Asset, AssetCache
 from .proxy import ProxyHandler
 from .util import header
 
@@ -89,6 +90,7 @@ class PageHandler:
             exchange.send_informational(103, [(b"link", b", ".join(links))])
         have = _cookie_tags(request.headers)
         pushed: list[str] = []
+        fetches: list[asyncio.Future[Asset]] = []
         if assets and request.http_version in ("2", "3"):
             extra = [(n, v) for n, v in request.headers if n in _PUSH_REQUEST_HEADERS]
             promise_headers = [(b":authority", request.authority.encode()), *extra]
@@ -98,8 +100,17 @@ class PageHandler:
                     continue
                 exchange.push(path, promise_headers)
                 pushed.append(path)
-        add = _PageDecoration(self, route, links, have, pushed, exchange.request.scheme)
-        await self.proxy(exchange, upstream, target, decorate=add)
+                # Fetch now (shared with the promised stream) so the cookie can name versions.
+                fetches.append(asyncio.ensure_future(self.cache.get(upstream, path, extra)))
+        add = _PageDecoration(self, route, links, have, pushed, exchange.request.scheme, fetches)
+        try:
+            await self.proxy(exchange, upstream, target, decorate=add)
+        finally:
+            for fetch in fetches:
+                if fetch.done() and not fetch.cancelled():
+                    fetch.exception()  # retrieved: the promised stream reports its own errors
+                else:
+                    fetch.cancel()
 
     async def serve_pushed(self, exchange: Exchange, route: Route, path: str) -> None:
         """Answer a promised stream from the asset cache (the upstream's own headers and body)."""
@@ -129,7 +140,9 @@ class _PageDecoration:
         have: set[str],
         pushed: list[str],
         scheme: str,
+        fetches: list[asyncio.Future[Asset]],
     ) -> None:
+        self.fetches = fetches
         self.page = page
         self.route = route
         self.links = links
@@ -137,7 +150,10 @@ class _PageDecoration:
         self.pushed = pushed
         self.scheme = scheme
 
-    def __call__(self, status: int, headers: Headers) -> Headers:
+    async def __call__(self, status: int, headers: Headers) -> Headers:
+        if self.fetches:
+            # Normally long done (the page has upstream think time); bounded either way.
+            await asyncio.wait(self.fetches, timeout=1.0)
         upstream_links = [v for n, v in headers if n == b"link"]
         if self.route.push_auto and status == 200:
             self._learn(upstream_links)

@@ -7,7 +7,7 @@ client (or its HTTP/2 window) accepts it. Nothing is buffered whole.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from ..errors import ErrorCode, StreamError
 from ..events import Headers
@@ -30,7 +30,7 @@ class ProxyHandler:
         upstream: Upstream,
         target: str,
         *,
-        decorate: Callable[[int, Headers], Headers] | None = None,
+        decorate: Callable[[int, Headers], Awaitable[Headers]] | None = None,
     ) -> None:
         request = exchange.request
         headers = forward_request_headers(
@@ -60,10 +60,10 @@ class ProxyHandler:
         )
         try:
             exchange.upstream_status = response.status
-            exchange.start_response(
-                response.status,
-                response_headers(response.headers, http_version=request.http_version),
-            )
+            headers = response_headers(response.headers, http_version=request.http_version)
+            if decorate is not None:
+                headers = await decorate(response.status, headers)
+            exchange.start_response(response.status, headers)
             async for piece in response:
                 await exchange.send_body(piece)
             await exchange.end()
