@@ -29,7 +29,7 @@ class Backoff:
         self.failures = 0
 
     def ceiling(self) -> float:
-        return min(self.cap, self.base * (2 ** min(self.failures - 1, 30)))
+        return min(self.cap, self.base * (2 ** min(max(self.failures - 1, 0), 30)))
 
     def next(self, retry_after: float | None = None) -> float:
         self.failures += 1
