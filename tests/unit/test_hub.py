@@ -118,7 +118,7 @@ def test_one_poll_per_interval_for_many_subscribers() -> None:
         await clock.advance(settings.STREAM_LINGER - 1)
         assert hub.channels  # still lingering: one subscriber left
         next(iter(hub.channels.values())).subscribers.clear()
-        list(hub.channels.values())[0].unsubscribe(object())  # type: ignore[arg-type]
+        next(iter(hub.channels.values())).unsubscribe(object())  # type: ignore[arg-type]
         await clock.advance(settings.STREAM_LINGER + 2)
         assert not hub.channels
         calls = len(script.calls)
@@ -249,7 +249,7 @@ def test_vary_headers_split_channels_and_credentials_stay_home() -> None:
 
 def test_limits_refuse_with_503() -> None:
     async def body() -> None:
-        hub, script, clock = harness(max_subscribers_per_stream=2, max_subscribers=3)
+        hub, _script, _clock = harness(max_subscribers_per_stream=2, max_subscribers=3)
         r = route()
         hub.subscribe(r, {"s": "A"}, [], Sink(), Format.SSE, None)
         hub.subscribe(r, {"s": "A"}, [], Sink(), Format.SSE, None)
@@ -280,7 +280,7 @@ def test_lagging_subscriber_is_conflated_then_closed() -> None:
         size = len(slow.data)
         slow.stuck = False
         slow_sub.on_drain()  # caught up with ONE fresh snapshot, not the queued patches
-        [first, catch_up] = slow.events()
+        [_first, catch_up] = slow.events()
         assert (catch_up.event, json.loads(catch_up.data)) == ("snapshot", {"v": 5})
         assert len(slow.data) > size
         slow.stuck = True
