@@ -120,6 +120,9 @@ class Http1Protocol:
         self._head_checked = True
         if b"\n " in head or b"\n\t" in head:
             return (ErrorCode.BAD_REQUEST, "obsolete line folding is not allowed")
+        # h11 merges identical duplicates; a proxy refuses any duplicate (smuggling shape).
+        if head.lower().count(b"\ncontent-length:") > 1:
+            return (ErrorCode.BAD_REQUEST, "duplicate Content-Length")
         return True
 
     def _validate(self, event: h11.Request) -> tuple[ErrorCode, str] | None:
