@@ -56,8 +56,7 @@ class ServerConnection(asyncio.Protocol):
     # --- asyncio.Protocol -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
         transport.set_write_buffer_limits(

@@ -4,12 +4,14 @@ an h11 client, and nghttp from Debian's nghttp2-client."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from pathlib import Path
 
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import h2.settings
 import h11
 
@@ -104,12 +106,19 @@ class H2Page:
                 data = await asyncio.wait_for(reader.read(65536), 10)
                 if not data:
                     break
-                for event in conn.receive_data(data):
+                try:
+                    received = conn.receive_data(data)
+                except h2.exceptions.StreamClosedError:
+                    continue  # frames already in flight for a pushed stream we reset
+                for event in received:
                     self.events.append(event)
                     if isinstance(event, h2.events.PushedStreamReceived):
                         self.promises[event.pushed_stream_id] = dict(event.headers)
                         if reset_pushes:
-                            conn.reset_stream(event.pushed_stream_id, h2.errors.ErrorCodes.CANCEL)
+                            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                                conn.reset_stream(
+                                    event.pushed_stream_id, h2.errors.ErrorCodes.CANCEL
+                                )
                         else:
                             open_streams.add(event.pushed_stream_id)
                     elif isinstance(event, h2.events.InformationalResponseReceived):

@@ -96,10 +96,19 @@ def require_tool(name: str) -> str:
 
 
 def run(coro: object, timeout: float = 60.0) -> object:
-    """Run one async test body under a generous timeout against hangs."""
+    """Run one async test body under a generous timeout against hangs, on the event loop
+    bridge uses in production (uvloop; BRIDGE_TEST_LOOP=asyncio for the standard one)."""
     import asyncio
 
-    return asyncio.run(asyncio.wait_for(coro, timeout))  # type: ignore[arg-type]
+    guarded = asyncio.wait_for(coro, timeout)  # type: ignore[arg-type]
+    if os.environ.get("BRIDGE_TEST_LOOP") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(guarded)
+    return asyncio.run(guarded)
 
 
 async def raw_exchange(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:
