@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 
 from .httpserver import Answer, Headers, HttpRequest, HttpServer
@@ -48,10 +48,12 @@ async def handle(request: HttpRequest) -> Answer:
             body = resources.files("bridge.demo").joinpath(f"static/{name}").read_bytes()
         except (FileNotFoundError, IsADirectoryError):
             return 404, [], b"not found\n"
-        return _etagged(request, body, _TYPES.get(suffix, b"application/octet-stream"), b"max-age=60")
+        return _etagged(
+            request, body, _TYPES.get(suffix, b"application/octet-stream"), b"max-age=60"
+        )
     if path == "/api/prices":
         symbol = request.query.get("symbol", "DEMO")[:12]
-        stamp = datetime.fromtimestamp(int(now), timezone.utc).isoformat()
+        stamp = datetime.fromtimestamp(int(now), UTC).isoformat()
         body = json.dumps({"symbol": symbol, "price": price(symbol, now), "time": stamp}).encode()
         return _etagged(request, body, b"application/json")
     if path == "/api/updates":
