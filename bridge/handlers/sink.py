@@ -17,7 +17,7 @@ from ..server.exchange import Exchange
 class ExchangeSink:
     __slots__ = ("_early", "_end", "buffered", "closed", "exchange", "write")
 
-    def __init__(self, exchange: Exchange, end: Callable[[bytes], None]) -> None:
+    def __init__(self, exchange: Exchange, end: Callable[[bytes | None], None]) -> None:
         self.exchange = exchange
         self._end = end
         self.closed = False
@@ -39,7 +39,7 @@ class ExchangeSink:
             self.write(data)
         self._early.clear()
 
-    def close(self, final: bytes = b"") -> None:
+    def close(self, final: bytes | None = b"") -> None:
         if self.closed:
             return
         self.closed = True

@@ -72,7 +72,7 @@ class StreamHandler:
         chunked = request.http_version == "1.1"
         fmt = Format.SSE_CHUNKED if chunked else Format.SSE
 
-        def end(final: bytes) -> None:
+        def end(final: bytes | None) -> None:
             if final and not exchange.aborted:
                 exchange.write_raw(chunk(final) if chunked else final)
             exchange.release()

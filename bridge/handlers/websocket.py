@@ -114,10 +114,12 @@ class WebSocketSession:
             self.state = WsState.CLOSING
             self._write(CloseConnection(code=code, reason=reason))
 
-    def _lagging_close(self, final: bytes) -> None:
-        # RFC 6455 §7.4 / IANA: 1013 "try again later"; the client resumes with last_event_id.
-        self.close(1013, "subscriber too slow, reconnect")
-        self.exchange.feed_end()
+    def _lagging_close(self, final: bytes | None) -> None:
+        if final is None:
+            self.close(1001, "server shutting down")  # RFC 6455 §7.4.1 "going away"
+        else:
+            # IANA-registered 1013 "try again later": the client resumes with last_event_id.
+            self.close(1013, "subscriber too slow, reconnect")
 
     async def _read_loop(self) -> None:
         exchange = self.exchange

@@ -133,6 +133,8 @@ class Channel:
             self.stop()
 
     def stop(self) -> None:
+        for sub in tuple(self.subscribers):
+            sub.end_for_shutdown()
         self.stopped = True
         self.state = "stopped"
         for task in self._tasks:

@@ -23,7 +23,9 @@ class Sink(Protocol):
 
     def write(self, data: bytes) -> None: ...  # never awaits, never raises for a gone peer
     def buffered(self) -> int: ...  # bytes accepted by write() and not yet on the wire
-    def close(self, final: bytes = b"") -> None: ...  # write `final`, then end the stream
+    def close(
+        self, final: bytes | None = b""
+    ) -> None: ...  # write `final`, then end; None: shutdown
 
 
 _FINAL = {
@@ -96,6 +98,11 @@ class Subscription:
             final = final % self.channel.retry_ms()
         self.cancel()
         self.sink.close(final)
+
+    def end_for_shutdown(self) -> None:
+        """The server is stopping: end the stream cleanly (WebSocket 1001) so clients go elsewhere."""
+        self.cancel()
+        self.sink.close(None)
 
     def cancel(self) -> None:
         if not self.closed:

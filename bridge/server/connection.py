@@ -170,6 +170,10 @@ class ServerConnection(asyncio.Protocol):
             self._disarm()
         exchange = Exchange(self, request)
         self.exchanges[request.stream_id] = exchange
+        if self.ctx.shutting_down:
+            # Draining: finish what is in flight, take nothing new (clients may retry).
+            exchange.respond_now(503, [(b"retry-after", b"1"), (b"content-length", b"0")])
+            return
         exchange.task = self.loop.create_task(self.ctx.run_exchange(exchange))
 
     def _cancel_handler(self, exchange: Exchange) -> None:
@@ -282,24 +286,26 @@ class ServerConnection(asyncio.Protocol):
         self.close()
 
     def shutdown(self) -> None:
-        """Graceful stop: finish what is in flight, accept nothing new."""
-        adapter = self.adapter
-        if adapter is None or (not self.exchanges and adapter.idle):
+        """Graceful stop: in-flight exchanges finish; the connection closes when they have.
+
+        The HTTP/2 GOAWAY goes out at close, not now: several clients fail every open stream
+        on a GOAWAY, even ones the server promised to finish (RFC 9113 §6.8 allows both).
+        """
+        if not self.exchanges:
             self.close()
-            return
-        if adapter.multiplexed:
-            adapter.shutdown()
-            self.flush()
 
     def close(self) -> None:
         self._closing = True
         self._disarm()
-        if self.transport is not None and not self.transport.is_closing():
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
             if self.adapter is not None:
+                if self.adapter.multiplexed:
+                    self.adapter.shutdown()
                 data = self.adapter.data_to_send()
                 if data:
-                    self.transport.write(data)
-            self.transport.close()
+                    transport.write(data)
+            transport.close()
 
     def abort(self) -> None:
         if self.transport is not None:

@@ -102,6 +102,9 @@ class Bridge:
         ctx = self.context
         for server in self._servers:
             server.close()
+        hub_close = getattr(self.hub, "close", None)
+        if hub_close is not None:
+            await hub_close()  # stream subscribers end now (WebSocket 1001), not at the deadline
         if ctx is not None:
             ctx.shutting_down = True
             for conn in list(ctx.connections):
@@ -111,9 +114,6 @@ class Bridge:
                 await asyncio.sleep(0.05)
             for conn in list(ctx.connections):
                 conn.abort()
-        hub_close = getattr(self.hub, "close", None)
-        if hub_close is not None:
-            await hub_close()
         await self.pool.close()
         if self.access_log is not None:
             self.access_log.close()
