@@ -29,6 +29,7 @@ class ExchangeSink:
     def open(self) -> None:
         """The response head is sent: switch `write` to the wire and flush what waited."""
         conn = self.exchange.conn
+        conn.flush()  # the response head (queued by the adapter) goes before any event
         transport = conn.transport
         if not conn.adapter.multiplexed and transport is not None:
             self.write = transport.write

@@ -51,6 +51,7 @@ class ServerConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_kind = ""
         self._preface = b""
+        self._flush_soon = False
         self.body_timeout = ctx.limits.header_timeout * 3
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
@@ -189,6 +190,13 @@ class ServerConnection(asyncio.Protocol):
             return
         for follow in adapter.send(event):
             self._dispatch(follow)
+        # One write per loop iteration: a response head, body and end become one syscall.
+        if not self._flush_soon:
+            self._flush_soon = True
+            self.loop.call_soon(self._deferred_flush)
+
+    def _deferred_flush(self) -> None:
+        self._flush_soon = False
         self.flush()
 
     def flush(self) -> None:
@@ -210,6 +218,8 @@ class ServerConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        if self._flush_soon:
+            self.flush()  # a response head queued by the adapter must go first
         if self.adapter.multiplexed:
             self.adapter.send(Body(stream_id, data))
             out = self.adapter.data_to_send()

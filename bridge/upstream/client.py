@@ -121,7 +121,8 @@ class _Connection(asyncio.Protocol):
         if self._eof and self.transport is not None and self.transport.is_closing():
             raise ConnectionResetError("upstream connection closed")
 
-    async def next_event(self) -> h11.Event:
+    async def next_event(self, timeout: float) -> h11.Event:
+        """The next h11 event, waiting at most `timeout` seconds for bytes (TimeoutError)."""
         while True:
             event = self.h11.next_event()
             if event is not h11.NEED_DATA:
@@ -130,10 +131,15 @@ class _Connection(asyncio.Protocol):
                 if self._eof:
                     self.h11.receive_data(b"")
                     break
-                self._reader = asyncio.get_running_loop().create_future()
+                # A timer handle instead of asyncio.wait_for: wait_for costs a Task per call,
+                # and this is awaited several times per proxied request.
+                loop = asyncio.get_running_loop()
+                reader = self._reader = loop.create_future()
+                timer = loop.call_later(timeout, _expire, reader)
                 try:
-                    await self._reader
+                    await reader
                 finally:
+                    timer.cancel()
                     self._reader = None
             else:
                 data = self._inbound.popleft()
@@ -146,6 +152,11 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 class UpstreamResponse:
@@ -171,7 +182,7 @@ class UpstreamResponse:
         if self._done or conn is None:
             return b""
         try:
-            event = await asyncio.wait_for(conn.next_event(), settings.UPSTREAM_IDLE_TIMEOUT)
+            event = await conn.next_event(settings.UPSTREAM_IDLE_TIMEOUT)
         except TimeoutError:
             await self.aclose()
             raise UpstreamTimeout("upstream body stalled") from None
@@ -342,7 +353,7 @@ class UpstreamPool:
             if remaining <= 0:
                 raise UpstreamTimeout("upstream did not answer in time")
             try:
-                event = await asyncio.wait_for(conn.next_event(), remaining)
+                event = await conn.next_event(remaining)
             except TimeoutError:
                 raise UpstreamTimeout("upstream did not answer in time") from None
             except h11.RemoteProtocolError as exc:

@@ -378,12 +378,18 @@ def test_subscriber_limit_answers_503(certs: Path) -> None:
             origin.json("/api/price", {"p": 1})
             routes = "limits:\n  max_subscribers_per_stream: 2\n" + stream_routes()
             text = config_text(routes, upstream_url=origin.url, certs=certs)
-            async with running_bridge(text, certs) as b, client(b, True) as c:
+            async with running_bridge(text, certs) as b, client(b, False) as c:
                 url = b.url("https", "/prices/L")
                 async with sse(c, url), sse(c, url):
                     async with sse(c, url) as third:
                         assert third.status == 503
                         assert third.headers is not None and "retry-after" in third.headers
+                    # the same over HTTP/2, on one multiplexed connection
+                    mux = H2SseConnection()
+                    await mux.open(b.ports["https"], b.client_ssl(("h2",)))
+                    refused = await mux.subscribe("/prices/L")
+                    assert refused.status == 503
+                    await mux.close()
 
     run(body())
 
