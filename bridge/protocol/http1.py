@@ -49,6 +49,11 @@ class Http1Protocol:
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
         self._out: list[bytes] = []
         self._head_checked = False
+        # A copy of the unchecked head's bytes, scanned only where new bytes arrived: asking
+        # h11 for `trailing_data` copies its whole buffer, quadratic for a head sent in drips.
+        self._head = bytearray()
+        self._scanned = 0
+        self._eof = False
         self._response_started = False
         self._tunnel = False  # after a 101: bytes are Data, not HTTP
         self._closed = False
@@ -62,6 +67,10 @@ class Http1Protocol:
         if self._tunnel:
             return [Data(STREAM_ID, data)] if data else [EndData(STREAM_ID)]
         self._conn.receive_data(data)
+        if not data:
+            self._eof = True
+        elif not self._head_checked:
+            self._head += data
         return self._next_events()
 
     def _next_events(self) -> list[Event]:
@@ -92,7 +101,9 @@ class Http1Protocol:
             elif isinstance(event, h11.EndOfMessage):
                 events.append(EndBody(STREAM_ID))
             elif isinstance(event, h11.ConnectionClosed):
-                if conn.our_state is not h11.DONE or self._response_started:
+                # Only a request awaiting (the rest of) its response is a stream to close;
+                # between requests h11 moves our side from IDLE to MUST_CLOSE.
+                if conn.our_state in (h11.SEND_RESPONSE, h11.SEND_BODY) or self._response_started:
                     events.append(StreamClosed(STREAM_ID))
                 events.append(ConnectionClosed("peer closed"))
                 self._closed = True
@@ -105,23 +116,32 @@ class Http1Protocol:
         h11 silently unfolds obsolete line folding, which RFC 9112 §5.2 lets a server reject
         and which proxies must reject so two parsers can never disagree about a header.
         """
-        buffered, _ = self._conn.trailing_data
+        buffered = self._head
         if buffered and buffered[0] not in _TOKEN_START:
             # e.g. a TLS ClientHello on the clear-text port: no point waiting for a head.
             return (ErrorCode.BAD_REQUEST, "not an HTTP/1.x request")
-        end = buffered.find(b"\r\n\r\n")
-        if end < 0:
-            end = buffered.find(b"\n\n")
+        # The head ends at the first empty line (CRLF or bare LF); only the new bytes, and the
+        # two before them, can complete one.
+        start = max(0, self._scanned - 2)
+        ends = [
+            i for i in (buffered.find(b"\n\r\n", start), buffered.find(b"\n\n", start)) if i >= 0
+        ]
+        end = min(ends) if ends else -1
+        self._scanned = len(buffered)
         if end < 0 or end > self.max_header_bytes:
             if len(buffered) > self.max_header_bytes:
                 return (ErrorCode.HEADERS_TOO_LARGE, "request head too large")
-            return None
-        head = buffered[:end]
+            # At EOF no head will complete: let h11 report a clean close or a truncated head.
+            return True if self._eof else None
+        head = bytes(buffered[:end])
         self._head_checked = True
+        self._head = bytearray()
         if b"\n " in head or b"\n\t" in head:
             return (ErrorCode.BAD_REQUEST, "obsolete line folding is not allowed")
-        # h11 merges identical duplicates; a proxy refuses any duplicate (smuggling shape).
-        if head.lower().count(b"\ncontent-length:") > 1:
+        # h11 merges identical duplicates (as lines or as a `3, 3` list); a proxy refuses any
+        # duplicate (smuggling shape).
+        lengths = [ln for ln in head.lower().split(b"\n") if ln.startswith(b"content-length:")]
+        if len(lengths) > 1 or any(b"," in ln for ln in lengths):
             return (ErrorCode.BAD_REQUEST, "duplicate Content-Length")
         return True
 
@@ -233,7 +253,9 @@ class Http1Protocol:
             self._closed = True
             return [StreamClosed(STREAM_ID), ConnectionClosed("tunnel closed")]
         if isinstance(event, StreamReset):
-            if not self._response_started and not self._closed:
+            # CANCELLED means the client went away (errors.py): nothing is sent, not a 499.
+            cancelled = event.code is ErrorCode.CANCELLED
+            if not self._response_started and not self._closed and not cancelled:
                 return self._fail(event.code, event.code.reason)
             # After the head, HTTP/1.1's only way to say "broken" is to close the connection.
             self._closed = True
@@ -250,6 +272,8 @@ class Http1Protocol:
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
             conn.start_next_cycle()
             self._head_checked = False
+            self._head = bytearray(conn.trailing_data[0])  # a pipelined request's first bytes
+            self._scanned = 0
             self._response_started = False
             return [StreamClosed(STREAM_ID), *self._next_events()]
         # The response is done but the request body is not: RFC 9112 §9.3 lets us close.

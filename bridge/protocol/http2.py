@@ -117,6 +117,10 @@ class Http2Protocol:
             h2_events = self._conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             return self._protocol_error(exc)
+        if self._oversized_frame_pending():
+            # RFC 9113 §4.2. h2 only checks a frame's length once all of it has arrived, so
+            # garbage (an HTTP/1.1 request line reads as a 4 MB frame) would sit in its buffer.
+            return self._go_away(h2.errors.ErrorCodes.FRAME_SIZE_ERROR, "frame too large")
         events: list[Event] = []
         for ev in h2_events:
             self._translate(ev, events)
@@ -134,7 +138,8 @@ class Http2Protocol:
             if stream is None:
                 self._ack(sid, len(ev.data))
                 return
-            out.append(Data(sid, ev.data) if stream.tunnel else Body(sid, ev.data))
+            if ev.data:  # clients end streams with empty DATA; b"" would read as EOF downstream
+                out.append(Data(sid, ev.data) if stream.tunnel else Body(sid, ev.data))
             if ev.stream_ended:
                 self._remote_end(sid, out)
         elif isinstance(ev, h2.events.RequestReceived):
@@ -227,6 +232,14 @@ class Http2Protocol:
             if now - resets[0] < settings.H2_RESET_WINDOW:
                 out.extend(self._go_away(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "rapid reset"))
 
+    def _oversized_frame_pending(self) -> bool:
+        """Does the incomplete frame h2 is buffering announce more than our MAX_FRAME_SIZE?"""
+        pending = self._conn.incoming_buffer._data  # the partial frame h2 waits to complete
+        return (
+            len(pending) >= 9
+            and int.from_bytes(pending[:3], "big") > self._conn.max_inbound_frame_size
+        )
+
     def _protocol_error(self, exc: h2.exceptions.ProtocolError) -> list[Event]:
         text = str(exc)
         # h2 caps CONTINUATION frames per header block; RFC 9113 §10.5 calls this abuse.
@@ -293,7 +306,9 @@ class Http2Protocol:
             stream.end_pending = True
             self._flush(sid, out)
         elif isinstance(event, StreamReset):
-            if not stream.response_started:
+            # CANCELLED means "nothing to send" (errors.py), e.g. a push whose asset failed:
+            # a 499 response would be cached as the pushed resource, RST_STREAM is not.
+            if not stream.response_started and event.code is not ErrorCode.CANCELLED:
                 body = error_body(event.code)
                 conn.send_headers(sid, self._head(event.code.status, error_headers(body)))
                 stream.response_started = True
@@ -418,6 +433,37 @@ class Http2Protocol:
         if size and not self._closed:
             self._ack(stream_id, size)
 
+    def data_frame_header(self, stream_id: int, size: int) -> bytes | None:
+        """Hot path: the 9-byte DATA frame header for `size` pre-rendered bytes, or None.
+
+        The fan-out writes one pre-rendered event to thousands of streams; going through
+        h2's `send_data` (frame objects, state machines) costs several times the write
+        itself. When nothing is queued for the stream and both flow-control windows hold the
+        bytes, the frame is framed here and the windows are charged as h2 would charge them
+        (RFC 9113 §6.1, §6.9); otherwise the caller takes the ordinary `send(Body)` path.
+        """
+        stream = self._streams.get(stream_id)
+        conn = self._conn
+        if (
+            stream is None
+            or stream.pending
+            or stream.end_pending
+            or not stream.response_started
+            or self._closed
+            or size > conn.max_outbound_frame_size
+            or size > conn.outbound_flow_control_window
+        ):
+            return None
+        h2_stream = conn.streams.get(stream_id)
+        if h2_stream is None or size > h2_stream.outbound_flow_control_window:
+            return None
+        conn.outbound_flow_control_window -= size
+        h2_stream.outbound_flow_control_window -= size
+        return size.to_bytes(3, "big") + b"\x00\x00" + stream_id.to_bytes(4, "big")
+
+    def has_output(self) -> bool:
+        return bool(self._conn._data_to_send)  # h2 has no public "anything queued?" check
+
     def is_tunnel(self, stream_id: int) -> bool:
         stream = self._streams.get(stream_id)
         return stream is not None and stream.tunnel
@@ -433,9 +479,14 @@ class Http2Protocol:
             return 0
 
     def shutdown(self) -> None:
-        """Graceful GOAWAY (NO_ERROR): in-flight streams finish, no new ones start."""
+        """GOAWAY (NO_ERROR) as the connection closes; the server calls it from `close()`.
+
+        h2 moves its connection to CLOSED here, so nothing can be sent after it: later sends
+        are dropped (as on any closed adapter) instead of raising out of h2.
+        """
         if not self._closed:
             self._conn.close_connection(h2.errors.ErrorCodes.NO_ERROR)
+            self._closed = True
 
     def data_to_send(self) -> bytes:
         return self._conn.data_to_send()

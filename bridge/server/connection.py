@@ -220,9 +220,16 @@ class ServerConnection(asyncio.Protocol):
             return
         if self._flush_soon:
             self.flush()  # a response head queued by the adapter must go first
-        if self.adapter.multiplexed:
-            self.adapter.send(Body(stream_id, data))
-            out = self.adapter.data_to_send()
+        adapter = self.adapter
+        if adapter.multiplexed:
+            header = adapter.data_frame_header(stream_id, len(data))
+            if header is not None:
+                if adapter.has_output():
+                    transport.write(adapter.data_to_send())  # keep frame order
+                transport.writelines((header, data))
+                return
+            adapter.send(Body(stream_id, data))
+            out = adapter.data_to_send()
             if out:
                 transport.write(out)
         else:

@@ -21,11 +21,9 @@ import h2.settings
 import h11
 import pytest
 
-from bridge.events import Event
+from bridge.events import Event, Headers
 from bridge.protocol.http1 import Http1Protocol
 from bridge.protocol.http2 import Http2Protocol
-
-Headers = list[tuple[bytes, bytes]]
 
 feed_modes = pytest.mark.parametrize("bytewise", [False, True], ids=["whole", "bytewise"])
 
@@ -186,7 +184,7 @@ class H2Pair:
         self,
         bytewise: bool,
         *,
-        client_settings: dict[int, int] | None = None,
+        client_settings: dict[h2.settings.SettingCodes, int] | None = None,
         **server_kwargs: object,
     ) -> None:
         self.server = Http2Protocol(scheme="https", **server_kwargs)  # type: ignore[arg-type]
