@@ -32,7 +32,7 @@ def problems(path: Path) -> list[str]:
 
 def test_repository_example_loads_with_every_field() -> None:
     config = load_config(ROOT / "routes.yaml")
-    assert config.listen.https == ("127.0.0.1", 8443)
+    assert config.listen.https == ("0.0.0.0", 8443)
     assert config.listen.admin == ("127.0.0.1", 9901)
     assert config.limits.subscriber_buffer == 256 * 1024
     assert config.limits.header_timeout == 10.0
