@@ -44,15 +44,16 @@ routes:
 
 
 def run_upstream(port: int) -> subprocess.Popen[bytes]:
+    here = str(Path(__file__).resolve().parent)
     code = (
-        "import asyncio, sys; sys.path.insert(0, %r)\n"
+        f"import asyncio, sys; sys.path.insert(0, {here!r})\n"
         "from _common import fixed_upstream\n"
         "async def main():\n"
-        "    await fixed_upstream(%d)\n"
+        f"    await fixed_upstream({port})\n"
         "    await asyncio.sleep(3600)\n"
         "try:\n    import uvloop; uvloop.run(main())\n"
         "except ImportError:\n    asyncio.run(main())\n"
-    ) % (str(Path(__file__).resolve().parent), port)
+    )
     cmd = [sys.executable, "-c", code]
     if shutil.which("taskset"):
         cmd = ["taskset", "-c", "1", *cmd]

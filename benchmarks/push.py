@@ -28,9 +28,9 @@ import h2.settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import BridgeProcess, free_port  # noqa: E402
+from _common import BridgeProcess, free_port
 
-from bridge.demo.httpserver import HttpRequest, HttpServer  # noqa: E402
+from bridge.demo.httpserver import HttpRequest, HttpServer
 
 ASSETS = {
     "/static/app.css": b"body{color:#123}\n" * 400,
