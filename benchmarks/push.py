@@ -5,8 +5,9 @@
                (what a current browser does with `Link: rel=preload` in Early Hints).
 - neither:     a route without `push:`; the client asks for the assets after the page.
 
-The upstream page has a think time (default 50 ms); push and Early Hints should both beat
-"neither" by about that much. Bridge runs as a subprocess on core 0; loopback only.
+Every upstream answer has a think time (default 50 ms), assets included: "neither" pays it
+twice in a row (page, then assets); push and Early Hints overlap the two, so they should beat
+"neither" by about the think time. Bridge runs as a subprocess on core 0; loopback only.
 
     python3 benchmarks/push.py [--think 0.05] [--loads 20]
 """
@@ -65,6 +66,7 @@ def site(think: float):  # type: ignore[no-untyped-def]
             await asyncio.sleep(think)
             return 200, [(b"content-type", b"text/html")], b"<html>" + b"x" * 2000 + b"</html>"
         body = ASSETS.get(request.path)
+        await asyncio.sleep(think)  # every request to this app costs its think time
         if body is None:
             return 404, [], b""
         return 200, [(b"content-type", b"text/plain"), (b"cache-control", b"max-age=600")], body
