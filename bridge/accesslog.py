@@ -42,6 +42,8 @@ class AccessEntry:
 
 def escape(text: str) -> str:
     """nginx-style: `"` and `\\` escaped, control and non-ASCII bytes as \\xHH."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return text  # the common case, without a Python loop per character
     out = []
     for byte in text.encode("utf-8", "surrogateescape"):
         if byte in (0x22, 0x5C):
