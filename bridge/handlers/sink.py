@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+from ..hub.subscription import Subscription
 from ..server.exchange import Exchange
 
 
@@ -50,3 +51,11 @@ class ExchangeSink:
 
 def _discard(data: bytes) -> None:
     """Writes after close go nowhere: the subscriber is being removed."""
+
+
+def finish_subscription(exchange: Exchange, subscription: Subscription) -> None:
+    """Leave the channel and hand the subscription's counters to the access log line."""
+    subscription.cancel()
+    exchange.events = subscription.events
+    exchange.lagged = subscription.lagged
+    exchange.bytes_sent += subscription.bytes_sent

@@ -21,7 +21,7 @@ from ..hub.item import Format
 from ..hub.render import chunk
 from ..routing.model import Route
 from ..server.exchange import Exchange
-from .sink import ExchangeSink
+from .sink import ExchangeSink, finish_subscription
 from .util import header, is_websocket
 
 WebSocketHandler = Callable[[Exchange, Route, dict[str, str], str | None], Awaitable[None]]
@@ -91,10 +91,7 @@ class StreamHandler:
             sink.open()
             await exchange.wait_aborted()
         finally:
-            subscription.cancel()
-            exchange.events = subscription.events
-            exchange.lagged = subscription.lagged
-            exchange.bytes_sent += subscription.bytes_sent
+            finish_subscription(exchange, subscription)
         if not exchange.aborted:
             await exchange.end()
 

@@ -25,7 +25,7 @@ from ..routing.model import Route, StreamSpec
 from ..routing.paths import substitute
 from ..server.exchange import Exchange
 from ..upstream.client import UpstreamPool
-from .sink import ExchangeSink
+from .sink import ExchangeSink, finish_subscription
 from .wshandshake import accept, handshake_problem, origin_allowed
 
 log = logging.getLogger("bridge.websocket")
@@ -96,12 +96,9 @@ class WebSocketSession:
             sink.open()
             await self._read_loop()
         finally:
-            subscription.cancel()
             if worker is not None:
                 worker.cancel()
-            exchange.events = subscription.events
-            exchange.lagged = subscription.lagged
-            exchange.bytes_sent += subscription.bytes_sent
+            finish_subscription(exchange, subscription)
         if not exchange.aborted:
             await exchange.end()
 
