@@ -32,7 +32,8 @@ class Upstream:
     @property
     def authority(self) -> str:
         default = 443 if self.scheme == "https" else 80
-        return self.host if self.port == default else f"{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literal (RFC 3986 §3.2.2)
+        return host if self.port == default else f"{host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,14 @@
 """Request paths: normalisation (RFC 3986 §6.2.2), route templates, and safe substitution.
 
-Matching happens on the normalised path, and the upstream receives that same path, so what
-the router decided is what the upstream sees (no `/static/../admin` confusion).
+Matching happens on the normalised path, and the upstream receives that same path, so what the
+router decided is what the upstream sees (no `/static/../admin` or `/%61dmin` confusion).
+
+- `split_target` cuts an origin-form request target into path and query.
+- `normalize_path` is the one normal form every route is matched against.
+- `PathPattern` is a compiled route template: `{name}` is exactly one non-empty segment,
+  `{name*}` zero or more segments (only last, only after a `/`).
+- `substitute` fills a `poll`/`send` template with parameter values that can never change the
+  template's structure.
 """
 
 from __future__ import annotations
@@ -11,17 +18,26 @@ from urllib.parse import quote, unquote
 
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _PCT = re.compile(r"%([0-9A-Fa-f]{2})")
+_BAD_PCT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# RFC 9112 §3.2: no whitespace or control characters in a request target; a fragment (`#`) is
+# never sent (RFC 9110 §7.1).
 _BAD_TARGET = re.compile(r"[\x00-\x20\x7f#]")
 _PARAM = re.compile(r"\{([^{}]*)\}")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What a normalised path can contain besides '/': RFC 3986 §3.3 pchar.
+_PCHARS = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-F]{2})*")
 
 
 class PathError(ValueError):
-    """A request target or route template that cannot be accepted."""
+    """A request target, path or template that cannot be accepted (a request gets 400)."""
 
 
 def split_target(target: str) -> tuple[str, str]:
-    """(path, query) of an origin-form target; the query keeps its leading '?'."""
+    """(path, query) of an origin-form target; the query keeps its leading '?' ("" if none).
+
+    Absolute-form (`http://...`), authority-form and asterisk-form (`*`) targets are refused:
+    a reverse proxy serves its own origin only.
+    """
     if not target.startswith("/"):
         raise PathError("request target must be an absolute path")
     if _BAD_TARGET.search(target):
@@ -36,16 +52,25 @@ def _decode_unreserved(match: re.Match[str]) -> str:
 
 
 def normalize_path(raw: str) -> str:
-    """Decode unreserved escapes, merge `//`, remove dot segments; refuse climbing above `/`.
+    """RFC 3986 §6.2.2 normal form of a path (no query): the form every route matches.
 
-    `%2F` stays encoded: an encoded slash is data, never a separator.
+    Percent-encoded unreserved characters are decoded (`%61` → `a`, `%2e` → `.`), the hex of
+    the others is upper-cased (`%2f` → `%2F`; an encoded slash is data, never a separator), `//`
+    runs are merged, and dot segments are removed (including those that only appeared after
+    decoding). A path that climbs above `/` or has a malformed `%` escape raises `PathError`.
     """
     if not raw.startswith("/"):
         raise PathError("path must start with '/'")
-    path = _PCT.sub(_decode_unreserved, raw) if "%" in raw else raw
+    path = raw
+    if "%" in path:
+        if _BAD_PCT.search(path):
+            raise PathError("malformed percent-encoding in path")
+        path = _PCT.sub(_decode_unreserved, path)
+    if "//" not in path and "/." not in path:
+        return path  # the common case: nothing to merge or remove
     segments = path.split("/")
     out: list[str] = []
-    for segment in segments[1:-1]:
+    for segment in segments[1:]:
         if segment == "" or segment == ".":
             continue
         if segment == "..":
@@ -54,93 +79,135 @@ def normalize_path(raw: str) -> str:
             out.pop()
             continue
         out.append(segment)
-    last = segments[-1]
-    trailing = False
-    if last == "..":
-        if not out:
-            raise PathError("path climbs above '/'")
-        out.pop()
-        trailing = True
-    elif last in ("", "."):
-        trailing = True
-    else:
-        out.append(last)
     result = "/" + "/".join(out)
-    if trailing and out:
+    # RFC 3986 §5.2.4: a path ending in a dot segment (or a slash) keeps its final slash.
+    if out and segments[-1] in ("", ".", ".."):
         result += "/"
     return result
 
 
+def template_params(template: str) -> tuple[str, ...]:
+    """The `{name}` / `{name*}` parameter names of a poll/send template, in order.
+
+    Raises `PathError` for unbalanced braces or a name that is not an identifier.
+    """
+    names: list[str] = []
+    pos = 0
+    for match in _PARAM.finditer(template):
+        if "{" in template[pos : match.start()] or "}" in template[pos : match.start()]:
+            raise PathError("unbalanced '{' or '}'")
+        spec = match.group(1)
+        name = spec[:-1] if spec.endswith("*") else spec
+        if _NAME.fullmatch(name) is None:
+            raise PathError(f"bad parameter name {{{spec}}} (letters, digits and _ only)")
+        names.append(name)
+        pos = match.end()
+    if "{" in template[pos:] or "}" in template[pos:]:
+        raise PathError("unbalanced '{' or '}'")
+    return tuple(names)
+
+
 class PathPattern:
-    """A compiled route template: `{name}` = one segment, `{name*}` = zero or more (last only)."""
+    """A route template compiled to one regular expression, matched against normalised paths.
+
+    `/prices/{symbol}` matches `/prices/ACME` (not `/prices/` nor `/prices/a/b`);
+    `/admin/{rest*}` matches `/admin`, `/admin/` and `/admin/x/y` (not `/administrator`);
+    `/{rest*}` matches every path. Literal segments match exactly, case included.
+    """
+
+    __slots__ = ("_literal", "params", "regex", "template")
 
     def __init__(self, template: str) -> None:
         self.template = template
         self.params: tuple[str, ...] = ()
         self.regex = self._compile(template)
+        # A template without parameters is compared as a string: no regex on the hot path.
+        self._literal = template if not self.params else None
+
+    def __repr__(self) -> str:
+        return f"PathPattern({self.template!r})"
+
+    @property
+    def matches_everything(self) -> bool:
+        """True for `/{name*}`: every route after it is unreachable."""
+        return len(self.params) == 1 and self.template == "/{" + self.params[0] + "*}"
 
     def _compile(self, template: str) -> re.Pattern[str]:
         if not template.startswith("/"):
             raise PathError("path must start with '/'")
-        if template.count("{") != template.count("}"):
-            raise PathError("unbalanced '{' or '}' in path")
-        names: list[str] = []
+        names = template_params(template)
+        if len(set(names)) != len(names):
+            duplicate = next(n for n in names if names.count(n) > 1)
+            raise PathError(f"duplicate parameter {{{duplicate}}}")
         pattern = ""
         pos = 0
-        for match in _PARAM.finditer(template):
+        matches = list(_PARAM.finditer(template))
+        for match in matches:
             literal = template[pos : match.start()]
-            if "{" in literal or "}" in literal:
-                raise PathError("unbalanced '{' or '}' in path")
             spec = match.group(1)
-            star = spec.endswith("*")
-            name = spec[:-1] if star else spec
-            if not _NAME.match(name):
-                raise PathError(f"bad parameter name {{{spec}}}")
-            if name in names:
-                raise PathError(f"duplicate parameter {{{name}}}")
-            names.append(name)
-            before_slash = literal.endswith("/")
-            if star:
+            name = spec.rstrip("*")
+            if not literal.endswith("/"):
+                raise PathError(f"{{{spec}}} must be a whole path segment")
+            if spec.endswith("*"):
                 if match.end() != len(template):
                     raise PathError(f"{{{spec}}} must be the last part of the path")
-                if not before_slash:
-                    raise PathError(f"{{{spec}}} must follow a '/'")
                 # `/admin/{rest*}` matches `/admin`, `/admin/` and everything below.
                 pattern += re.escape(literal[:-1]) + f"(?:/(?P<{name}>.*))?"
             else:
-                segment_start = before_slash or literal == ""
-                if not segment_start and literal:
-                    raise PathError(f"{{{name}}} must be a whole path segment")
+                if match.end() < len(template) and template[match.end()] != "/":
+                    raise PathError(f"{{{spec}}} must be a whole path segment")
                 pattern += re.escape(literal) + f"(?P<{name}>[^/]+)"
             pos = match.end()
-            if not star and pos < len(template) and template[pos] not in "/":
-                raise PathError(f"{{{name}}} must be a whole path segment")
-        tail = template[pos:]
-        if "{" in tail or "}" in tail:
-            raise PathError("unbalanced '{' or '}' in path")
-        pattern += re.escape(tail)
-        self.params = tuple(names)
-        if pattern == "":
-            pattern = "/"
-        return re.compile(pattern + r"\Z" if pattern else r"/\Z")
+        pattern += re.escape(template[pos:])
+        self.params = names
+        self._check_normal(template, matches)
+        return re.compile(pattern + r"\Z")
+
+    @staticmethod
+    def _check_normal(template: str, matches: list[re.Match[str]]) -> None:
+        """Refuse a template no normalised path can match (`/a//b`, `/a/../b`, `/%7e`, `/a b`)."""
+        marks = [f"bridgeparam{i}x" for i in range(len(matches))]
+        sample = template
+        for match, mark in zip(reversed(matches), reversed(marks), strict=True):
+            sample = sample[: match.start()] + mark + sample[match.end() :]
+        for char in sample:
+            if _PCHARS.fullmatch(char) is None and char != "%":
+                raise PathError(f"{char!r} cannot appear in a path; percent-encode it")
+        try:
+            normal = normalize_path(sample)
+        except PathError as exc:
+            raise PathError(f"{exc}; requests are matched after normalisation") from None
+        if normal != sample:
+            for match, mark in zip(matches, marks, strict=True):
+                normal = normal.replace(mark, match.group(0))
+            raise PathError(
+                f"never matches: requests are matched on the normalised path; write {normal}"
+            )
 
     def match(self, path: str) -> dict[str, str] | None:
+        """Parameter values (percent-decoded) if the normalised `path` matches, else None."""
+        if self._literal is not None:
+            return {} if path == self._literal else None
         found = self.regex.match(path)
         if found is None:
             return None
-        return {k: unquote(v or "") for k, v in found.groupdict().items()}
+        return {k: unquote(v) if v else "" for k, v in found.groupdict().items()}
 
 
 def substitute(template: str, params: dict[str, str]) -> str:
-    """Fill `{name}` in a poll/send template; values are percent-encoded so they can never add
-    a query parameter, a path segment or a fragment."""
+    """Fill `{name}` in a poll/send template with percent-encoded values.
+
+    Everything except unreserved characters is encoded (ROUTES.md "Parameters into poll"), so
+    a value can never add a query parameter (`&`, `=`, `?`), a path segment (`/`) or a fragment
+    (`#`). A value of `.` or `..` in the path part would still climb at an upstream that removes
+    dot segments; such values cannot come out of a normalised request path, so they are refused.
+    """
+    query_at = template.find("?")
 
     def value(match: re.Match[str]) -> str:
-        name = match.group(1).rstrip("*")
-        return quote(params.get(name, ""), safe="")
+        text = params.get(match.group(1).rstrip("*"), "")
+        if text in (".", "..") and (query_at < 0 or match.start() < query_at):
+            raise PathError(f"parameter value {text!r} cannot go into a path")
+        return quote(text, safe="")
 
     return _PARAM.sub(value, template)
-
-
-def template_params(template: str) -> list[str]:
-    return [m.group(1).rstrip("*") for m in _PARAM.finditer(template)]
