@@ -1,17 +1,30 @@
-"""The upstream HTTP/1.1 client: h11 over asyncio, with a keep-alive pool per origin.
+"""The upstream HTTP/1.1 client: h11 over an asyncio Protocol, with a keep-alive pool per origin.
 
-Our own client (not a general-purpose library) because the proxy needs exact header control
-and backpressure both ways: while nobody reads a response body, the connection stops reading
-from the socket beyond `settings.READ_HIGH_WATER`, so a slow client slows the upstream.
-Every await is bounded: connect + send + response head by the upstream's `timeout`, each body
-read by `settings.UPSTREAM_IDLE_TIMEOUT`.
+Our own client (not a general-purpose library) because the proxy needs exact header control and
+backpressure both ways:
+
+- Request bodies are written piece by piece, and the next piece is pulled from the caller only
+  once the socket has drained below the transport's write watermark.
+- While nobody reads a response body, the connection stops reading from the socket once more
+  than `settings.READ_HIGH_WATER` bytes wait unread, so a slow client slows the upstream down
+  through TCP flow control instead of filling our memory.
+
+Every await is bounded: `timeout` (default: the upstream's own) covers connecting, sending and
+the response head (see `UpstreamPool.request`); each body read is bounded by the pool's
+`idle_timeout`. Waits use a timer handle on one future rather than `asyncio.wait_for`, which
+would cost a Task per await on the proxy's hot path.
+
+Errors are `UpstreamUnreachable` (502: refused, reset, closed early, or bytes that are not
+HTTP/1.1) and `UpstreamTimeout` (504). A pooled connection that turns out to be dead before
+the upstream sent a single byte of the answer (it closed the connection while idle, racing our
+request) is retried once on a fresh connection when repeating the request is safe: RFC 9110
+§9.2.2 idempotent methods, or requests without a body.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
@@ -21,15 +34,27 @@ from .. import settings
 from ..errors import ErrorCode, StreamError
 from ..events import Headers
 from ..routing.model import Upstream
+from .pool import IdlePool
 
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+# RFC 9110 §9.2.2.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+# Above this, a request body is handed to the transport as its own buffer instead of being
+# joined with the head (a copy); below it, one buffer means one send.
+_JOIN_LIMIT = 16 * 1024
+# An upstream may send a few 1xx heads before the final one (100, 103); more is a flood.
+_MAX_INFORMATIONAL = 16
+
+Origin = tuple[str, str, int]
 
 
 class UpstreamError(StreamError):
-    """The upstream failed us; the subclass says how."""
+    """The upstream failed us; the subclass (or `code`) says how."""
 
 
 class UpstreamUnreachable(UpstreamError):
+    """Connect refused or reset, closed before a whole answer, or an answer that is not HTTP."""
+
     def __init__(self, detail: str) -> None:
         super().__init__(ErrorCode.UPSTREAM_UNREACHABLE, detail)
 
@@ -40,184 +65,318 @@ class UpstreamTimeout(UpstreamError):
 
 
 class _Stale(Exception):
-    """A pooled connection turned out dead before any response byte: safe to retry."""
+    """The connection died before any byte of the answer: the request may be retried."""
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, origin: tuple[str, str, int]) -> None:
+    """One TCP connection to an upstream: the socket callbacks, an inbound queue bounded by
+    pausing the transport, and the h11 state machine that frames both directions."""
+
+    __slots__ = (
+        "_drain_waiter",
+        "_inbound",
+        "_read_paused",
+        "_reader",
+        "_write_paused",
+        "answered",
+        "buffered",
+        "closed",
+        "early",
+        "eof",
+        "h11",
+        "idle_since",
+        "origin",
+        "transport",
+    )
+
+    def __init__(self, origin: Origin) -> None:
         self.origin = origin
         self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=settings.MAX_HEADER_BYTES)
         self.transport: asyncio.Transport | None = None
         self._inbound: deque[bytes] = deque()
-        self._size = 0
-        self._eof = False
+        self.buffered = 0  # bytes in _inbound, not yet handed to h11
+        self.eof = False  # the upstream closed its side (or the socket is gone)
+        self.closed = False  # we closed, or the socket is gone
+        self.answered = False  # a byte of the current exchange's answer has arrived
+        self.early: h11.Response | None = None  # a head that came while we were still sending
         self._reader: asyncio.Future[None] | None = None
-        self._drain: asyncio.Future[None] | None = None
-        self._paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._read_paused = False
         self._write_paused = False
         self.idle_since = 0.0
-        self.got_bytes = False
 
-    # asyncio callbacks
+    # --- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # pragma: no cover - already set, or not TCP
+                pass
 
     def data_received(self, data: bytes) -> None:
         self._inbound.append(data)
-        self._size += len(data)
-        self.got_bytes = True
-        if self._size > settings.READ_HIGH_WATER and not self._paused and self.transport:
-            self._paused = True
-            self.transport.pause_reading()
+        self.buffered += len(data)
+        self.answered = True
+        if self.buffered > settings.READ_HIGH_WATER and not self._read_paused:
+            self._read_paused = True
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.pause_reading()
         self._wake()
 
     def eof_received(self) -> bool | None:
-        self._eof = True
+        self.eof = True
         self._wake()
-        return None
+        return None  # close our side too: an upstream that stopped sending is done with us
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._eof = True
+        self.eof = True
+        self.closed = True
         self._wake()
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
 
     def pause_writing(self) -> None:
         self._write_paused = True
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _wake(self) -> None:
-        if self._reader is not None and not self._reader.done():
-            self._reader.set_result(None)
+        reader = self._reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
-    # used by the pool and responses
+    # --- state -----------------------------------------------------------------------------
     @property
-    def alive(self) -> bool:
-        return (
-            self.transport is not None
-            and not self.transport.is_closing()
-            and not self._eof
-            and not self._inbound
-        )
+    def reusable(self) -> bool:
+        """Idle and clean: the socket is open and the upstream has sent nothing since the last
+        answer (a stray byte on an idle connection means it is not speaking HTTP to us)."""
+        return not self.eof and not self.closed and not self._inbound
 
-    def write(self, event: h11.Event) -> None:
-        data = self.h11.send(event)
-        if data and self.transport is not None:
-            if self.transport.is_closing():
-                raise ConnectionResetError("upstream connection closed")
-            self.transport.write(data)
-
-    async def drain(self) -> None:
-        while self._write_paused and not self._eof:
-            self._drain = asyncio.get_running_loop().create_future()
-            await self._drain
-        if self._eof and self.transport is not None and self.transport.is_closing():
-            raise ConnectionResetError("upstream connection closed")
-
-    async def next_event(self, timeout: float) -> h11.Event:
-        """The next h11 event, waiting at most `timeout` seconds for bytes (TimeoutError)."""
-        while True:
-            event = self.h11.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            while not self._inbound:
-                if self._eof:
-                    self.h11.receive_data(b"")
-                    break
-                # A timer handle instead of asyncio.wait_for: wait_for costs a Task per call,
-                # and this is awaited several times per proxied request.
-                loop = asyncio.get_running_loop()
-                reader = self._reader = loop.create_future()
-                timer = loop.call_later(timeout, _expire, reader)
-                try:
-                    await reader
-                finally:
-                    timer.cancel()
-                    self._reader = None
-            else:
-                data = self._inbound.popleft()
-                self._size -= len(data)
-                if self._paused and self._size < settings.READ_HIGH_WATER // 2 and self.transport:
-                    self._paused = False
-                    self.transport.resume_reading()
-                self.h11.receive_data(data)
+    @property
+    def write_paused(self) -> bool:
+        return self._write_paused
 
     def close(self) -> None:
+        self.closed = True
         if self.transport is not None:
             self.transport.close()
 
+    # --- writing -----------------------------------------------------------------------------
+    def write(self, pieces: list[bytes]) -> None:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("upstream connection closed")
+        if len(pieces) == 1:
+            self.transport.write(pieces[0])
+        elif pieces:
+            self.transport.writelines(pieces)
 
-def _expire(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
+    async def wait_writable(self, timeout: float) -> None:
+        """One wait for the transport to take more bytes, or for answer bytes to arrive (the
+        caller looks for an early answer). TimeoutError, or ConnectionResetError once closed."""
+        if self.closed:
+            raise ConnectionResetError("upstream connection closed")
+        loop = asyncio.get_running_loop()
+        waiter = self._drain_waiter = loop.create_future()
+        timer = loop.call_later(timeout, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._drain_waiter = None
+        if self.closed:
+            raise ConnectionResetError("upstream connection closed")
+
+    # --- reading -----------------------------------------------------------------------------
+    def poll_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        """The next h11 event from bytes already here, feeding h11 one buffered piece at a time
+        (so the bytes waiting in h11 stay bounded by one socket read)."""
+        event = self.h11.next_event()
+        while event is h11.NEED_DATA:
+            if self._inbound:
+                data = self._inbound.popleft()
+                self.buffered -= len(data)
+                if self._read_paused and self.buffered <= settings.READ_HIGH_WATER // 2:
+                    self._read_paused = False
+                    if self.transport is not None and not self.transport.is_closing():
+                        self.transport.resume_reading()
+                self.h11.receive_data(data)
+            elif self.eof:
+                self.h11.receive_data(b"")  # h11 decides: end of an HTTP/1.0 body, or an error
+                return self.h11.next_event()
+            else:
+                return event
+            event = self.h11.next_event()
+        return event
+
+    async def next_event(self, timeout: float) -> h11.Event:
+        """The next h11 event, waiting at most `timeout` seconds for bytes (TimeoutError)."""
+        event = self.poll_event()
+        if event is not h11.NEED_DATA:
+            return event  # type: ignore[return-value]  # PAUSED cannot happen mid-answer
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            reader = self._reader = loop.create_future()
+            timer = loop.call_at(deadline, _expire, reader)
+            try:
+                await reader
+            finally:
+                timer.cancel()
+                self._reader = None
+            event = self.poll_event()
+            if event is not h11.NEED_DATA:
+                return event  # type: ignore[return-value]
 
 
 class UpstreamResponse:
+    """The head of an upstream answer, and its body as pieces of at most `settings.BODY_CHUNK`.
+
+    Read the body to the end (or `aclose()` it): a fully read answer returns its connection to
+    the pool, anything else closes it.
+    """
+
+    __slots__ = (
+        "_conn",
+        "_done",
+        "_idle_timeout",
+        "_pool",
+        "_rest",
+        "headers",
+        "http_version",
+        "reason",
+        "status",
+    )
+
     def __init__(
         self,
         pool: UpstreamPool,
         conn: _Connection,
-        status: int,
-        reason: bytes,
+        event: h11.Response,
         headers: Headers,
-        http_version: str,
     ) -> None:
         self._pool = pool
         self._conn: _Connection | None = conn
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-        self.http_version = http_version
+        self._idle_timeout = pool.idle_timeout
+        self._rest: memoryview | None = None  # the unreturned tail of an oversized piece
         self._done = False
+        self.status: int = event.status_code
+        self.reason: bytes = bytes(event.reason)
+        self.headers = headers
+        self.http_version = event.http_version.decode("ascii")
+
+    @property
+    def complete(self) -> bool:
+        """The whole body has been read."""
+        return self._done and self._rest is None
 
     async def read(self) -> bytes:
+        """The next body piece (at most `settings.BODY_CHUNK` bytes); b"" at the end."""
+        rest = self._rest
+        if rest is not None:
+            return self._split(rest)
+        if self._done:
+            return b""
         conn = self._conn
-        if self._done or conn is None:
-            return b""
-        try:
-            event = await conn.next_event(settings.UPSTREAM_IDLE_TIMEOUT)
-        except TimeoutError:
-            await self.aclose()
-            raise UpstreamTimeout("upstream body stalled") from None
-        except h11.RemoteProtocolError as exc:
-            await self.aclose()
-            raise UpstreamUnreachable(f"upstream sent an invalid body: {exc}") from None
-        if isinstance(event, h11.Data):
-            return bytes(event.data)
-        if isinstance(event, h11.EndOfMessage):
-            self._done = True
-            return b""
-        await self.aclose()
-        raise UpstreamUnreachable("upstream closed the connection mid-body")
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._pieces()
-
-    async def _pieces(self) -> AsyncIterator[bytes]:
+        if conn is None:
+            raise UpstreamUnreachable("upstream answer was closed before its end")
         while True:
-            piece = await self.read()
-            if not piece:
-                return
-            yield piece
+            try:
+                event = await conn.next_event(self._idle_timeout)
+            except TimeoutError:
+                self._abort()
+                raise UpstreamTimeout(
+                    f"upstream sent no body bytes for {self._idle_timeout:g}s"
+                ) from None
+            except h11.RemoteProtocolError as exc:
+                self._abort()
+                if conn.eof:
+                    raise UpstreamUnreachable(
+                        "upstream closed the connection before the end of the body"
+                    ) from None
+                raise UpstreamUnreachable(f"upstream sent an invalid body: {exc}") from None
+            if isinstance(event, h11.Data):
+                data = event.data
+                size = len(data)
+                if size > settings.BODY_CHUNK:
+                    return self._split(memoryview(data))
+                if size:
+                    return bytes(data)
+                continue
+            if isinstance(event, h11.EndOfMessage):
+                self._finish()
+                return b""
+            self._abort()
+            raise UpstreamUnreachable(f"unexpected {type(event).__name__} in the upstream body")
+
+    def _split(self, view: memoryview) -> bytes:
+        chunk = settings.BODY_CHUNK
+        if len(view) > chunk:
+            self._rest = view[chunk:]
+            return bytes(view[:chunk])
+        self._rest = None
+        return bytes(view)
+
+    def __aiter__(self) -> UpstreamResponse:
+        return self
+
+    async def __anext__(self) -> bytes:
+        piece = await self.read()
+        if not piece:
+            raise StopAsyncIteration
+        return piece
 
     async def aclose(self) -> None:
-        conn, self._conn = self._conn, None
+        """Give the connection back (body fully read, reusable) or close it. Idempotent."""
+        conn = self._conn
         if conn is None:
             return
-        if self._done:
+        if not self._done:
+            self._finish_buffered(conn)
+        if self._conn is not None:
+            self._abort()
+
+    def _finish_buffered(self, conn: _Connection) -> None:
+        # An answer whose end is already here (no body: HEAD, 204, 304; or a small body the
+        # caller did not want) still leaves a reusable connection: finish it without waiting.
+        try:
+            while True:
+                event = conn.poll_event()
+                if isinstance(event, h11.Data):
+                    continue
+                if isinstance(event, h11.EndOfMessage):
+                    self._rest = None
+                    self._finish()
+                return
+        except h11.RemoteProtocolError:
+            return
+
+    def _finish(self) -> None:
+        self._done = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
             self._pool._release(conn)
-        else:
+
+    def _abort(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
             conn.close()
 
 
 class UpstreamPool:
+    """HTTP/1.1 requests to upstreams over reused connections (see the module docstring)."""
+
     def __init__(
         self,
         *,
@@ -230,47 +389,14 @@ class UpstreamPool:
         self.idle_timeout = idle_timeout
         self.max_idle_per_origin = max_idle_per_origin
         self.pool_idle = pool_idle
-        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
-        self.connections_opened = 0
+        self._idle: IdlePool[_Connection] = IdlePool(
+            max_per_origin=max_idle_per_origin, max_idle=pool_idle
+        )
+        self.connections_opened = 0  # a statistic (and what tests count)
 
-    def _checkout(self, origin: tuple[str, str, int]) -> _Connection | None:
-        idle = self._idle.get(origin)
-        now = time.monotonic()
-        while idle:
-            conn = idle.pop()  # LIFO: the warmest connection, and old ones age out
-            if conn.alive and now - conn.idle_since < self.pool_idle:
-                return conn
-            conn.close()
-        return None
-
-    def _release(self, conn: _Connection) -> None:
-        h = conn.h11
-        if h.our_state is h11.DONE and h.their_state is h11.DONE and conn.alive:
-            h.start_next_cycle()
-            idle = self._idle.setdefault(conn.origin, [])
-            if len(idle) < self.max_idle_per_origin:
-                conn.idle_since = time.monotonic()
-                idle.append(conn)
-                return
-        conn.close()
-
-    async def _connect(self, upstream: Upstream, timeout: float) -> _Connection:
-        loop = asyncio.get_running_loop()
-        try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: _Connection(upstream.origin), upstream.host, upstream.port
-                ),
-                min(timeout, self.connect_timeout),
-            )
-        except TimeoutError:
-            raise UpstreamTimeout(f"connect to {upstream.authority} timed out") from None
-        except OSError as exc:
-            raise UpstreamUnreachable(
-                f"cannot connect to {upstream.authority}: {exc.strerror or exc}"
-            ) from None
-        self.connections_opened += 1
-        return conn
+    def idle_count(self, upstream: Upstream | None = None) -> int:
+        """Idle pooled connections, for one upstream's origin or all."""
+        return len(self._idle) if upstream is None else self._idle.count(upstream.origin)
 
     async def request(
         self,
@@ -284,105 +410,222 @@ class UpstreamPool:
         timeout: float | None = None,
         on_informational: Callable[[int, Headers], None] | None = None,
     ) -> UpstreamResponse:
+        """Send one request and return the answer's head; its body is read from the result.
+
+        `target` is path + query (the upstream's `base_path` goes in front); `headers` are sent
+        as given (Host included) except the framing, which follows `body`: bytes get a
+        Content-Length, an async iterator gets `content_length` or else chunked encoding, None
+        (or b"") sends `headers` unchanged. 1xx heads go to `on_informational`, if given.
+
+        `timeout` (default `upstream.timeout`) bounds connect + sending + the response head as
+        one deadline. A streamed body moves at the client's pace, so there it bounds each wait
+        for the upstream to take more bytes, and the head gets a fresh `timeout` once the body
+        is sent. Errors: UpstreamUnreachable, UpstreamTimeout, StreamError(BAD_REQUEST) for a
+        request h11 refuses to send (bad header bytes, a body longer than `content_length`);
+        the body iterator's own exceptions pass through unchanged.
+        """
         timeout = upstream.timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        replayable = not isinstance(body, AsyncIterator) and (method in _IDEMPOTENT or not body)
-        head = list(headers)
-        if isinstance(body, bytes):
-            head = [(n, v) for n, v in head if n != b"content-length"]
-            head.append((b"content-length", str(len(body)).encode()))
-        elif body is not None:
-            head = [(n, v) for n, v in head if n not in (b"content-length", b"transfer-encoding")]
-            if content_length is not None:
-                head.append((b"content-length", str(content_length).encode()))
-            else:
-                head.append((b"transfer-encoding", b"chunked"))
-        target = upstream.base_path + target
-        for attempt in range(2):
-            conn = self._checkout(upstream.origin)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        head = _framed(headers, body, content_length)
+        target = upstream.base_path + target if upstream.base_path else target
+        try:
+            request = h11.Request(method=method, target=target, headers=head)
+        except (h11.LocalProtocolError, UnicodeError) as exc:
+            raise StreamError(ErrorCode.BAD_REQUEST, f"cannot forward request: {exc}") from None
+        streamed = body is not None and not isinstance(body, bytes)
+        pulled: list[bool] = [False]  # an iterator body can be replayed only if untouched
+        safe = method in _IDEMPOTENT or not body
+        origin = upstream.origin
+        for attempt in (0, 1):
+            conn = self._idle.checkout(origin)
             reused = conn is not None
             if conn is None:
-                conn = await self._connect(upstream, max(0.001, deadline - time.monotonic()))
+                conn = await self._connect(upstream, deadline - loop.time())
             try:
                 return await self._exchange(
-                    conn, method, target, head, body, deadline, on_informational
+                    conn, request, body, deadline, timeout, on_informational, pulled
                 )
             except _Stale:
                 conn.close()
-                if reused and replayable and attempt == 0:
+                if reused and attempt == 0 and safe and not (streamed and pulled[0]):
                     continue
-                raise UpstreamUnreachable("upstream closed the connection") from None
+                raise UpstreamUnreachable(
+                    f"{upstream.authority} closed the connection without answering"
+                ) from None
             except BaseException:
                 conn.close()
                 raise
-        raise UpstreamUnreachable("upstream closed the connection")  # pragma: no cover
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _connect(self, upstream: Upstream, remaining: float) -> _Connection:
+        loop = asyncio.get_running_loop()
+        limit = min(remaining, self.connect_timeout)
+        if limit <= 0:
+            raise UpstreamTimeout(f"no time left to connect to {upstream.authority}")
+        origin = upstream.origin
+        try:
+            async with asyncio.timeout(limit):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(origin), upstream.host, upstream.port
+                )
+        except TimeoutError:
+            raise UpstreamTimeout(f"connect to {upstream.authority} timed out") from None
+        except OSError as exc:  # refused, unreachable, DNS (socket.gaierror)
+            raise UpstreamUnreachable(
+                f"cannot connect to {upstream.authority}: {exc.strerror or exc}"
+            ) from None
+        self.connections_opened += 1
+        return conn
 
     async def _exchange(
         self,
         conn: _Connection,
-        method: str,
-        target: str,
-        head: Headers,
+        request: h11.Request,
         body: bytes | AsyncIterator[bytes] | None,
+        deadline: float,
+        timeout: float,
+        on_informational: Callable[[int, Headers], None] | None,
+        pulled: list[bool],
+    ) -> UpstreamResponse:
+        loop = asyncio.get_running_loop()
+        conn.answered = False
+        conn.early = None
+        h = conn.h11
+        try:
+            pieces = h.send_with_data_passthrough(request) or []
+            if isinstance(body, bytes) or body is None:
+                if body:
+                    pieces += h.send_with_data_passthrough(h11.Data(data=body)) or []
+                pieces += h.send_with_data_passthrough(h11.EndOfMessage()) or []
+                if len(pieces) > 1 and len(body or b"") <= _JOIN_LIMIT:
+                    pieces = [b"".join(pieces)]
+        except h11.LocalProtocolError as exc:
+            raise StreamError(ErrorCode.BAD_REQUEST, f"cannot forward request: {exc}") from None
+        sending = await self._send(conn, pieces, deadline - loop.time(), on_informational)
+        if sending and body is not None and not isinstance(body, bytes):
+            if await self._send_body(conn, body, timeout, pulled, on_informational):
+                # The body's pace is the client's: the answer's clock starts after it.
+                deadline = loop.time() + timeout
+        return await self._read_head(conn, deadline, on_informational)
+
+    async def _send(
+        self,
+        conn: _Connection,
+        pieces: list[bytes],
+        timeout: float,
+        on_informational: Callable[[int, Headers], None] | None,
+    ) -> bool:
+        """Write `pieces` and wait until the transport takes more. False: the upstream has
+        started its answer and stopped taking the request (RFC 9112 §9.5 lets a server answer
+        before the request is complete); the caller then reads that answer instead."""
+        try:
+            conn.write(pieces)
+            while conn.write_paused:
+                if conn.answered and _early_head(conn, on_informational):
+                    return False
+                await conn.wait_writable(timeout)
+        except ConnectionError:
+            if conn.answered:
+                return False
+            raise _Stale() from None
+        except TimeoutError:
+            if conn.answered:
+                return False
+            raise UpstreamTimeout(f"upstream accepted no request bytes for {timeout:g}s") from None
+        return True
+
+    async def _send_body(
+        self,
+        conn: _Connection,
+        body: AsyncIterator[bytes],
+        timeout: float,
+        pulled: list[bool],
+        on_informational: Callable[[int, Headers], None] | None,
+    ) -> bool:
+        """Stream `body`, then end it; False if the upstream answered early (see `_send`)."""
+        h = conn.h11
+        iterator = body.__aiter__()
+        while True:
+            # The body's own errors (the client went away, a size limit) are not the
+            # upstream's: they propagate as they are, and the connection is closed.
+            try:
+                piece = await iterator.__anext__()
+            except StopAsyncIteration:
+                break
+            pulled[0] = True
+            if not piece:
+                continue
+            try:
+                pieces = h.send_with_data_passthrough(h11.Data(data=piece)) or []
+            except h11.LocalProtocolError as exc:
+                raise StreamError(ErrorCode.BAD_REQUEST, f"request body: {exc}") from None
+            if not await self._send(conn, pieces, timeout, on_informational):
+                return False
+        try:
+            end = h.send_with_data_passthrough(h11.EndOfMessage()) or []
+        except h11.LocalProtocolError as exc:
+            raise StreamError(ErrorCode.BAD_REQUEST, f"request body: {exc}") from None
+        return await self._send(conn, end, timeout, on_informational)
+
+    async def _read_head(
+        self,
+        conn: _Connection,
         deadline: float,
         on_informational: Callable[[int, Headers], None] | None,
     ) -> UpstreamResponse:
-        try:
-            conn.write(h11.Request(method=method, target=target, headers=head))
-        except h11.LocalProtocolError as exc:
-            raise StreamError(ErrorCode.BAD_REQUEST, f"cannot forward request: {exc}") from None
-        except ConnectionError:
-            raise _Stale() from None
-        try:
-            if isinstance(body, bytes):
-                if body:
-                    conn.write(h11.Data(data=body))
-            elif body is not None:
-                async for piece in body:
-                    conn.write(h11.Data(data=piece))
-                    await asyncio.wait_for(conn.drain(), settings.SEND_TIMEOUT)
-            conn.write(h11.EndOfMessage())
-        except h11.LocalProtocolError as exc:
-            raise StreamError(ErrorCode.BAD_REQUEST, f"request body: {exc}") from None
-        except (ConnectionError, TimeoutError):
-            if not conn.got_bytes:
-                raise _Stale() from None
-            raise UpstreamUnreachable("upstream stopped reading the request body") from None
+        loop = asyncio.get_running_loop()
+        informational = 0
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise UpstreamTimeout("upstream did not answer in time")
             try:
-                event = await conn.next_event(remaining)
+                event: h11.Event
+                if conn.early is not None:
+                    event, conn.early = conn.early, None
+                else:
+                    event = await conn.next_event(deadline - loop.time())
             except TimeoutError:
                 raise UpstreamTimeout("upstream did not answer in time") from None
             except h11.RemoteProtocolError as exc:
-                if not conn.got_bytes:
+                if not conn.answered:
                     raise _Stale() from None
+                if conn.eof and str(exc) == _H11_EOF:
+                    raise UpstreamUnreachable(
+                        "upstream closed the connection in the middle of the response head"
+                    ) from None
                 raise UpstreamUnreachable(f"upstream sent an invalid response: {exc}") from None
-            if isinstance(event, h11.ConnectionClosed):
-                raise _Stale() if not conn.got_bytes else UpstreamUnreachable("upstream closed")
+            if isinstance(event, h11.Response):
+                headers = list(event.headers)
+                if _both_framings(headers):
+                    # RFC 9112 §6.3: "ought to be handled as an error" - a smuggling attempt.
+                    raise UpstreamUnreachable(
+                        "upstream sent an invalid response: "
+                        "both Content-Length and Transfer-Encoding"
+                    )
+                return UpstreamResponse(self, conn, event, headers)
             if isinstance(event, h11.InformationalResponse):
+                informational += 1
+                if informational > _MAX_INFORMATIONAL:
+                    raise UpstreamUnreachable("upstream sent too many 1xx responses")
                 if on_informational is not None:
                     on_informational(event.status_code, list(event.headers))
                 continue
-            if isinstance(event, h11.Response):
-                headers = [(bytes(n), bytes(v)) for n, v in event.headers]
-                names = {n for n, _ in headers}
-                if b"content-length" in names and b"transfer-encoding" in names:
-                    raise UpstreamUnreachable(
-                        "upstream sent both Content-Length and Transfer-Encoding"
-                    )
-                response = UpstreamResponse(
-                    self,
-                    conn,
-                    event.status_code,
-                    bytes(event.reason),
-                    headers,
-                    event.http_version.decode(),
-                )
-                return response
-            raise UpstreamUnreachable(f"unexpected upstream event {type(event).__name__}")
+            if isinstance(event, h11.ConnectionClosed) and not conn.answered:
+                raise _Stale()
+            raise UpstreamUnreachable(f"upstream sent an invalid response ({type(event).__name__})")
+
+    def _release(self, conn: _Connection) -> None:
+        """After a whole answer: keep the connection if h11 and the socket allow another."""
+        h = conn.h11
+        if (
+            h.our_state is h11.DONE
+            and h.their_state is h11.DONE
+            and conn.reusable
+            and not h.trailing_data[0]
+        ):
+            h.start_next_cycle()
+            self._idle.checkin(conn.origin, conn)
+        else:
+            conn.close()
 
     async def fetch(
         self,
@@ -393,24 +636,100 @@ class UpstreamPool:
         timeout: float,
         max_bytes: int,
     ) -> tuple[int, Headers, bytes]:
-        """GET and read the whole (bounded) body: what the stream poller needs."""
+        """GET `target` and read the whole body, at most `max_bytes` of it (else UpstreamError):
+        what the stream poller and the asset cache need."""
         response = await self.request(upstream, "GET", target, headers, timeout=timeout)
         try:
+            declared = _content_length(response.headers)
+            if declared is not None and declared > max_bytes:
+                response._abort()  # not worth reading to the end for the connection's sake
+                raise UpstreamError(
+                    ErrorCode.UPSTREAM_UNREACHABLE,
+                    f"upstream answer is {declared} bytes, more than the limit of {max_bytes}",
+                )
             pieces: list[bytes] = []
             size = 0
-            async for piece in response:
+            while piece := await response.read():
                 size += len(piece)
                 if size > max_bytes:
+                    response._abort()
                     raise UpstreamError(
-                        ErrorCode.UPSTREAM_UNREACHABLE, f"answer larger than {max_bytes} bytes"
+                        ErrorCode.UPSTREAM_UNREACHABLE,
+                        f"upstream answer is larger than the limit of {max_bytes} bytes",
                     )
                 pieces.append(piece)
-            return response.status, response.headers, b"".join(pieces)
+            body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            return response.status, response.headers, body
         finally:
             await response.aclose()
 
     async def close(self) -> None:
-        for idle in self._idle.values():
-            for conn in idle:
-                conn.close()
-        self._idle.clear()
+        """Close every idle connection; answers still being read close theirs when done."""
+        self._idle.close()
+
+
+def _framed(
+    headers: Headers, body: bytes | AsyncIterator[bytes] | None, content_length: int | None
+) -> Headers:
+    """`headers` with the framing fields our body needs (the caller's are replaced)."""
+    if not body:
+        return headers
+    head = [(n, v) for n, v in headers if n not in _FRAMING]
+    if isinstance(body, bytes):
+        head.append((b"content-length", b"%d" % len(body)))
+    elif content_length is not None:
+        head.append((b"content-length", b"%d" % content_length))
+    else:
+        head.append((b"transfer-encoding", b"chunked"))
+    return head
+
+
+def _both_framings(headers: Headers) -> bool:
+    length = chunked = False
+    for name, _ in headers:
+        if name == b"content-length":
+            length = True
+        elif name == b"transfer-encoding":
+            chunked = True
+    return length and chunked
+
+
+def _content_length(headers: Headers) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _early_head(conn: _Connection, on_informational: Callable[[int, Headers], None] | None) -> bool:
+    """Parse answer bytes that arrived while we were sending: True once a final head is here
+    (kept in `conn.early` for `_read_head`), or when the bytes are garbage (`_read_head`
+    reports that)."""
+    try:
+        while True:
+            event = conn.poll_event()
+            if isinstance(event, h11.InformationalResponse):
+                if on_informational is not None:
+                    on_informational(event.status_code, list(event.headers))
+                continue
+            if isinstance(event, h11.Response):
+                conn.early = event
+                return True
+            return event is not h11.NEED_DATA
+    except h11.RemoteProtocolError:
+        return True
+
+
+# What h11 raises when the peer closes in the middle of a head or a chunk header.
+_H11_EOF = "peer unexpectedly closed connection"
+
+__all__ = [
+    "UpstreamError",
+    "UpstreamPool",
+    "UpstreamResponse",
+    "UpstreamTimeout",
+    "UpstreamUnreachable",
+]
