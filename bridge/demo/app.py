@@ -1,74 +1,167 @@
 """The embedded "legacy polling app" that `bridge demo` puts behind bridge.
 
-It is deliberately the kind of app bridge is for: its page polls `/api/prices` every second.
-Behind bridge the same page subscribes to `/prices/DEMO` instead (bridge polls once for
-everyone), and still works without bridge's stream thanks to its polling fallback.
+It is deliberately the kind of app bridge is for: a price that changes every second, served
+by polling endpoints. Its page subscribes to `/prices/DEMO` with `EventSource` — a stream
+that exists only behind bridge, which polls `/api/prices` once for every viewer — and falls
+back to polling `/api/prices` itself when that stream is not there (the app on its own).
+
+Routes: `/` (the page), `/static/*` (files of `static/`, with ETag), `/api/prices?symbol=X`
+(JSON with ETag / Last-Modified and 304s), `/api/updates?since=N` (a long-poll whose `seq`
+cursor moves every second) and `/healthz`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import math
 import time
 from datetime import UTC, datetime
 from importlib import resources
 
-from .httpserver import Answer, Headers, HttpRequest, HttpServer
+from .httpserver import (
+    HttpServer,
+    ServerRequest,
+    ServerResponse,
+    etag_of,
+    http_date,
+    is_not_modified,
+)
 
-_TYPES = {".css": b"text/css; charset=utf-8", ".js": b"text/javascript; charset=utf-8"}
+MAX_SYMBOL = 12
+LONGPOLL_DEFAULT = 25.0  # seconds an /api/updates request is held without a change
+LONGPOLL_MAX = 60.0
+
+CONTENT_TYPES = {
+    ".html": b"text/html; charset=utf-8",
+    ".css": b"text/css; charset=utf-8",
+    ".js": b"text/javascript; charset=utf-8",
+    ".json": b"application/json",
+    ".svg": b"image/svg+xml",
+    ".png": b"image/png",
+    ".ico": b"image/x-icon",
+    ".txt": b"text/plain; charset=utf-8",
+}
 
 
 def price(symbol: str, now: float) -> float:
-    """A deterministic price that changes every second."""
+    """A deterministic price for `symbol` at second `int(now)` that differs every second.
+
+    A triangle wave moves 25 cents each second; the added sine moves at most
+    ceil(300/23) + 1 = 14 cents a second, so consecutive prices always differ.
+    """
     second = int(now)
     seed = int(hashlib.sha256(symbol.encode()).hexdigest()[:6], 16) % 100
-    return round(100 + seed + 5 * math.sin(second / 7) + (second % 5) * 0.1, 2)
+    triangle = abs(second % 80 - 40)
+    cents = 10000 + 100 * seed + 25 * triangle + round(300 * math.sin(second / 23))
+    return cents / 100
 
 
-def _etagged(request: HttpRequest, body: bytes, kind: bytes, cache: bytes = b"no-cache") -> Answer:
-    tag = b'"' + hashlib.sha256(body).hexdigest()[:16].encode() + b'"'
-    headers: Headers = [(b"etag", tag), (b"cache-control", cache)]
-    if request.header("if-none-match") == tag.decode():
-        return 304, headers, b""
-    return 200, [(b"content-type", kind), *headers], body
+def iso(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).isoformat().replace("+00:00", "Z")
 
 
-async def handle(request: HttpRequest) -> Answer:
+# --- static files --------------------------------------------------------------------------
+
+
+class StaticFiles:
+    """The files of `bridge/demo/static/`, read once (a handful of small files: bounded)."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, tuple[bytes, bytes, bytes]] | None = None
+
+    def get(self, name: str) -> tuple[bytes, bytes, bytes] | None:
+        """(body, content type, etag) of `name`, or None."""
+        if self._files is None:
+            self._files = {}
+            for entry in resources.files("bridge.demo").joinpath("static").iterdir():
+                if entry.is_file() and not entry.name.startswith("."):
+                    body = entry.read_bytes()
+                    suffix = entry.name[entry.name.rfind(".") :]
+                    kind = CONTENT_TYPES.get(suffix, b"application/octet-stream")
+                    self._files[entry.name] = (body, kind, etag_of(body))
+        return self._files.get(name)
+
+
+STATIC = StaticFiles()
+
+
+def static_response(request: ServerRequest, name: str, cache: bytes) -> ServerResponse:
+    found = STATIC.get(name)
+    if found is None:
+        return ServerResponse.text("not found\n", 404)
+    body, kind, tag = found
+    headers = [(b"etag", tag), (b"cache-control", cache)]
+    if is_not_modified(request, tag):
+        return ServerResponse(304, headers)
+    return ServerResponse(200, [(b"content-type", kind), *headers], body)
+
+
+# --- the API ---------------------------------------------------------------------------------
+
+
+def prices(request: ServerRequest) -> ServerResponse:
+    symbol = request.query.get("symbol", "DEMO")[:MAX_SYMBOL] or "DEMO"
+    second = int(time.time())
+    answer = ServerResponse.json(
+        {"symbol": symbol, "price": price(symbol, second), "time": iso(second)}
+    )
+    assert isinstance(answer.body, bytes)
+    tag = etag_of(answer.body)
+    validators = [
+        (b"etag", tag),
+        (b"last-modified", http_date(second)),
+        (b"cache-control", b"no-cache"),
+    ]
+    if is_not_modified(request, tag, second):
+        return ServerResponse(304, validators)
+    answer.headers += validators
+    return answer
+
+
+async def updates(request: ServerRequest) -> ServerResponse:
+    """Long-poll: `seq` is the current second. With `since=N` the answer waits until the
+    cursor passes N (or `timeout` seconds, default 25); without it, it answers at once."""
+    since_text = request.query.get("since")
+    try:
+        since = int(since_text) if since_text is not None else None
+        wait = min(float(request.query.get("timeout", LONGPOLL_DEFAULT)), LONGPOLL_MAX)
+    except ValueError:
+        return ServerResponse.text("since must be an integer, timeout a number\n", 400)
+    if since is not None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(wait, 0.0)
+        while int(time.time()) <= since:  # bounded by the deadline
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            # Sleep to just past the next second boundary, when the cursor moves.
+            await asyncio.sleep(min(remaining, 1.001 - time.time() % 1))
+    second = int(time.time())
+    return ServerResponse.json(
+        {"seq": second, "time": iso(second), "prices": {"DEMO": price("DEMO", second)}},
+        headers=[(b"cache-control", b"no-store")],
+    )
+
+
+async def handle(request: ServerRequest) -> ServerResponse:
+    if request.method not in ("GET", "HEAD"):
+        return ServerResponse.text("method not allowed\n", 405, [(b"allow", b"GET, HEAD")])
     path = request.path
-    now = time.time()
-    if path == "/":
-        page = resources.files("bridge.demo").joinpath("static/index.html").read_bytes()
-        return 200, [(b"content-type", b"text/html; charset=utf-8")], page
-    if path.startswith("/static/") and path.count("/") == 2 and ".." not in path:
-        name = path.rsplit("/", 1)[1]
-        suffix = name[name.rfind(".") :]
-        try:
-            body = resources.files("bridge.demo").joinpath(f"static/{name}").read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
-            return 404, [], b"not found\n"
-        return _etagged(
-            request, body, _TYPES.get(suffix, b"application/octet-stream"), b"max-age=60"
-        )
+    if path in ("/", "/index.html"):
+        return static_response(request, "index.html", b"no-cache")
+    if path.startswith("/static/"):
+        name = path.removeprefix("/static/")
+        if "/" in name or name.startswith("."):
+            return ServerResponse.text("not found\n", 404)
+        return static_response(request, name, b"max-age=60")
     if path == "/api/prices":
-        symbol = request.query.get("symbol", "DEMO")[:12]
-        stamp = datetime.fromtimestamp(int(now), UTC).isoformat()
-        body = json.dumps({"symbol": symbol, "price": price(symbol, now), "time": stamp}).encode()
-        return _etagged(request, body, b"application/json")
+        return prices(request)
     if path == "/api/updates":
-        # Long-poll: answers when the second (the cursor) moves past `since`, or after 25 s.
-        since = request.query.get("since")
-        if since is not None and since.isdigit():
-            deadline = now + 25
-            while int(time.time()) <= int(since) and time.time() < deadline:
-                await asyncio.sleep(0.05)
-        second = int(time.time())
-        body = json.dumps({"seq": second, "prices": {"DEMO": price("DEMO", second)}}).encode()
-        return 200, [(b"content-type", b"application/json")], body
+        return await updates(request)
     if path == "/healthz":
-        return 200, [(b"content-type", b"text/plain")], b"ok\n"
-    return 404, [(b"content-type", b"text/plain")], b"not found\n"
+        return ServerResponse.text("ok\n", headers=[(b"cache-control", b"no-store")])
+    return ServerResponse.text("not found\n", 404)
 
 
 async def start_demo_app(host: str = "127.0.0.1", port: int = 0) -> HttpServer:

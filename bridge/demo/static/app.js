@@ -1,40 +1,72 @@
-// Subscribe to the stream bridge makes of /api/prices; fall back to the app's own polling.
+// The demo page's logic. Behind bridge, /prices/DEMO is a push stream (SSE) made from the
+// app's /api/prices; without bridge that path does not exist, so the page falls back to
+// polling /api/prices itself, once a second, like the legacy app it stands for.
 (function () {
-  const priceEl = document.getElementById("price");
-  const modeEl = document.getElementById("mode");
-  const timeEl = document.getElementById("time");
-  const logEl = document.getElementById("log");
-  let last = null;
+  "use strict";
+  var POLL_URL = "/api/prices?symbol=DEMO";
+  var STREAM_URL = "/prices/DEMO";
+  var LOG_LINES = 8;
+
+  var priceEl = document.getElementById("price");
+  var modeEl = document.getElementById("mode");
+  var timeEl = document.getElementById("time");
+  var logEl = document.getElementById("log");
+  var last = null;
+  var polling = null;
+
+  function setMode(text, kind) {
+    modeEl.textContent = text;
+    modeEl.className = "badge" + (kind ? " " + kind : "");
+  }
 
   function show(data, how) {
-    const value = Number(data.price);
+    var value = Number(data.price);
+    if (!isFinite(value)) return;
     priceEl.textContent = value.toFixed(2);
     priceEl.className = "price" + (last === null ? "" : value > last ? " up" : value < last ? " down" : "");
     last = value;
-    modeEl.textContent = how;
     timeEl.textContent = data.time || "";
-    const item = document.createElement("li");
-    item.textContent = how + ": " + value.toFixed(2);
-    logEl.prepend(item);
-    while (logEl.children.length > 8) logEl.lastChild.remove();
+    var item = document.createElement("li");
+    item.textContent = (data.time || "") + "  " + value.toFixed(2) + "  (" + how + ")";
+    logEl.insertBefore(item, logEl.firstChild);
+    while (logEl.children.length > LOG_LINES) logEl.removeChild(logEl.lastChild);
   }
 
-  function poll() {
-    modeEl.textContent = "polling";
-    setInterval(function () {
-      fetch("/api/prices?symbol=DEMO").then(function (r) { return r.json(); })
-        .then(function (data) { show(data, "polled"); }).catch(function () {});
-    }, 1000);
+  function startPolling() {
+    if (polling !== null) return;
+    setMode("polling every second", "poll");
+    function tick() {
+      fetch(POLL_URL, { cache: "no-cache" })
+        .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
+        .then(function (data) { show(data, "polled"); })
+        .catch(function () { setMode("app unreachable, retrying", "poll"); });
+    }
+    tick();
+    polling = setInterval(tick, 1000);
   }
 
-  if (!window.EventSource) { poll(); return; }
-  const source = new EventSource("/prices/DEMO");
-  let opened = false;
-  source.addEventListener("price", function (event) {
+  if (!window.EventSource) { startPolling(); return; }
+
+  var source = new EventSource(STREAM_URL);
+  var opened = false;
+  function onEvent(event) {
     opened = true;
-    show(JSON.parse(event.data), "pushed by bridge");
+    setMode("pushed by bridge", "push");
+    try { show(JSON.parse(event.data), "pushed"); } catch (e) { /* not JSON: ignore */ }
+  }
+  // The demo config names the event "price"; "message" is bridge's default name and
+  // "reset" the snapshot sent when a resume point is gone.
+  ["price", "message", "reset", "snapshot"].forEach(function (name) {
+    source.addEventListener(name, onEvent);
   });
   source.onerror = function () {
-    if (!opened) { source.close(); poll(); }
+    // Before any event: there is no stream here (no bridge), so poll. Later errors are
+    // reconnected by EventSource itself unless it gave up (CLOSED).
+    if (!opened || source.readyState === EventSource.CLOSED) {
+      source.close();
+      startPolling();
+    } else {
+      setMode("reconnecting", "");
+    }
   };
 })();
