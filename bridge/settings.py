@@ -66,6 +66,10 @@ BACKOFF_MAX = 30.0
 RETRY_AFTER_MAX = 600.0
 SSE_RETRY_MS = 2000  # `retry:` hint, jittered per subscriber
 LAG_CLOSE_AFTER = 30.0  # a lagging subscriber still stuck after this is closed
+LONGPOLL_MARGIN = 5.0  # a long-poll request's timeout beyond the upstream's own hold time
+# An unchanged long-poll answer sooner than this means the upstream did not hold the request:
+# wait out the rest rather than spin against it.
+LONGPOLL_MIN_GAP = 1.0
 MAX_PREFER_WAIT = 120.0  # cap for `Prefer: wait=N` long-polls
 MAX_PUSH_AUTO = 16  # assets learned by `push: auto`
 ASSET_CACHE_BYTES = 32 * MB

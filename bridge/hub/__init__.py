@@ -1,1 +1,28 @@
+"""The hub: one poller per stream key, fanning every change out to its subscribers.
 
+See DESIGN.md "The hot path: fan-out". Handlers use `Hub` (subscribe, latest, wait_change)
+and give each subscriber a `Sink`; everything else here is the hub's own business.
+"""
+
+from __future__ import annotations
+
+from .channel import Channel, ChannelState, Fetcher
+from .clock import Clock, RealClock, VirtualClock
+from .hub import Hub
+from .item import HEARTBEAT, Format, Item
+from .subscription import Sink, Subscription
+
+__all__ = [
+    "HEARTBEAT",
+    "Channel",
+    "ChannelState",
+    "Clock",
+    "Fetcher",
+    "Format",
+    "Hub",
+    "Item",
+    "RealClock",
+    "Sink",
+    "Subscription",
+    "VirtualClock",
+]

@@ -1,62 +1,97 @@
-"""The `Hub`: every live channel of the process, keyed by stream key, and its limits.
+"""The `Hub`: every live channel of the process, keyed by stream key, and the subscriber limits.
 
 A stream key is (route, path parameters, values of the route's `vary` headers): subscribers
-with the same key share one channel and so one upstream poller.
+with the same key share one channel and so one upstream poller (ROUTES.md "One upstream poll
+per stream"). The hub is what handlers talk to: `subscribe` for SSE and WebSocket
+subscribers, `latest` and `wait_change` for plain GETs on a stream path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from typing import Any
 
 from ..errors import ErrorCode, StreamError
 from ..events import Headers
 from ..routing.model import Route
 from ..settings import Limits
-from .channel import Channel, Fetcher
+from .channel import Channel, Fetcher, vary_headers
 from .clock import Clock, RealClock
 from .item import Format, Item
 from .subscription import Sink, Subscription
 
-log = logging.getLogger("bridge.hub")
+OVERLOADED_RETRY = (3, 8)  # Retry-After seconds for a refused subscriber, jittered in this range
+CLOSE_TIMEOUT = 5.0  # Hub.close waits this long for the channels' tasks to finish
 
 
 class Hub:
-    def __init__(self, fetcher: Fetcher, *, limits: Limits, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        *,
+        limits: Limits,
+        clock: Clock | None = None,
+        logger: logging.Logger | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.fetcher = fetcher
         self.limits = limits
         self.clock = clock or RealClock()
+        self.log = logger or logging.getLogger("bridge.hub")
+        self.rng = rng or random.Random()
         self.channels: dict[tuple[Any, ...], Channel] = {}
+        self.subscriber_count = 0  # across all channels, kept up to date in O(1)
+        self._last_epoch = 0
 
-    @property
-    def subscribers(self) -> int:
-        return sum(len(c.subscribers) for c in self.channels.values())
+    # --- channels -------------------------------------------------------------------------------
+
+    @staticmethod
+    def key(route: Route, params: dict[str, str], vary: Headers) -> tuple[Any, ...]:
+        return (route.index, tuple(sorted(params.items())), tuple(vary))
 
     def channel(self, route: Route, params: dict[str, str], headers: Headers) -> Channel:
+        """The live channel for this request's stream key, created if needed (not started)."""
         spec = route.stream
-        assert spec is not None
-        vary: Headers = []
-        for name in spec.vary:
-            vary += [(n, v) for n, v in headers if n == name.encode()]
-        key = (route.index, tuple(sorted(params.items())), tuple(vary))
+        if spec is None:
+            raise ValueError(f"route {route.path} is not a stream")
+        vary = vary_headers(spec, headers)
+        key = self.key(route, params, vary)
         channel = self.channels.get(key)
-        if channel is None or channel.stopped:
+        if channel is None:
             channel = Channel(
                 key=key,
                 route=route,
-                params=params,
+                params=dict(params),
                 vary=vary,
                 fetcher=self.fetcher,
                 clock=self.clock,
                 limits=self.limits,
-                on_idle=self._forget,
+                epoch=self._epoch,
+                log=self.log,
+                on_stop=self._forget,
+                on_leave=self._left,
+                rng=self.rng,
             )
             self.channels[key] = channel
         return channel
 
+    def _epoch(self) -> int:
+        """Wall-clock milliseconds, but strictly above any epoch handed out before, so ids keep
+        growing in this process even if the wall clock steps back."""
+        epoch = max(int(self.clock.wall() * 1000), self._last_epoch + 1)
+        self._last_epoch = epoch
+        return epoch
+
     def _forget(self, channel: Channel) -> None:
         if self.channels.get(channel.key) is channel:
             del self.channels[channel.key]
+
+    def _left(self) -> None:
+        self.subscriber_count -= 1
+
+    # --- handlers' interface --------------------------------------------------------------------
 
     def subscribe(
         self,
@@ -67,26 +102,37 @@ class Hub:
         fmt: Format,
         last_event_id: str | None,
     ) -> Subscription:
-        channel = self.channel(route, params, headers)
+        """A new subscriber: the current state (or what it missed) is written to `sink` at once.
+
+        Raises `StreamError(OVERLOADED)` with a `Retry-After` past `max_subscribers` or
+        `max_subscribers_per_stream`; a refused subscriber starts no poller.
+        """
+        spec = route.stream
+        if spec is None:
+            raise ValueError(f"route {route.path} is not a stream")
         limits = self.limits
-        if self.subscribers >= limits.max_subscribers or (
-            len(channel.subscribers) >= limits.max_subscribers_per_stream
+        existing = self.channels.get(self.key(route, params, vary_headers(spec, headers)))
+        if self.subscriber_count >= limits.max_subscribers or (
+            existing is not None and len(existing.subscribers) >= limits.max_subscribers_per_stream
         ):
-            if not channel.subscribers:
-                channel.touch()  # it was just created: let it linger and go
+            retry = b"%d" % self.rng.randint(*OVERLOADED_RETRY)
             raise StreamError(
-                ErrorCode.OVERLOADED, "too many subscribers", [(b"retry-after", b"5")]
+                ErrorCode.OVERLOADED, "too many subscribers", [(b"retry-after", retry)]
             )
-        return channel.subscribe(sink, fmt, last_event_id)
+        channel = existing or self.channel(route, params, headers)
+        subscription = channel.subscribe(sink, fmt, last_event_id)
+        self.subscriber_count += 1
+        return subscription
 
     async def latest(
         self, route: Route, params: dict[str, str], headers: Headers, *, timeout: float
     ) -> Item | None:
+        """The current snapshot for a plain GET (`Item.state` is the whole body). With no
+        state yet, starts the channel and waits for its first answer (at most `timeout`;
+        None if it failed or did not come). The channel then lingers as usual."""
         channel = self.channel(route, params, headers)
         channel.touch()
-        if channel.latest is None:
-            await channel.wait_change(None, timeout)
-        return channel.latest
+        return await channel.wait_ready(timeout)
 
     async def wait_change(
         self,
@@ -97,14 +143,21 @@ class Hub:
         after: str | None,
         timeout: float,
     ) -> Item | None:
+        """`Prefer: wait=N`: the snapshot once its id differs from `after`; None on timeout."""
         channel = self.channel(route, params, headers)
         channel.touch()
         return await channel.wait_change(after, timeout)
 
     def stats(self) -> list[dict[str, Any]]:
-        return [c.stats() for c in self.channels.values()]
+        """Per channel: key, subscribers, last id, polls, errors, state (admin /streams)."""
+        return [channel.stats() for channel in self.channels.values()]
 
     async def close(self) -> None:
-        for channel in list(self.channels.values()):
+        """Stop every channel, ending their subscribers (server shutdown)."""
+        channels = list(self.channels.values())
+        tasks = [task for channel in channels for task in channel.tasks()]
+        for channel in channels:
             channel.stop()
         self.channels.clear()
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)

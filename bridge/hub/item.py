@@ -1,13 +1,20 @@
 """An `Item`: one published change of a stream, rendered at most once per wire format.
 
 Pushpin's lesson (publishitem.h): publish one item, render it per transport, and hand the
-same bytes to every subscriber of that transport.
+same bytes to every subscriber of that transport. `rendered[fmt]` holds those bytes (None
+until the first subscriber of that format needs them); `Subscription.offer` reads the list
+directly, so the common case is one index and one `write`.
+
+Ids: `"<epoch>-<seq>"`, both zero-padded decimal — the epoch is the channel's start time in
+wall-clock milliseconds (13 digits until the year 2286), the sequence number 6 digits. Ids
+only grow, also across a channel restart or a process restart (a later start is a later
+epoch), and because the widths are fixed, string order is numeric order. Clients must treat
+them as opaque (ROUTES.md); the format is ours to change.
 """
 
 from __future__ import annotations
 
 import enum
-import json
 
 from .render import (
     SSE_HEARTBEAT,
@@ -15,87 +22,113 @@ from .render import (
     WS_HEARTBEAT,
     WS_TEXT,
     chunk,
+    is_utf8,
     sse_frame,
+    ws_envelope,
     ws_frame,
 )
 
 
 class Format(enum.IntEnum):
-    SSE = 0
-    SSE_CHUNKED = 1  # the SSE frame as one HTTP/1.1 chunk
-    WS_ENVELOPE = 2  # {"id", "event", "data"} text frame
-    WS_RAW = 3  # the body alone: text frame if UTF-8, else binary
+    """How a subscriber wants its bytes; the value indexes `Item.rendered`."""
+
+    SSE = 0  # the text/event-stream bytes
+    SSE_CHUNKED = 1  # the same as one HTTP/1.1 chunk: b"%x\r\n" + sse + b"\r\n"
+    WS_ENVELOPE = 2  # one text frame: {"id", "event", "data"}
+    WS_RAW = 3  # one frame with the body alone: text if valid UTF-8, else binary
+
+
+_FORMATS = len(Format)
 
 
 class Item:
-    __slots__ = ("_rendered", "_snapshot", "content_type", "data", "event", "id", "state")
+    __slots__ = ("_snapshot", "_state", "content_type", "data", "event", "id", "rendered")
 
     def __init__(
         self,
-        item_id: str | None,
+        item_id: str,
         event: str,
         data: bytes,
         *,
         state: bytes | None = None,
         content_type: str = "application/json",
     ) -> None:
-        self.id = item_id
+        self.id = item_id  # "" only for the heartbeat, which is not an event
         self.event = event
-        self.data = data
-        # The whole upstream body after this change (== data for snapshot events).
-        self.state = data if state is None else state
+        self.data = data  # the event's payload: the body, or a patch for patch/merge events
+        # The whole upstream body after this change (the same object as `data` for snapshot
+        # events). A patch/merge item drops it once superseded (`release`): only the channel's
+        # latest item needs it, and history must not hold `history` full copies.
+        self._state: bytes | None = data if state is None else state
         self.content_type = content_type
-        self._rendered: list[bytes | None] = [None, None, None, None]
+        self.rendered: list[bytes | None] = [None] * _FORMATS
         self._snapshot: Item | None = None
 
-    def render(self, fmt: Format) -> bytes:
-        rendered = self._rendered[fmt]
+    @property
+    def state(self) -> bytes:
+        """The whole body after this change; only for the channel's latest item (see `release`)."""
+        state = self._state
+        if state is None:
+            raise ValueError(f"item {self.id} was superseded; its state is gone")
+        return state
+
+    @property
+    def has_state(self) -> bool:
+        return self._state is not None
+
+    def render(self, fmt: int) -> bytes:
+        """The bytes for `fmt` (a `Format`), rendered on first use and cached."""
+        rendered = self.rendered[fmt]
         if rendered is None:
-            rendered = self._rendered[fmt] = self._render(fmt)
+            rendered = self.rendered[fmt] = self._render(fmt)
         return rendered
 
-    def _render(self, fmt: Format) -> bytes:
-        if fmt is Format.SSE:
-            return sse_frame(self.id, self.event, self.data)
-        if fmt is Format.SSE_CHUNKED:
-            return chunk(self.render(Format.SSE))
-        if fmt is Format.WS_ENVELOPE:
-            try:
-                data: object = json.loads(self.data)
-            except ValueError:
-                data = self.data.decode("utf-8", "replace")
-            envelope = {"id": self.id, "event": self.event, "data": data}
-            text = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
-            return ws_frame(WS_TEXT, text.encode("utf-8"))
-        try:
-            self.data.decode("utf-8")
-        except UnicodeDecodeError:
-            return ws_frame(WS_BINARY, self.data)
-        return ws_frame(WS_TEXT, self.data)
+    def _render(self, fmt: int) -> bytes:
+        if fmt == Format.SSE:
+            return sse_frame(self.id or None, self.event, self.data)
+        if fmt == Format.SSE_CHUNKED:
+            return chunk(sse_frame(self.id or None, self.event, self.data))
+        if fmt == Format.WS_ENVELOPE:
+            return ws_frame(WS_TEXT, ws_envelope(self.id, self.event, self.data))
+        return ws_frame(WS_TEXT if is_utf8(self.data) else WS_BINARY, self.data)
 
     def as_snapshot(self, event: str) -> Item:
-        """This state as a full-body event (for newcomers and drained laggers of patch streams)."""
-        if self.event == event and self.data is self.state:
+        """This state as a full-body event named `event`, for newcomers, resets and drained
+        laggers. Cached, so a crowd of newcomers shares one rendering."""
+        if self.event == event and self.data is self._state:
             return self
         snap = self._snapshot
         if snap is None or snap.event != event:
-            snap = self._snapshot = Item(self.id, event, self.state, content_type=self.content_type)
+            snap = Item(self.id, event, self.state, content_type=self.content_type)
+            self._snapshot = snap
         return snap
 
-    def renamed(self, event: str) -> Item:
-        """The same state under another event name (`reset`), for one resuming subscriber."""
-        return Item(self.id, event, self.state, content_type=self.content_type)
+    def release(self) -> None:
+        """Superseded by a newer item: keep only what a history replay needs (id, event, data).
+
+        The renderings go too (a replay renders again, once): with 1 MB bodies and history 100,
+        three cached formats would otherwise triple the memory history holds.
+        """
+        if self._state is not self.data:
+            self._state = None
+        self._snapshot = None
+        self.rendered = [None] * _FORMATS
 
     def __repr__(self) -> str:
         return f"Item({self.id!r}, {self.event!r}, {len(self.data)} bytes)"
 
 
 class Heartbeat(Item):
-    """Keeps idle connections (and the proxies between) from timing out; never stored."""
+    """Keeps idle connections (and the proxies between) from timing out; never stored, no id."""
+
+    __slots__ = ()
 
     def __init__(self) -> None:
-        super().__init__(None, "", b"")
-        self._rendered = [SSE_HEARTBEAT, chunk(SSE_HEARTBEAT), WS_HEARTBEAT, WS_HEARTBEAT]
+        super().__init__("", "", b"")
+        self.rendered = [SSE_HEARTBEAT, chunk(SSE_HEARTBEAT), WS_HEARTBEAT, WS_HEARTBEAT]
+
+    def release(self) -> None:
+        """Shared by every channel and always rendered: nothing to free."""
 
 
 HEARTBEAT = Heartbeat()

@@ -1,39 +1,44 @@
 """A `Subscription`: one subscriber of one channel, and the lagging policy.
 
-`offer` is the hot path — called once per subscriber per event by the channel's fan-out
-loop. It never awaits and never renders: it writes bytes the item already holds. When the
-subscriber's connection has more than `limit` bytes queued, the subscriber is *lagging*:
-further items are conflated (only the newest state is kept) and delivered as one snapshot
-when the connection drains; one stuck past `settings.LAG_CLOSE_AFTER` is closed with a
-`retry:` hint so it comes back through `Last-Event-ID`.
+`offer` is the hot path — called once per subscriber per event by the channel's fan-out loop,
+10,000+ times per change. It never awaits and never renders (an item renders once per format,
+for the first subscriber that needs it): a few attribute loads and one `sink.write` of bytes
+the item already holds.
+
+Lagging: when, after a write, the connection holds more than `limit` bytes not yet on the
+wire, the subscriber is *lagging*. Further items are conflated — only the newest state is
+kept — and delivered when the connection drains (the server calls `on_drain`; a later item or
+the channel's tick also notices a drain the server did not report). Snapshot streams then get
+the newest item itself; patch/merge streams get a fresh `snapshot` of the newest state, never a
+patch against a state the client does not have. A subscriber still lagging after
+`settings.LAG_CLOSE_AFTER` is closed with a `retry:` hint and resumes through `Last-Event-ID`.
+Memory per subscriber is therefore bounded by about `limit` plus one item.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Protocol
 
 from .item import Format, Item
+from .render import sse_retry
 
 if TYPE_CHECKING:
     from .channel import Channel
 
 
 class Sink(Protocol):
-    """Implemented by the server layer, one per subscriber stream."""
+    """Implemented by the server layer, one per subscriber connection/stream."""
 
-    def write(self, data: bytes) -> None: ...  # never awaits, never raises for a gone peer
-    def buffered(self) -> int: ...  # bytes accepted by write() and not yet on the wire
-    def close(
-        self, final: bytes | None = b""
-    ) -> None: ...  # write `final`, then end; None: shutdown
+    def write(self, data: bytes) -> None:
+        """Queue bytes for the wire; never awaits, never raises for a peer that went away."""
 
+    def buffered(self) -> int:
+        """Bytes accepted by `write` and not yet on the wire."""
 
-_FINAL = {
-    Format.SSE: b"retry: %d\n\n",
-    Format.SSE_CHUNKED: b"retry: %d\n\n",
-    Format.WS_ENVELOPE: b"",
-    Format.WS_RAW: b"",
-}
+    def close(self, final: bytes | None = b"") -> None:
+        """Write `final` (may be b""), then end this subscriber's stream. `final=None` means the
+        server is shutting down (WebSocket 1001 rather than 1013)."""
 
 
 class Subscription:
@@ -54,57 +59,99 @@ class Subscription:
     def __init__(self, channel: Channel, sink: Sink, fmt: Format, limit: int) -> None:
         self.channel = channel
         self.sink = sink
-        self.fmt = fmt
+        self.fmt = int(fmt)  # a plain int indexes `Item.rendered` a little faster than the enum
         self.limit = limit
         self.lagging = False
         self.lagged = False  # ever lagged: for the access log
         self.lag_since = 0.0
-        self.pending: Item | None = None
+        self.pending: Item | None = None  # the newest item conflated while lagging
         self.closed = False
-        self.events = 0
-        self.bytes_sent = 0
+        self.events = 0  # events written (heartbeats not counted)
+        self.bytes_sent = 0  # bytes handed to the sink
 
     def offer(self, item: Item) -> None:
-        if self.lagging:
-            if item.id is not None:
-                self.pending = item  # conflate: only the newest state matters
-            return
-        data = item.render(self.fmt)
-        sink = self.sink
-        sink.write(data)
-        self.bytes_sent += len(data)
-        if item.id is not None:
-            self.events += 1
-        if sink.buffered() > self.limit:
-            self.lagging = self.lagged = True
-            self.lag_since = self.channel.clock.now()
-            self.channel.lagging.add(self)
+        """Deliver one item (or heartbeat) now, or conflate it while lagging. The hot path."""
+        try:  # free in 3.11 unless something raises
+            if self.lagging:
+                self._conflate(item)
+                return
+            data = item.rendered[self.fmt] or item.render(self.fmt)
+            sink = self.sink
+            sink.write(data)
+            self.bytes_sent += len(data)
+            if item.id:  # heartbeats have none
+                self.events += 1
+            if sink.buffered() > self.limit:
+                self._start_lagging()
+        except Exception:
+            self._broken()
+
+    def _broken(self) -> None:
+        """The sink broke its promise never to raise: drop this subscriber, not the fan-out."""
+        self.channel.log.exception(
+            "stream %s: dropping a subscriber whose sink failed", self.channel.name
+        )
+        self.cancel()
+        with contextlib.suppress(Exception):
+            self.sink.close(b"")
+
+    def _start_lagging(self) -> None:
+        self.lagging = self.lagged = True
+        self.lag_since = self.channel.clock.now()
+        self.channel.lagging[self] = None
+
+    def _conflate(self, item: Item) -> None:
+        if not item.id or self.closed:
+            return  # a heartbeat is moot while bytes are queued anyway
+        self.pending = item
+        # The server reports drains through `on_drain` only past its own watermarks, which
+        # need not match `limit`: look for ourselves, now that there is something to send.
+        if self.sink.buffered() <= self.limit // 2:
+            self.on_drain()
 
     def on_drain(self) -> None:
-        """The connection drained below its low-water mark: catch up with one snapshot."""
+        """The connection drained: stop lagging and catch up with the newest state at once."""
         if not self.lagging or self.closed:
             return
+        if self.sink.buffered() > self.limit:
+            return  # not drained as far as we are concerned
         self.lagging = False
-        self.channel.lagging.discard(self)
+        self.channel.lagging.pop(self, None)
         pending, self.pending = self.pending, None
         if pending is not None:
-            # Patch/merge streams: the queued diffs were dropped, so send the whole state.
-            self.offer(self.channel.catch_up(pending))
+            # Only the newest state matters; on patch/merge streams the dropped patches can
+            # no longer apply, so this is a whole snapshot.
+            self.offer(self.channel.catch_up())
 
     def close_lagging(self) -> None:
-        """Stuck too long: end the stream with a reconnect hint; it resumes by Last-Event-ID."""
-        final = _FINAL[self.fmt]
-        if final:
-            final = final % self.channel.retry_ms()
+        """Stuck too long: end the stream with a reconnect hint; it resumes by Last-Event-ID.
+
+        SSE gets a jittered `retry:` field (the sink frames it as a chunk where needed);
+        WebSocket gets b"" and the sink sends its close frame (1013, try again later).
+        """
+        if self.closed:
+            return
+        if self.fmt in (Format.SSE, Format.SSE_CHUNKED):
+            final = sse_retry(self.channel.retry_ms())
+        else:
+            final = b""
         self.cancel()
         self.sink.close(final)
 
     def end_for_shutdown(self) -> None:
         """The server is stopping: end the stream cleanly (WebSocket 1001) so clients go elsewhere."""
+        if self.closed:
+            return
         self.cancel()
         self.sink.close(None)
 
     def cancel(self) -> None:
+        """The client went away (or we are ending it): leave the channel. Idempotent."""
         if not self.closed:
             self.closed = True
+            self.pending = None
             self.channel.unsubscribe(self)
+
+    def __repr__(self) -> str:
+        state = "lagging" if self.lagging else "closed" if self.closed else "live"
+        return f"<Subscription {Format(self.fmt).name} {state} events={self.events}>"
