@@ -145,7 +145,9 @@ class WebSocketSession:
 
     async def _on_event(self, event: object) -> None:
         if isinstance(event, (TextMessage, BytesMessage)):
-            self.message.append(event.data)
+            self.message.append(
+                bytes(event.data) if isinstance(event.data, bytearray) else event.data
+            )
             self.message_size += len(event.data)
             if self.message_size > self.handler.max_message:
                 self.message.clear()
@@ -179,7 +181,8 @@ class WebSocketSession:
         while True:
             message = await self.outbox.get()
             text = isinstance(message, TextMessage)
-            body = message.data.encode() if text else bytes(message.data)  # type: ignore[union-attr]
+            data = message.data
+            body = data.encode() if isinstance(data, str) else bytes(data)
             headers: Headers = [(n, v) for n, v in self.exchange.request.headers if n in vary]
             headers += [
                 (b"host", spec.upstream.authority.encode()),

@@ -81,7 +81,7 @@ class Http1Protocol:
                 problem = self._check_head()
                 if problem is None:
                     break  # the head is not complete yet
-                if problem is not True:
+                if isinstance(problem, tuple):
                     return events + self._fail(*problem)
             try:
                 event = conn.next_event()

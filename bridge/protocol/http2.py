@@ -53,7 +53,7 @@ class _UnenforcedSettings(h2.settings.Settings):
     The advertised value is still the real limit: only the property h2 checks is lifted.
     """
 
-    @property
+    @property  # type: ignore[misc]  # h2's is read-write; we only ever read it
     def max_concurrent_streams(self) -> int:
         return 2**31 - 1
 

@@ -56,8 +56,10 @@ class ServerConnection(asyncio.Protocol):
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have the same methods.
+        transport: asyncio.Transport = base  # type: ignore[assignment]
+        self.transport = transport
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
         transport.set_write_buffer_limits(

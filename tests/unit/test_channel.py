@@ -212,8 +212,7 @@ def test_longpoll_answers_without_news_never_spin() -> None:
         assert h.upstream.calls <= 10 / settings.LONGPOLL_MIN_GAP + 2
         times = [r.at for r in h.upstream.requests]
         assert all(
-            b - a >= settings.LONGPOLL_MIN_GAP - 1e-9
-            for a, b in itertools.pairwise(times[1:])
+            b - a >= settings.LONGPOLL_MIN_GAP - 1e-9 for a, b in itertools.pairwise(times[1:])
         )
 
     run(body)
