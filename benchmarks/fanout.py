@@ -335,6 +335,7 @@ def measure(mode: str, subscribers: int, changes: int, processes: int) -> dict[s
             if n
         ]
         t0 = time.monotonic()
+        cpu_connect0 = cpu_seconds(bridge.pid)
         for c in clients:
             c.start()
         connected = 0
@@ -342,6 +343,7 @@ def measure(mode: str, subscribers: int, changes: int, processes: int) -> dict[s
             _kind, n, _elapsed = out.get(timeout=300)
             connected += n
         connect_time = time.monotonic() - t0
+        connect_cpu = cpu_seconds(bridge.pid) - cpu_connect0
         time.sleep(2.0)  # let buffers settle before reading RSS
         rss_per = (rss_bytes(bridge.pid) - rss0) / max(1, connected)
         go.set()
@@ -374,6 +376,7 @@ def measure(mode: str, subscribers: int, changes: int, processes: int) -> dict[s
         return {
             "connected": connected,
             "connect_s": connect_time,
+            "connect_cpu_us": connect_cpu / max(1, connected) * 1e6,
             "rss_kb": rss_per / 1024,
             "p50_ms": pct(0.50),
             "p99_ms": pct(0.99),
@@ -399,7 +402,7 @@ def main() -> None:
     if not shutil.which("taskset"):
         print("note: taskset missing; processes are pinned with sched_setaffinity where possible")
     header = (
-        f"{'mode':<11} {'subs':>6} {'conn s':>7} {'RSS KB/sub':>10} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'mode':<11} {'subs':>6} {'conn s':>7} {'µs/conn':>8} {'RSS KB/sub':>10} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'max ms':>8} {'lost':>6} {'CPU µs/deliv':>12}"
     )
     print(header)
@@ -407,7 +410,8 @@ def main() -> None:
         for n in args.subscribers:
             r = measure(mode, n, args.changes, args.processes)
             print(
-                f"{mode:<11} {r['connected']:6.0f} {r['connect_s']:7.2f} {r['rss_kb']:10.1f} "
+                f"{mode:<11} {r['connected']:6.0f} {r['connect_s']:7.2f} {r['connect_cpu_us']:8.0f} "
+                f"{r['rss_kb']:10.1f} "
                 f"{r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['max_ms']:8.1f} {r['lost']:6.0f} "
                 f"{r['cpu_us']:12.1f}",
                 flush=True,

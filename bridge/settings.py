@@ -50,6 +50,10 @@ H2_MAX_FRAME_SIZE = 16 * KB
 H2_MAX_RESETS = 200
 H2_RESET_WINDOW = 10.0
 
+# --- the garbage collector ----------------------------------------------------------------
+# gc.set_threshold for `bridge serve` (CPython's default is 700, 10, 10); see server/run.py.
+GC_THRESHOLDS = (50_000, 20, 20)
+
 # --- timeouts (seconds) ------------------------------------------------------------------------
 UPSTREAM_CONNECT_TIMEOUT = 5.0
 UPSTREAM_IDLE_TIMEOUT = 60.0  # between body chunks of a proxied response

@@ -27,19 +27,25 @@ class ExchangeSink:
         self.write: Callable[[bytes], None] = self._early.append
         self.buffered: Callable[[], int] = partial(exchange.conn.buffered, exchange.stream_id)
 
-    def open(self) -> None:
-        """The response head is sent: switch `write` to the wire and flush what waited."""
-        conn = self.exchange.conn
-        conn.flush()  # the response head (queued by the adapter) goes before any event
+    def open(self, first: bytes = b"") -> None:
+        """The response head is queued: switch `write` to the wire and send `first` (the
+        SSE `retry:` hint) with what waited. The head, `first` and the catch-up events leave
+        in one write: three syscalls per new subscriber would be most of its set-up cost."""
+        exchange = self.exchange
+        conn = exchange.conn
+        waiting = b"".join((first, *self._early))
+        self._early.clear()
+        exchange.bytes_sent += len(first)
+        if waiting:
+            exchange.write_raw(waiting)  # carries the queued response head along
+        else:
+            conn.flush()
         transport = conn.transport
         if not conn.adapter.multiplexed and transport is not None:
             self.write = transport.write
             self.buffered = transport.get_write_buffer_size
         else:
-            self.write = partial(conn.write_stream, self.exchange.stream_id)
-        for data in self._early:
-            self.write(data)
-        self._early.clear()
+            self.write = partial(conn.write_stream, exchange.stream_id)
 
     def close(self, final: bytes | None = b"") -> None:
         if self.closed:

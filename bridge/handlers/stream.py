@@ -87,8 +87,7 @@ class StreamHandler:
             # A jittered reconnect hint, so a restart does not bring every client back at once.
             retry = int(settings.SSE_RETRY_MS * random.uniform(0.75, 1.5))
             hint = b"retry: %d\n\n" % retry
-            exchange.write_raw(chunk(hint) if chunked else hint)
-            sink.open()
+            sink.open(chunk(hint) if chunked else hint)
             await exchange.wait_aborted()
         finally:
             finish_subscription(exchange, subscription)

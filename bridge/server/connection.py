@@ -220,21 +220,26 @@ class ServerConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if self._flush_soon:
-            self.flush()  # a response head queued by the adapter must go first
         adapter = self.adapter
         if adapter.multiplexed:
             header = adapter.data_frame_header(stream_id, len(data))
             if header is not None:
-                if adapter.has_output():
-                    transport.write(adapter.data_to_send())  # keep frame order
-                transport.writelines((header, data))
+                # One buffer, one write: over TLS each write is its own record.
+                if adapter.has_output():  # queued frames (a response head) keep their place
+                    transport.write(adapter.data_to_send() + header + data)
+                else:
+                    transport.write(header + data)
                 return
             adapter.send(Body(stream_id, data))
             out = adapter.data_to_send()
             if out:
                 transport.write(out)
         else:
+            if self._flush_soon:
+                # A response head queued by the adapter goes first, in the same syscall.
+                queued = adapter.data_to_send()
+                if queued:
+                    data = queued + data
             transport.write(data)
 
     def buffered(self, stream_id: int) -> int:
