@@ -42,6 +42,8 @@ WRITE_HIGH_WATER = 256 * KB
 WRITE_LOW_WATER = 64 * KB
 # Inbound bodies pause reading above this many unconsumed bytes (DESIGN.md).
 READ_HIGH_WATER = 64 * KB
+# One socket read takes at most this many bytes.
+READ_CHUNK = 64 * KB
 # A proxied body is moved in pieces of at most this size.
 BODY_CHUNK = 64 * KB
 H2_INITIAL_WINDOW = 1 * MB

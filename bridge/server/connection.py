@@ -36,7 +36,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("bridge.server")
 
 
-class ServerConnection(asyncio.Protocol):
+# One read buffer for the whole process: the loop runs one callback at a time, and
+# `buffer_updated` copies the bytes out before it returns. uvloop's TLS transport hands a
+# plain Protocol a freshly allocated 256 KiB object per read; a BufferedProtocol it decrypts
+# into this instead.
+_READ_BUFFER = memoryview(bytearray(settings.READ_CHUNK))
+
+
+class ServerConnection(asyncio.BufferedProtocol):
     def __init__(self, ctx: ServerContext, *, scheme: str) -> None:
         self.ctx = ctx
         self.scheme = scheme
@@ -84,6 +91,12 @@ class ServerConnection(asyncio.Protocol):
         else:
             self.adapter = Http1Protocol(scheme=self.scheme)
         self.flush()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _READ_BUFFER
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(_READ_BUFFER[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         try:
