@@ -58,6 +58,10 @@ class _UnenforcedSettings(h2.settings.Settings):
         return 2**31 - 1
 
 
+def _data_prefix(stream_id: int) -> bytes:
+    return b"\x00\x00" + stream_id.to_bytes(4, "big")
+
+
 @dataclass(slots=True)
 class _Stream:
     pending: bytearray = field(default_factory=bytearray)
@@ -67,6 +71,7 @@ class _Stream:
     remote_ended: bool = False
     connect: bool = False  # an extended CONNECT (RFC 8441): a 2xx turns it into a tunnel
     tunnel: bool = False
+    data_prefix: bytes = b""  # type, flags and stream id of this stream's DATA frames
 
 
 class Http2Protocol:
@@ -189,7 +194,7 @@ class Http2Protocol:
                 if name == b"host":
                     host = value.decode("latin-1")
                 headers.append((name, value))
-        stream = _Stream(connect=method == "CONNECT")
+        stream = _Stream(connect=method == "CONNECT", data_prefix=_data_prefix(sid))
         self._streams[sid] = stream
         self.requests += 1
         out.append(
@@ -382,7 +387,7 @@ class Http2Protocol:
         request = self._requests_for_push(sid, event)
         promised = conn.get_next_available_stream_id()
         conn.push_stream(sid, promised, request)
-        self._streams[promised] = _Stream(remote_ended=True)
+        self._streams[promised] = _Stream(remote_ended=True, data_prefix=_data_prefix(promised))
         authority = scheme = ""
         headers = []
         for name, value in request:
@@ -433,17 +438,19 @@ class Http2Protocol:
         if size and not self._closed:
             self._ack(stream_id, size)
 
-    def data_frame_header(self, stream_id: int, size: int) -> bytes | None:
-        """Hot path: the 9-byte DATA frame header for `size` pre-rendered bytes, or None.
+    def frame_prerendered(self, stream_id: int, data: bytes) -> bytes | None:
+        """Hot path: `data` framed as one DATA frame, after any frames already queued; or None.
 
         The fan-out writes one pre-rendered event to thousands of streams; going through
         h2's `send_data` (frame objects, state machines) costs several times the write
         itself. When nothing is queued for the stream and both flow-control windows hold the
         bytes, the frame is framed here and the windows are charged as h2 would charge them
-        (RFC 9113 §6.1, §6.9); otherwise the caller takes the ordinary `send(Body)` path.
+        (RFC 9113 §6.1, §6.9); otherwise (None) the caller takes the ordinary `send(Body)` path.
+        The result includes what h2 had queued (a response head), so one write keeps order.
         """
         stream = self._streams.get(stream_id)
         conn = self._conn
+        size = len(data)
         if (
             stream is None
             or stream.pending
@@ -459,10 +466,12 @@ class Http2Protocol:
             return None
         conn.outbound_flow_control_window -= size
         h2_stream.outbound_flow_control_window -= size
-        return size.to_bytes(3, "big") + b"\x00\x00" + stream_id.to_bytes(4, "big")
-
-    def has_output(self) -> bool:
-        return bool(self._conn._data_to_send)  # h2 has no public "anything queued?" check
+        # 9-byte frame header: length, type DATA (0), no flags, stream id (RFC 9113 §4.1).
+        frame = size.to_bytes(3, "big") + stream.data_prefix + data
+        queued = conn._data_to_send  # h2 has no public "anything queued?" check
+        if queued:
+            return conn.data_to_send() + frame
+        return frame
 
     def is_tunnel(self, stream_id: int) -> bool:
         stream = self._streams.get(stream_id)

@@ -235,13 +235,9 @@ class ServerConnection(asyncio.BufferedProtocol):
             return
         adapter = self.adapter
         if adapter.multiplexed:
-            header = adapter.data_frame_header(stream_id, len(data))
-            if header is not None:
-                # One buffer, one write: over TLS each write is its own record.
-                if adapter.has_output():  # queued frames (a response head) keep their place
-                    transport.write(adapter.data_to_send() + header + data)
-                else:
-                    transport.write(header + data)
+            framed = adapter.frame_prerendered(stream_id, data)
+            if framed is not None:
+                transport.write(framed)  # one buffer, one write: over TLS, one record
                 return
             adapter.send(Body(stream_id, data))
             out = adapter.data_to_send()

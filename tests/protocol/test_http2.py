@@ -193,6 +193,32 @@ def test_response_before_request_body_ends_resets_with_no_error(bytewise: bool) 
 # --- flow control ----------------------------------------------------------------------------------
 
 
+def test_prerendered_frames_are_charged_to_the_windows_and_keep_order() -> None:
+    """The fan-out fast path frames DATA itself; the client must see valid frames in order
+    (the response head first), and the windows must be charged exactly as h2 would."""
+    window = 1000
+    pair = _ready(False, client_settings={SettingCodes.INITIAL_WINDOW_SIZE: window})
+    sid = pair.get(b"/feed")
+    pair.to_server()
+    assert pair.server.frame_prerendered(sid, b"early") is None  # no response head yet
+    pair.respond(Response(sid, 200, [(b"content-type", b"text/event-stream")]))
+    event = b"data: x\n\n" * 40  # 360 bytes
+    first = pair.server.frame_prerendered(sid, event)
+    assert first is not None
+    second = pair.server.frame_prerendered(sid, event)
+    assert second is not None
+    assert pair.server.send_window(sid) == window - 2 * len(event)
+    # A third does not fit the stream window: the caller falls back to the queued path.
+    assert pair.server.frame_prerendered(sid, event) is None
+    pair.respond(Body(sid, event))
+    assert pair.server.pending(sid) == 3 * len(event) - window
+    events = pair.client.receive_data(first + second + pair.server.data_to_send())
+    kinds = [type(e) for e in events if not isinstance(e, h2.events.WindowUpdated)]
+    assert kinds[0] is h2.events.ResponseReceived
+    data = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+    assert data == (event * 3)[:window]  # h2 raises if a window was overrun
+
+
 @feed_modes
 def test_large_response_only_goes_out_within_the_window(bytewise: bool) -> None:
     window = 16_384
