@@ -113,6 +113,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument(
+        "--only", choices=("plain", "tls", "h2"), help="run one scenario instead of all three"
+    )
     args = parser.parse_args()
     upstream_port, https, http = free_port(), free_port(), free_port()
     upstream = run_upstream(upstream_port)
@@ -128,7 +131,10 @@ def main() -> None:
         print(
             f"{'scenario':<16} {'req/s':>9} {'p99 ms':>8} {'failed':>7} {'bridge CPU µs/req':>18}"
         )
+        keys = {"HTTP/1.1 plain": "plain", "HTTP/1.1 TLS": "tls", "HTTP/2 TLS": "h2"}
         for name, tool, url in scenarios:
+            if args.only and keys[name] != args.only:
+                continue
             if not shutil.which(tool):
                 print(f"{name:<16} skipped: {tool} not installed")
                 continue

@@ -55,7 +55,22 @@ def escape(text: str) -> str:
     return "".join(out)
 
 
+_clf_cache: tuple[int, str] = (-1, "")
+
+
 def _clf_time(when: float) -> str:
+    """`10/Oct/2000:13:55:36 -0700`; formatted once per second, not once per request."""
+    global _clf_cache
+    second = int(when)
+    cached_second, text = _clf_cache
+    if second == cached_second:
+        return text
+    text = _format_clf(second)
+    _clf_cache = (second, text)
+    return text
+
+
+def _format_clf(when: float) -> str:
     t = time.localtime(when)
     offset = t.tm_gmtoff
     sign = "+" if offset >= 0 else "-"

@@ -55,8 +55,13 @@ class ServerConnection(asyncio.BufferedProtocol):
         self.write_paused = False
         self._reading_paused = False
         self._closing = False
+        # One timer per connection, for whichever of the header-read and keep-alive deadlines
+        # is current. Re-arming moves `_deadline`; the TimerHandle is only replaced when the
+        # new deadline is earlier than the one it is set for (a later one is noticed when it
+        # fires), so a keep-alive request costs no timer-heap churn.
         self._timer: asyncio.TimerHandle | None = None
         self._timer_kind = ""
+        self._deadline = 0.0
         self._preface = b""
         self._flush_soon = False
         self.body_timeout = ctx.limits.header_timeout * 3
@@ -129,7 +134,7 @@ class ServerConnection(asyncio.BufferedProtocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._cancel_timer()  # a pending handle would keep this connection alive
         self._closing = True
         for exchange in list(self.exchanges.values()):
             exchange.abort()
@@ -295,20 +300,32 @@ class ServerConnection(asyncio.BufferedProtocol):
             self._arm(self.ctx.limits.keepalive_timeout, "keepalive")
 
     def _arm(self, delay: float, kind: str) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
         self._timer_kind = kind
-        self._timer = self.loop.call_later(delay, self._expired)
+        deadline = self._deadline = self.loop.time() + delay
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return  # it fires first, and then waits out the rest
+            timer.cancel()
+        self._timer = self.loop.call_at(deadline, self._expired)
 
     def _disarm(self) -> None:
+        self._timer_kind = ""  # a pending TimerHandle stays; it finds nothing to do
+
+    def _cancel_timer(self) -> None:
+        self._timer_kind = ""
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = None
-        self._timer_kind = ""
+            self._timer = None
 
     def _expired(self) -> None:
-        kind = self._timer_kind
         self._timer = None
+        kind = self._timer_kind
+        if not kind:
+            return
+        if self.loop.time() < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._expired)
+            return
         self._timer_kind = ""
         if self.exchanges:
             return
@@ -329,7 +346,7 @@ class ServerConnection(asyncio.BufferedProtocol):
 
     def close(self) -> None:
         self._closing = True
-        self._disarm()
+        self._cancel_timer()
         transport = self.transport
         if transport is not None and not transport.is_closing():
             if self.adapter is not None:
