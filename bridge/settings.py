@@ -60,7 +60,10 @@ GC_THRESHOLDS = (50_000, 20, 20)
 UPSTREAM_CONNECT_TIMEOUT = 5.0
 UPSTREAM_IDLE_TIMEOUT = 60.0  # between body chunks of a proxied response
 UPSTREAM_POOL_IDLE = 30.0  # an idle pooled upstream connection is closed after this
-UPSTREAM_POOL_MAX_IDLE = 32  # idle connections kept per origin
+# Idle connections kept per origin. Below the number of requests in flight, every burst
+# closes the surplus and the next one reconnects: measured at 50 concurrent clients, 32 made
+# connection set-up a visible share of the proxy's CPU.
+UPSTREAM_POOL_MAX_IDLE = 256
 SEND_TIMEOUT = 60.0  # a client that accepts no bytes for this long is dropped
 SHUTDOWN_GRACE = 10.0
 CLOSE_TIMEOUT = 5.0  # WebSocket close handshake

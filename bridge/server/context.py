@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from ..accesslog import AccessEntry
 from ..errors import ErrorCode, StreamError
 from ..protocol.errorpage import error_body, error_headers
 from ..settings import Limits
@@ -91,8 +92,6 @@ class ServerContext:
         if self.access_log is None or exchange.logged:
             return
         exchange.logged = True
-        from ..accesslog import AccessEntry
-
         request = exchange.request
         referer = user_agent = None
         for name, value in request.headers:
