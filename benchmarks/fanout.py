@@ -183,9 +183,15 @@ class Subscriber(asyncio.Protocol):
 
 
 class H2Subscriber(asyncio.Protocol):
+    """`streams` SSE or RFC 8441 WebSocket subscribers multiplexed on one HTTP/2 connection."""
+
     def __init__(
-        self, websocket: bool, results: list[tuple[int, float]], ready: asyncio.Future
-    ) -> None:  # type: ignore[type-arg]
+        self,
+        websocket: bool,
+        streams: int,
+        results: list[tuple[int, float]],
+        ready: asyncio.Future,  # type: ignore[type-arg]
+    ) -> None:
         import h2.config
         import h2.connection
 
@@ -193,8 +199,13 @@ class H2Subscriber(asyncio.Protocol):
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
         self.websocket = websocket
+        self.ready = ready
         self.raw = False
-        self.inner = Subscriber(b"", results, ready)
+        self.buffer = b""
+        self.open = 0
+        never: asyncio.Future = asyncio.get_running_loop().create_future()  # type: ignore[type-arg]
+        # One recorder per stream: each counts its own events, as a separate client would.
+        self.inner = {1 + 2 * i: Subscriber(b"", results, never) for i in range(streams)}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -217,33 +228,57 @@ class H2Subscriber(asyncio.Protocol):
                 (b":authority", b"127.0.0.1"),
                 (b"accept", b"text/event-stream"),
             ]
-        self.conn.send_headers(1, headers, end_stream=False if self.websocket else True)
+        for sid in self.inner:
+            self.conn.send_headers(sid, headers, end_stream=not self.websocket)
         transport.write(self.conn.data_to_send())  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         import h2.events
 
         if self.raw:
-            # After the response head, scan the raw frames like the HTTP/1.1 client does: a
-            # full h2 client per subscriber would make this load generator the bottleneck.
-            self.inner.data_received(data)
+            self._frames(data)
             return
         for event in self.conn.receive_data(data):
             if isinstance(event, h2.events.DataReceived):
                 self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                self.inner.data_received(event.data)
+                self.inner[event.stream_id].data_received(event.data)
             elif isinstance(event, h2.events.ResponseReceived):
-                self.raw = True
-                if not self.inner.ready.done():
-                    self.inner.ready.set_result(None)
+                self.open += 1
+                if self.open == len(self.inner):
+                    # Every head is in: from here on parse frame headers by hand, as the
+                    # HTTP/1.1 client scans bytes; a full h2 client per connection would make
+                    # this load generator the bottleneck.
+                    self.raw = True
+                    if not self.ready.done():
+                        self.ready.set_result(None)
         out = self.conn.data_to_send()
         if out:
             self.transport.write(out)  # type: ignore[attr-defined]
 
+    def _frames(self, data: bytes) -> None:
+        buf = self.buffer + data
+        at = 0
+        while len(buf) - at >= 9:
+            length = int.from_bytes(buf[at : at + 3], "big")
+            if len(buf) - at < 9 + length:
+                break
+            kind = buf[at + 3]
+            sid = int.from_bytes(buf[at + 5 : at + 9], "big") & 0x7FFFFFFF
+            if kind == 0 and sid in self.inner:  # DATA; bridge never pads
+                self.inner[sid].data_received(buf[at + 9 : at + 9 + length])
+            at += 9 + length
+        self.buffer = buf[at:]
+
 
 def client_main(
-    mode: str, port: int, count: int, out: mp.Queue, go: mp.Event, stop: mp.Event
-) -> None:  # type: ignore[type-arg]
+    mode: str,
+    port: int,
+    count: int,
+    streams: int,
+    out: mp.Queue,  # type: ignore[type-arg]
+    go: mp.Event,  # type: ignore[valid-type]
+    stop: mp.Event,  # type: ignore[valid-type]
+) -> None:
     pin(1)
     raise_fd_limit()
 
@@ -268,7 +303,9 @@ def client_main(
             ready = loop.create_future()
             async with sem:
                 if mode.endswith("h2"):
-                    factory = lambda: H2Subscriber(mode.startswith("ws"), results, ready)  # noqa: E731
+                    factory = lambda: H2Subscriber(  # noqa: E731
+                        mode.startswith("ws"), streams, results, ready
+                    )
                 else:
                     factory = lambda: Subscriber(request, results, ready)  # noqa: E731
                 for attempt in range(5):
@@ -285,8 +322,10 @@ def client_main(
                 await asyncio.wait_for(ready, 60)
 
         t0 = time.monotonic()
-        await asyncio.gather(*(connect() for _ in range(count)), return_exceptions=True)
-        out.put(("connected", len(transports), time.monotonic() - t0))
+        per = streams if mode.endswith("h2") else 1
+        connections = -(-count // per)
+        await asyncio.gather(*(connect() for _ in range(connections)), return_exceptions=True)
+        out.put(("connected", len(transports) * per, time.monotonic() - t0))
         await loop.run_in_executor(None, go.wait)
         results.clear()
         await loop.run_in_executor(None, stop.wait)
@@ -309,7 +348,9 @@ def _run(coro: object) -> None:
 # --- the run --------------------------------------------------------------------------------
 
 
-def measure(mode: str, subscribers: int, changes: int, processes: int) -> dict[str, float]:
+def measure(
+    mode: str, subscribers: int, changes: int, processes: int, streams: int = 1
+) -> dict[str, float]:
     upstream_port, https, http = free_port(), free_port(), free_port()
     publish: mp.Queue = mp.Queue()  # type: ignore[type-arg]
     ready = mp.Event()
@@ -330,7 +371,9 @@ def measure(mode: str, subscribers: int, changes: int, processes: int) -> dict[s
             for i in range(processes)
         ]
         clients = [
-            mp.Process(target=client_main, args=(mode, port, n, out, go, stop), daemon=True)
+            mp.Process(
+                target=client_main, args=(mode, port, n, streams, out, go, stop), daemon=True
+            )
             for n in share
             if n
         ]
@@ -398,6 +441,13 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--changes", type=int, default=10)
     parser.add_argument("--processes", type=int, default=4, help="subscriber processes")
+    parser.add_argument(
+        "--h2-streams",
+        type=int,
+        default=1,
+        help="HTTP/2 modes: subscribers (streams) per connection, as a browser multiplexes "
+        "its tabs' streams on one connection; 1 = one connection per subscriber",
+    )
     args = parser.parse_args()
     if not shutil.which("taskset"):
         print("note: taskset missing; processes are pinned with sched_setaffinity where possible")
@@ -408,7 +458,7 @@ def main() -> None:
     print(header)
     for mode in args.modes:
         for n in args.subscribers:
-            r = measure(mode, n, args.changes, args.processes)
+            r = measure(mode, n, args.changes, args.processes, args.h2_streams)
             print(
                 f"{mode:<11} {r['connected']:6.0f} {r['connect_s']:7.2f} {r['connect_cpu_us']:8.0f} "
                 f"{r['rss_kb']:10.1f} "

@@ -477,6 +477,11 @@ class Http2Protocol:
         stream = self._streams.get(stream_id)
         return stream is not None and stream.tunnel
 
+    @property
+    def stream_count(self) -> int:
+        """Streams this connection is carrying now (requests, tunnels, pushes)."""
+        return len(self._streams)
+
     def pending(self, stream_id: int) -> int:
         stream = self._streams.get(stream_id)
         return len(stream.pending) if stream is not None else 0

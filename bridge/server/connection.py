@@ -64,6 +64,10 @@ class ServerConnection(asyncio.BufferedProtocol):
         self._deadline = 0.0
         self._preface = b""
         self._flush_soon = False
+        # HTTP/2 fan-out to several streams of one connection: their frames are gathered and
+        # written once at the end of the loop iteration (one syscall, one TLS record for all).
+        self._batch: list[bytes] | None = None
+        self._batch_bytes = 0
         self.body_timeout = ctx.limits.header_timeout * 3
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
@@ -223,6 +227,8 @@ class ServerConnection(asyncio.BufferedProtocol):
         transport = self.transport
         if transport is None or self.adapter is None:
             return
+        if self._batch is not None:
+            self._write_batch()  # gathered frames go before anything queued after them
         data = self.adapter.data_to_send()
         if data and not transport.is_closing():
             transport.write(data)
@@ -242,8 +248,19 @@ class ServerConnection(asyncio.BufferedProtocol):
         if adapter.multiplexed:
             framed = adapter.frame_prerendered(stream_id, data)
             if framed is not None:
-                transport.write(framed)  # one buffer, one write: over TLS, one record
+                batch = self._batch
+                if batch is not None:
+                    batch.append(framed)
+                    self._batch_bytes += len(framed)
+                elif adapter.stream_count > 1:
+                    self._batch = [framed]
+                    self._batch_bytes = len(framed)
+                    self.loop.call_soon(self._write_batch)
+                else:
+                    transport.write(framed)  # one buffer, one write: over TLS, one record
                 return
+            if self._batch is not None:
+                self._write_batch()  # keep this stream's frame order
             adapter.send(Body(stream_id, data))
             out = adapter.data_to_send()
             if out:
@@ -256,9 +273,17 @@ class ServerConnection(asyncio.BufferedProtocol):
                     data = queued + data
             transport.write(data)
 
+    def _write_batch(self) -> None:
+        batch, self._batch = self._batch, None
+        transport = self.transport
+        if batch and transport is not None and not transport.is_closing():
+            transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
+
     def buffered(self, stream_id: int) -> int:
         transport = self.transport
         queued = transport.get_write_buffer_size() if transport is not None else 0
+        if self._batch is not None:
+            queued += self._batch_bytes
         if self.adapter is not None and self.adapter.multiplexed:
             queued += self.adapter.pending(stream_id)
         return queued
@@ -349,6 +374,8 @@ class ServerConnection(asyncio.BufferedProtocol):
         self._cancel_timer()
         transport = self.transport
         if transport is not None and not transport.is_closing():
+            if self._batch is not None:
+                self._write_batch()
             if self.adapter is not None:
                 if self.adapter.multiplexed:
                     self.adapter.shutdown()
