@@ -131,7 +131,7 @@ def test_raw_format_and_protocol_restrictions(certs: Path) -> None:
                 with pytest.raises(websockets.exceptions.InvalidStatus) as info:
                     async with websockets.connect(wss(b, "/sse-only"), ssl=ctx):
                         pass
-                assert info.value.response.status_code == 400
+                assert info.value.response.status_code == 426
                 async with httpx.AsyncClient(verify=b.client_ssl()) as c:
                     r = await c.get(
                         b.url("https", "/raw/X"), headers={"accept": "text/event-stream"}
