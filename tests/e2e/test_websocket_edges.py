@@ -742,3 +742,66 @@ def test_pass_through_keeps_close_codes_and_pings(certs: Path) -> None:
             await server.wait_closed()
 
     run(body())
+
+
+def test_pass_through_relays_a_refusal_and_checks_the_accept_key(certs: Path) -> None:
+    from http import HTTPStatus
+
+    def refuse(connection, request):  # type: ignore[no-untyped-def]
+        if request.path == "/private":
+            return connection.respond(HTTPStatus.FORBIDDEN, "members only\n")
+        return None
+
+    async def liar(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: bm90IHRoZSBrZXk=\r\n\r\n"
+        )
+        await writer.drain()
+        await reader.read()  # hold the connection until bridge drops it
+        writer.close()
+
+    async def body() -> None:
+        async def echo(ws) -> None:  # type: ignore[no-untyped-def]
+            async for message in ws:
+                await ws.send(message)
+
+        server = await websockets.serve(echo, "127.0.0.1", 0, process_request=refuse)
+        lying = await asyncio.start_server(liar, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]  # type: ignore[index]
+        lying_port = lying.sockets[0].getsockname()[1]
+        routes = (
+            "routes:\n  - path: /lie\n    upstream: liar\n  - path: /{rest*}\n    upstream: app\n"
+        )
+        try:
+            text = config_text(routes, upstream_url=f"http://127.0.0.1:{port}", certs=certs)
+            # a second upstream next to the harness's `app`
+            liar_block = f'  liar:\n    url: "http://127.0.0.1:{lying_port}"\n'
+            text = text.replace("    timeout: 5s\n", "    timeout: 5s\n" + liar_block, 1)
+            async with running_bridge(text, certs) as b:
+                ctx = b.client_ssl(("http/1.1",))
+                base = f"wss://localhost:{b.ports['https']}"
+                with pytest.raises(websockets.exceptions.InvalidStatus) as info:
+                    async with websockets.connect(base + "/private", ssl=ctx):
+                        pass
+                assert info.value.response.status_code == 403
+                assert info.value.response.body == b"members only\n"
+                h2ctx = b.client_ssl(("h2",))
+                async with ws_http2(b.ports["https"], "/private", h2ctx) as h2ws:
+                    assert h2ws.status == 403
+                    await asyncio.wait_for(h2ws.stream_ended.wait(), 5)
+                    assert h2ws.first.body == b"members only\n"
+                with pytest.raises(websockets.exceptions.InvalidStatus) as info:
+                    async with websockets.connect(base + "/lie", ssl=ctx):
+                        pass
+                assert info.value.response.status_code == 502
+                async with ws_http2(b.ports["https"], "/lie", h2ctx) as h2ws:
+                    assert h2ws.status == 502
+        finally:
+            server.close()
+            lying.close()
+            await server.wait_closed()
+            await lying.wait_closed()
+
+    run(body())
