@@ -805,3 +805,36 @@ def test_pass_through_relays_a_refusal_and_checks_the_accept_key(certs: Path) ->
             await lying.wait_closed()
 
     run(body())
+
+
+def test_a_full_send_queue_closes_1008(certs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge.handlers import websocket as ws_module
+
+    monkeypatch.setattr(ws_module, "QUEUE_TIMEOUT", 0.5)
+
+    async def body() -> None:
+        async with Origin() as origin:
+            origin.json("/api/price", {"p": 1})
+            release = asyncio.Event()
+
+            async def stuck(request):  # type: ignore[no-untyped-def]
+                await asyncio.wait_for(release.wait(), 10)
+                return 200, [], b"late"
+
+            origin.route("/api/orders", stuck)
+            async with running_bridge(
+                config_text(ROUTES, upstream_url=origin.url, certs=certs), certs
+            ) as b:
+                ctx = b.client_ssl(("http/1.1",))
+                async with ws_http1(f"wss://localhost:{b.ports['https']}/prices/A", ctx) as sub:
+                    await sub.next_event()
+                    # one POST in flight, MAX_IN_FLIGHT queued, and more the queue cannot take
+                    for n in range(ws_module.MAX_IN_FLIGHT + 3):
+                        await sub.ws.send(f"m{n}")
+                    await asyncio.wait_for(sub.ws.wait_closed(), 10)
+                    assert sub.ws.protocol.close_rcvd is not None
+                    assert sub.ws.protocol.close_rcvd.code == 1008
+                    release.set()
+                assert origin.count("/api/orders") <= 2  # nothing beyond the bound was sent
+
+    run(body())
