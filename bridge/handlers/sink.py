@@ -47,6 +47,13 @@ class ExchangeSink:
         else:
             self.write = partial(conn.write_stream, exchange.stream_id)
 
+    def detach(self) -> None:
+        """Stop writing the hub's events without ending the stream: a WebSocket that sent its
+        close frame must send no data frame after it (RFC 6455 §5.5.1)."""
+        self.closed = True
+        self.write = _discard
+        self._early.clear()
+
     def close(self, final: bytes | None = b"") -> None:
         if self.closed:
             return

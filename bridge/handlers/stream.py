@@ -48,11 +48,17 @@ class StreamHandler:
         last_id = _last_event_id(request.headers, query)
         if is_websocket(exchange):
             if "websocket" not in spec.protocols or self.websocket is None:
+                if request.method == "CONNECT":
+                    # RFC 8441: the extended CONNECT is a method this resource does not allow.
+                    raise StreamError(
+                        ErrorCode.METHOD_NOT_ALLOWED,
+                        "WebSocket is not enabled on this stream",
+                        [(b"allow", b"GET, HEAD")],
+                    )
+                # HTTP/1.1: the GET is fine, the protocol switch is not; 426, as RFC 6455 §4.4
+                # answers a handshake the server cannot take (RFC 9110 §15.5.22).
                 raise StreamError(
-                    ErrorCode.METHOD_NOT_ALLOWED
-                    if request.method == "CONNECT"
-                    else ErrorCode.BAD_REQUEST,
-                    "WebSocket is not enabled on this stream",
+                    ErrorCode.UPGRADE_REQUIRED, "WebSocket is not enabled on this stream"
                 )
             await self.websocket(exchange, route, params, last_id)
             return

@@ -18,4 +18,7 @@ def is_websocket(exchange: Exchange) -> bool:
     if request.protocol is not None:
         return request.method == "CONNECT" and request.protocol.lower() == "websocket"
     upgrade = header(request.headers, b"upgrade")
-    return upgrade is not None and upgrade.lower() == b"websocket"
+    # RFC 9110 §7.8: Upgrade is a list of protocols; RFC 6455 §4.2.1 wants "websocket" in it.
+    return upgrade is not None and b"websocket" in [
+        token.strip() for token in upgrade.lower().split(b",")
+    ]

@@ -17,8 +17,10 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.frame_protocol import CloseReason
 
+from .. import settings
 from ..errors import ErrorCode, StreamError
 from ..events import Headers
+from ..hub.channel import vary_headers
 from ..hub.hub import Hub
 from ..hub.item import Format
 from ..routing.model import Route, StreamSpec
@@ -31,7 +33,9 @@ from .wshandshake import accept, handshake_problem, origin_allowed
 log = logging.getLogger("bridge.websocket")
 
 MAX_IN_FLIGHT = 8  # `send:` POSTs queued per connection before we stop reading
-CLOSE_TIMEOUT = 5.0
+# How long a full `send:` queue may hold up reading before the client is closed with 1008:
+# every queued POST is bounded by the upstream timeout, so this is generous.
+QUEUE_TIMEOUT = 30.0
 
 
 class WsState(enum.Enum):
@@ -80,11 +84,12 @@ class WebSocketSession:
         self.message_size = 0
         self.outbox: asyncio.Queue[TextMessage | BytesMessage] = asyncio.Queue(MAX_IN_FLIGHT)
         self.heard = True  # anything received since the last liveness check
+        self.sink: ExchangeSink
 
     async def run(self, route: Route, last_id: str | None) -> None:
         exchange = self.exchange
         fmt = Format.WS_RAW if self.spec.ws_format == "raw" else Format.WS_ENVELOPE
-        sink = ExchangeSink(exchange, self._lagging_close)
+        sink = self.sink = ExchangeSink(exchange, self._lagging_close)
         subscription = self.handler.hub.subscribe(
             route, self.params, exchange.request.headers, sink, fmt, last_id
         )
@@ -94,7 +99,14 @@ class WebSocketSession:
         try:
             await accept(exchange)
             sink.open()
-            await self._read_loop()
+            try:
+                await self._read_loop()
+            except StreamError:
+                raise  # the client went away, or the exchange itself failed: nothing to say
+            except Exception:
+                # RFC 6455 §7.4.1: 1011, "an unexpected condition prevented the request".
+                log.exception("WebSocket session on %s failed", exchange.request.target)
+                self.close(1011, "internal error")
         finally:
             if worker is not None:
                 worker.cancel()
@@ -107,8 +119,10 @@ class WebSocketSession:
             self.exchange.write_raw(self.ws.send(event))  # type: ignore[arg-type]
 
     def close(self, code: int, reason: str = "") -> None:
+        """Start our close handshake; the read loop waits `CLOSE_TIMEOUT` for the answer."""
         if self.state is WsState.OPEN:
             self.state = WsState.CLOSING
+            self.sink.detach()  # no hub frame may follow our close frame (RFC 6455 §5.5.1)
             self._write(CloseConnection(code=code, reason=reason))
 
     def _lagging_close(self, final: bytes | None) -> None:
@@ -120,16 +134,26 @@ class WebSocketSession:
 
     async def _read_loop(self) -> None:
         exchange = self.exchange
+        # The hub pings every idle channel each `heartbeat`; past this much silence from the
+        # peer (no pong, no message) we ping it ourselves, and one more such silence ends it.
         interval = self.spec.heartbeat * random.uniform(1.5, 2.0)
         while self.state is not WsState.CLOSED and not exchange.aborted:
-            timeout = CLOSE_TIMEOUT if self.state is WsState.CLOSING else interval
+            closing = self.state is WsState.CLOSING
             try:
-                data = await exchange.receive(timeout=timeout)
+                data = await exchange.receive(
+                    timeout=settings.CLOSE_TIMEOUT if closing else interval
+                )
             except StreamError as exc:
                 if exc.code is not ErrorCode.REQUEST_TIMEOUT:
                     raise
-                if self.state is WsState.CLOSING or not self.heard:
-                    # No close answer, or no pong to our ping: the peer is gone.
+                if closing:
+                    # RFC 6455 §7.1.1: no close answer in time, drop the connection.
+                    self.state = WsState.CLOSED
+                    return
+                if not self.heard:
+                    # The peer answered neither our ping nor anything else: it is gone, or
+                    # stuck. Say so (1011, as browsers' keepalive does) and drop it at once.
+                    self.close(1011, "ping timeout")
                     self.state = WsState.CLOSED
                     return
                 self.heard = False
@@ -142,9 +166,13 @@ class WebSocketSession:
             self.ws.receive_data(data)
             for event in self.ws.events():
                 await self._on_event(event)
+                if self.state is WsState.CLOSED:
+                    break
 
     async def _on_event(self, event: object) -> None:
         if isinstance(event, (TextMessage, BytesMessage)):
+            if self.state is not WsState.OPEN:
+                return  # after our close frame, data from the peer is only drained
             self.message.append(
                 bytes(event.data) if isinstance(event.data, bytearray) else event.data
             )
@@ -155,20 +183,27 @@ class WebSocketSession:
                 return
             if event.message_finished:
                 parts, self.message, self.message_size = self.message, [], 0
-                if self.spec.send and self.state is WsState.OPEN:
+                if self.spec.send:
                     whole: TextMessage | BytesMessage
                     if isinstance(event, TextMessage):
                         whole = TextMessage(data="".join(parts))  # type: ignore[arg-type]
                     else:
                         whole = BytesMessage(data=b"".join(parts))  # type: ignore[arg-type]
-                    await asyncio.wait_for(self.outbox.put(whole), CLOSE_TIMEOUT * 6)
+                    try:
+                        # A full queue stops reading: backpressure on the client, bounded.
+                        await asyncio.wait_for(self.outbox.put(whole), QUEUE_TIMEOUT)
+                    except TimeoutError:
+                        self.close(CloseReason.POLICY_VIOLATION, "too many messages in flight")
         elif isinstance(event, Ping):
-            self._write(event.response())
+            if self.state is WsState.OPEN:  # wsproto sends no pong once we sent our close
+                self._write(event.response())
         elif isinstance(event, Pong):
             pass
         elif isinstance(event, CloseConnection):
             if self.state is WsState.OPEN:
                 # The peer closed (or wsproto found a protocol error): answer with its code.
+                self.state = WsState.CLOSING
+                self.sink.detach()
                 self._write(event.response())
             self.state = WsState.CLOSED
 
@@ -177,14 +212,16 @@ class WebSocketSession:
         spec = self.spec
         assert spec.send is not None
         target = substitute(spec.send, self.params)
-        vary = set(spec.vary)
+        # The same headers a poll of this stream carries (`vary`), and nothing else of the
+        # client's request: computed once, the request does not change.
+        forwarded = vary_headers(spec, self.exchange.request.headers)
         while True:
             message = await self.outbox.get()
             text = isinstance(message, TextMessage)
             data = message.data
             body = data.encode() if isinstance(data, str) else bytes(data)
-            headers: Headers = [(n, v) for n, v in self.exchange.request.headers if n in vary]
-            headers += [
+            headers: Headers = [
+                *forwarded,
                 (b"host", spec.upstream.authority.encode()),
                 (
                     b"content-type",
@@ -197,6 +234,10 @@ class WebSocketSession:
             except StreamError as exc:
                 log.warning("send: POST %s failed: %s", target, exc.detail)
                 self.close(1011, "upstream unavailable")
+                return
+            except Exception:
+                log.exception("send: POST %s failed", target)
+                self.close(1011, "internal error")
                 return
             if 200 <= status < 300 and answer and self.state is WsState.OPEN:
                 if text:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from urllib.parse import urlsplit
 
 from ..errors import ErrorCode
 from ..events import Headers
+from ..routing.config import normalize_origin
 from ..server.exchange import Exchange
 from .util import header
 
@@ -34,6 +34,9 @@ def handshake_problem(exchange: Exchange) -> tuple[ErrorCode, str, Headers] | No
             [(b"sec-websocket-version", b"13")],
         )
     if request.protocol is None:  # HTTP/1.1 Upgrade
+        if request.http_version != "1.1":
+            # RFC 6455 §4.1: "the HTTP version MUST be at least 1.1" (h11 answers no 101 to 1.0).
+            return (ErrorCode.BAD_REQUEST, "WebSocket needs HTTP/1.1", [])
         if request.method != "GET":
             return (ErrorCode.METHOD_NOT_ALLOWED, "WebSocket handshake must be GET", [])
         connection = (header(headers, b"connection") or b"").lower()
@@ -53,24 +56,20 @@ def origin_allowed(exchange: Exchange, allowed: tuple[str, ...]) -> bool:
     origin = header(exchange.request.headers, b"origin")
     if origin is None:
         return True  # not a browser; cross-site hijacking needs a browser's ambient cookies
-    text = origin.decode("latin-1").strip().lower()
-    if text == "null":
+    # RFC 6454 §7.1: the header is "null" or serialised origins; anything else (a path, user
+    # info, a list of several) is not an origin we could compare, and is refused. A browser
+    # never sends "null" for a page it can name, so "null" (sandboxed frames, file: pages,
+    # some redirects) is refused too (ROUTES.md, "Origins").
+    text = origin.decode("latin-1").strip()
+    if "/" in text.partition("://")[2] or " " in text:
         return False
-    own = _normalise_origin(f"{exchange.request.scheme}://{exchange.request.authority}")
-    return _normalise_origin(text) in {own, *allowed}
-
-
-def _normalise_origin(value: str) -> str:
-    try:
-        parts = urlsplit(value.lower())
-        port = parts.port
-    except ValueError:
-        return ""
-    if not parts.scheme or not parts.hostname:
-        return ""
-    default = {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(parts.scheme)
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{parts.scheme}://{host}" + ("" if port in (None, default) else f":{port}")
+    theirs = normalize_origin(text)
+    if theirs is None:
+        return False
+    request = exchange.request
+    return theirs == normalize_origin(f"{request.scheme}://{request.authority}") or (
+        theirs in allowed
+    )
 
 
 async def accept(exchange: Exchange) -> None:

@@ -19,9 +19,9 @@ from ..errors import ErrorCode, StreamError
 from ..events import Headers
 from ..routing.model import Upstream
 from ..server.exchange import Exchange
-from ..upstream.headers import forward_request_headers
+from ..upstream.headers import forward_request_headers, response_headers
 from .util import header
-from .wshandshake import handshake_problem
+from .wshandshake import accept_key, handshake_problem
 
 # Headers the upstream's handshake answer may carry on to the client.
 _ANSWER_HEADERS = frozenset({b"sec-websocket-protocol", b"sec-websocket-extensions", b"set-cookie"})
@@ -67,15 +67,22 @@ async def proxy_websocket(exchange: Exchange, upstream: Upstream, target: str) -
         )
         exchange.upstream_status = status
         if status != 101:
-            raise StreamError(
-                ErrorCode.UPSTREAM_UNREACHABLE, f"upstream refused WebSocket ({status})"
-            )
+            # The app refused the WebSocket (401, 403, 404 ...): that answer is the client's,
+            # as for any proxied request; `rest` is its (bounded) body.
+            refused = response_headers(answer, http_version="1.1")
+            refused = [(n, v) for n, v in refused if n != b"content-length"]
+            refused.append((b"content-length", str(len(rest)).encode()))
+            exchange.respond_now(status, refused, rest)
+            return
+        # RFC 6455 §4.1: the answer must prove the upstream read our key.
+        if header(answer, b"sec-websocket-accept") != accept_key(key):
+            raise StreamError(ErrorCode.UPSTREAM_UNREACHABLE, "bad Sec-WebSocket-Accept upstream")
         kept = [(n, v) for n, v in answer if n in _ANSWER_HEADERS]
         if request.protocol is None:
             kept += [
                 (b"upgrade", b"websocket"),
                 (b"connection", b"Upgrade"),
-                (b"sec-websocket-accept", header(answer, b"sec-websocket-accept") or b""),
+                (b"sec-websocket-accept", accept_key(key)),
             ]
             exchange.start_response(101, kept)
         else:
@@ -115,9 +122,30 @@ async def _handshake(
             rest, _ = client.trailing_data
             return 101, [(bytes(n), bytes(v)) for n, v in event.headers], rest
         if isinstance(event, h11.Response):
-            return event.status_code, [(bytes(n), bytes(v)) for n, v in event.headers], b""
+            answer = [(bytes(n), bytes(v)) for n, v in event.headers]
+            return event.status_code, answer, await _refusal_body(client, reader)
         if isinstance(event, h11.InformationalResponse):
             continue
+
+
+async def _refusal_body(client: h11.Connection, reader: asyncio.StreamReader) -> bytes:
+    """The body of a refused handshake, for the client; an error page, so kept small."""
+    body = b""
+    while True:
+        try:
+            event = client.next_event()
+            if event is h11.NEED_DATA:
+                # b"" at EOF too: h11 ends a close-delimited body, or finds it cut short.
+                client.receive_data(await reader.read(settings.BODY_CHUNK))
+                continue
+        except h11.RemoteProtocolError:
+            raise StreamError(ErrorCode.UPSTREAM_UNREACHABLE, "bad upstream answer") from None
+        if isinstance(event, h11.Data):
+            body += bytes(event.data)
+            if len(body) > settings.BODY_CHUNK:
+                raise StreamError(ErrorCode.UPSTREAM_UNREACHABLE, "refusal body too large")
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            return body
 
 
 async def _relay(

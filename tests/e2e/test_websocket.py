@@ -85,18 +85,19 @@ def test_http1_websocket_stream_send_and_resume(certs: Path) -> None:
                     assert json.loads(second.data) == {"p": 2}
                     # send: a text message is POSTed; the answer comes back to this client only
                     await sub.ws.send("buy 5")
-                    assert await asyncio.wait_for(sub.raw.get(), 5) is not None
-                    replies = []
-                    while not replies:
-                        message = await asyncio.wait_for(sub.raw.get(), 5)
-                        if message == "ack:buy 5":
-                            replies.append(message)
+                    for _ in range(50):  # stream envelopes may come first
+                        if await asyncio.wait_for(sub.raw.get(), 5) == "ack:buy 5":
+                            break
+                    else:
+                        raise AssertionError("no answer to the text message")
                     await sub.ws.send(b"\x01\x02\x03")
-                    while True:
+                    for _ in range(50):
                         message = await asyncio.wait_for(sub.raw.get(), 5)
-                        if isinstance(message, bytes):
+                        if isinstance(message, bytes):  # binary in, binary back, unwrapped
                             assert message == b"\x03\x02\x01"
                             break
+                    else:
+                        raise AssertionError("no answer to the binary message")
                     posted = [r for r in origin.requests if r.path == "/api/orders"]
                     assert [r.body for r in posted] == [b"buy 5", b"\x01\x02\x03"]
                     assert posted[0].header("content-type").startswith("text/plain")
@@ -131,7 +132,7 @@ def test_raw_format_and_protocol_restrictions(certs: Path) -> None:
                 with pytest.raises(websockets.exceptions.InvalidStatus) as info:
                     async with websockets.connect(wss(b, "/sse-only"), ssl=ctx):
                         pass
-                assert info.value.response.status_code == 400
+                assert info.value.response.status_code == 426
                 async with httpx.AsyncClient(verify=b.client_ssl()) as c:
                     r = await c.get(
                         b.url("https", "/raw/X"), headers={"accept": "text/event-stream"}
@@ -151,12 +152,10 @@ def test_origin_policy(certs: Path) -> None:
                 ctx = b.client_ssl(("http/1.1",))
                 port = b.ports["https"]
                 for allowed in (f"https://localhost:{port}", "https://trusted.example", None):
-                    headers = {"origin": allowed} if allowed else {}
                     async with websockets.connect(
                         wss(b, "/prices/A"), ssl=ctx, origin=allowed
                     ) as ws:  # type: ignore[arg-type]
                         await asyncio.wait_for(ws.recv(), 5)
-                    del headers
                 for refused in ("https://evil.example", "null", f"http://localhost:{port}"):
                     with pytest.raises(websockets.exceptions.InvalidStatus) as info:
                         async with websockets.connect(wss(b, "/prices/A"), ssl=ctx, origin=refused):  # type: ignore[arg-type]
@@ -190,8 +189,11 @@ def test_http2_extended_connect_matches_sse(certs: Path) -> None:
                     a, e = await ws.sub.next_event(), await s.next_event()
                     assert (a.id, a.event, json.loads(a.data)) == (e.id, e.event, {"p": 2})
                     ws.send("over h2")
-                    while (await asyncio.wait_for(ws.sub.raw.get(), 5)) != "ack:over h2":
-                        pass
+                    for _ in range(50):
+                        if await asyncio.wait_for(ws.sub.raw.get(), 5) == "ack:over h2":
+                            break
+                    else:
+                        raise AssertionError("no answer over RFC 8441")
 
     run(body())
 
@@ -298,33 +300,6 @@ def test_fragmented_message_with_interleaved_ping(certs: Path) -> None:
                 writer.close()
 
     run(body())
-
-
-def test_unanswered_pings_close_the_connection(certs: Path) -> None:
-    routes = ROUTES.replace("heartbeat: 1s", "heartbeat: 200ms")
-
-    async def body() -> None:
-        async with Origin() as origin:
-            origin.json("/api/price", {"p": 1})
-            async with running_bridge(
-                config_text(routes, upstream_url=origin.url, certs=certs), certs
-            ) as b:
-                reader, writer = await _raw_ws(b.ports["http"], "/prices/A")
-                # never answer anything: bridge pings, then gives up and closes
-                closed = False
-                for _ in range(50):
-                    data = await asyncio.wait_for(reader.read(65536), 5)
-                    if not data:
-                        closed = True
-                        break
-                assert closed
-                writer.close()
-
-    run(body())
-
-
-async def ws_echo(request):  # type: ignore[no-untyped-def]
-    raise AssertionError("the pass-through test upstream is a separate server")
 
 
 def test_pass_through_to_upstream_websocket(certs: Path) -> None:

@@ -109,89 +109,51 @@ async def ws_http1(url: str, ctx: ssl.SSLContext | None, **kwargs: Any) -> Async
             task.cancel()
 
 
-class H2WebSocket:
-    """A minimal RFC 8441 client: h2 for the stream, wsproto for the frames."""
+class H2WsStream:
+    """One RFC 8441 WebSocket: an extended CONNECT stream, with wsproto for its frames."""
 
-    def __init__(self) -> None:
-        import h2.config
-        import h2.connection
+    def __init__(self, owner: H2WebSocket, stream_id: int) -> None:
         from wsproto.connection import Connection, ConnectionType
 
-        self.h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding=None)
-        )
+        self.owner = owner
+        self.stream_id = stream_id
         self.ws = Connection(ConnectionType.CLIENT)
         self.sub = WsSubscriber()
         self.status: int | None = None
+        self.headers: dict[bytes, bytes] = {}
+        self.body = b""  # of a refused handshake
         self.response = asyncio.Event()
-        self.closed: int | None = None
+        self.closed: int | None = None  # the server's close code
+        self.close_received = asyncio.Event()
         self.stream_ended = asyncio.Event()
+        self.pings: list[bytes] = []
+        self.pongs: asyncio.Queue[bytes] = asyncio.Queue()
+        self.answer_pings = True
 
-    async def open(
-        self,
-        port: int,
-        path: str,
-        ctx: ssl.SSLContext,
-        headers: list[tuple[bytes, bytes]] | None = None,
-    ) -> None:
-        self.reader, self.writer = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=ctx, server_hostname="localhost"
-        )
-        self.h2.initiate_connection()
-        self.writer.write(self.h2.data_to_send())
-        self.task = asyncio.create_task(self._pump())
-        # RFC 8441 §3: wait for SETTINGS_ENABLE_CONNECT_PROTOCOL before using :protocol.
-        for _ in range(100):
-            if self.h2.remote_settings.get(0x8):
-                break
-            await asyncio.sleep(0.02)
-        self.h2.send_headers(
-            1,
-            [
-                (b":method", b"CONNECT"),
-                (b":protocol", b"websocket"),
-                (b":scheme", b"https"),
-                (b":path", path.encode()),
-                (b":authority", f"localhost:{port}".encode()),
-                (b"sec-websocket-version", b"13"),
-                *(headers or []),
-            ],
-        )
-        self.writer.write(self.h2.data_to_send())
-        await asyncio.wait_for(self.response.wait(), 10)
+    def on_data(self, data: bytes) -> None:
+        from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-    async def _pump(self) -> None:
-        import h2.events
-        from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
-
-        while True:
-            data = await self.reader.read(65536)
-            if not data:
-                self.stream_ended.set()
-                return
-            for event in self.h2.receive_data(data):
-                if isinstance(event, h2.events.ResponseReceived):
-                    self.status = int(dict(event.headers)[b":status"])
-                    self.response.set()
-                elif isinstance(event, h2.events.DataReceived):
-                    self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                    self.ws.receive_data(event.data)
-                    for ws_event in self.ws.events():
-                        if isinstance(ws_event, (TextMessage, BytesMessage)):
-                            self.sub.deliver(ws_event.data)
-                        elif isinstance(ws_event, Ping):
-                            self.send_raw(self.ws.send(ws_event.response()))
-                        elif isinstance(ws_event, CloseConnection):
-                            self.closed = ws_event.code
-                elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
-                    self.stream_ended.set()
-            out = self.h2.data_to_send()
-            if out:
-                self.writer.write(out)
+        if self.status != 200:
+            self.body += data
+            return
+        self.ws.receive_data(data)
+        for ws_event in self.ws.events():
+            if isinstance(ws_event, (TextMessage, BytesMessage)):
+                self.sub.deliver(ws_event.data)
+            elif isinstance(ws_event, Ping):
+                self.pings.append(bytes(ws_event.payload))
+                if self.answer_pings:
+                    self.send_raw(self.ws.send(ws_event.response()))
+            elif isinstance(ws_event, Pong):
+                self.pongs.put_nowait(bytes(ws_event.payload))
+            elif isinstance(ws_event, CloseConnection):
+                self.closed = ws_event.code
+                self.close_received.set()
 
     def send_raw(self, data: bytes) -> None:
-        self.h2.send_data(1, data)
-        self.writer.write(self.h2.data_to_send())
+        h2conn = self.owner.h2
+        h2conn.send_data(self.stream_id, data)
+        self.owner.writer.write(h2conn.data_to_send())
 
     def send(self, message: str | bytes) -> None:
         from wsproto.events import BytesMessage, TextMessage
@@ -200,6 +162,123 @@ class H2WebSocket:
             TextMessage(data=message) if isinstance(message, str) else BytesMessage(data=message)
         )
         self.send_raw(self.ws.send(event))
+
+
+class H2WebSocket:
+    """A minimal RFC 8441 client: h2 for the connection, wsproto for each stream's frames.
+
+    `open` makes the connection and its first WebSocket (`status`, `sub`, `send` ... are that
+    one's); `open_stream` adds more on the same connection."""
+
+    def __init__(self) -> None:
+        import h2.config
+        import h2.connection
+
+        self.h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        self.streams: dict[int, H2WsStream] = {}
+        self.connection_closed = asyncio.Event()
+
+    async def open(
+        self,
+        port: int,
+        path: str,
+        ctx: ssl.SSLContext,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        self.port = port
+        self.reader, self.writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=ctx, server_hostname="localhost"
+        )
+        self.h2.initiate_connection()
+        self.writer.write(self.h2.data_to_send())
+        self.task = asyncio.create_task(self._pump())
+        # RFC 8441 §3: a client uses :protocol only after the server's
+        # SETTINGS_ENABLE_CONNECT_PROTOCOL = 1; bridge must advertise it.
+        for _ in range(200):
+            if self.h2.remote_settings.get(0x8):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("no SETTINGS_ENABLE_CONNECT_PROTOCOL from the server")
+        self.first = await self.open_stream(path, headers)
+
+    async def open_stream(
+        self, path: str, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> H2WsStream:
+        sid = self.h2.get_next_available_stream_id()
+        stream = self.streams[sid] = H2WsStream(self, sid)
+        self.h2.send_headers(
+            sid,
+            [
+                (b":method", b"CONNECT"),
+                (b":protocol", b"websocket"),
+                (b":scheme", b"https"),
+                (b":path", path.encode()),
+                (b":authority", f"localhost:{self.port}".encode()),
+                (b"sec-websocket-version", b"13"),
+                *(headers or []),
+            ],
+        )
+        self.writer.write(self.h2.data_to_send())
+        await asyncio.wait_for(stream.response.wait(), 10)
+        return stream
+
+    async def _pump(self) -> None:
+        import h2.events
+
+        try:
+            while True:
+                data = await self.reader.read(65536)
+                if not data:
+                    return
+                for event in self.h2.receive_data(data):
+                    stream = self.streams.get(getattr(event, "stream_id", 0) or 0)
+                    if stream is None:
+                        continue
+                    if isinstance(event, h2.events.ResponseReceived):
+                        fields = dict(event.headers)
+                        stream.status = int(fields[b":status"])
+                        stream.headers = fields
+                        stream.response.set()
+                    elif isinstance(event, h2.events.DataReceived):
+                        self.h2.acknowledge_received_data(
+                            event.flow_controlled_length, event.stream_id
+                        )
+                        stream.on_data(event.data)
+                    elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                        stream.stream_ended.set()
+                out = self.h2.data_to_send()
+                if out:
+                    self.writer.write(out)
+        finally:
+            self.connection_closed.set()
+            for stream in self.streams.values():
+                stream.stream_ended.set()
+
+    # The first stream's view, for tests that use one WebSocket per connection.
+    @property
+    def status(self) -> int | None:
+        return self.first.status
+
+    @property
+    def sub(self) -> WsSubscriber:
+        return self.first.sub
+
+    @property
+    def closed(self) -> int | None:
+        return self.first.closed
+
+    @property
+    def stream_ended(self) -> asyncio.Event:
+        return self.first.stream_ended
+
+    def send_raw(self, data: bytes) -> None:
+        self.first.send_raw(data)
+
+    def send(self, message: str | bytes) -> None:
+        self.first.send(message)
 
     async def close(self) -> None:
         self.task.cancel()
