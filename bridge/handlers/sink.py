@@ -35,9 +35,11 @@ class ExchangeSink:
         conn = exchange.conn
         waiting = b"".join((first, *self._early))
         self._early.clear()
+        # The subscription already counted the early events; `first` is ours to count. Not
+        # `exchange.write_raw`, which would count all of `waiting` a second time.
         exchange.bytes_sent += len(first)
         if waiting:
-            exchange.write_raw(waiting)  # carries the queued response head along
+            conn.write_stream(exchange.stream_id, waiting)  # carries the queued head along
         else:
             conn.flush()
         transport = conn.transport

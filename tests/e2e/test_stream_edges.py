@@ -1,0 +1,105 @@
+"""Stream edges found in the issue 3 audit: exact byte accounting in the access log, HEAD on a
+stream path, the jittered `retry:` hint, backoff on 500 / `Retry-After` through the real
+upstream client, and `curl -N` over both HTTP versions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge import settings
+from tests.support.harness import config_text, run, running_bridge
+from tests.support.origin import Origin
+from tests.support.subscribers import H2SseConnection
+
+ROUTES = """\
+routes:
+  - path: /prices/{symbol}
+    stream:
+      upstream: app
+      poll: /api/price?s={symbol}
+      every: 200ms
+      event: price
+"""
+
+SSE_GET = b"GET /prices/%s HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+
+
+@pytest.fixture(autouse=True)
+def short_linger(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(settings, "STREAM_LINGER", 0.5)
+
+
+async def stream_log_lines(b: Any, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """The access log's stream lines, once there are `count` of them (bounded wait)."""
+    path = b.directory / "access.log"
+    for _ in range(int(timeout / 0.05)):
+        lines = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+        streams = [e for e in lines if e["kind"] == "stream"]
+        if len(streams) >= count:
+            return streams
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {count} stream lines in the access log")
+
+
+async def read_until(reader: asyncio.StreamReader, needle: bytes, got: bytearray) -> None:
+    """Read into `got` until it contains `needle` (bounded by a timeout)."""
+    while needle not in got:
+        piece = await asyncio.wait_for(reader.read(65536), 5)
+        if not piece:
+            raise AssertionError(f"closed before {needle!r}; got {bytes(got)!r}")
+        got += piece
+
+
+def test_access_log_bytes_are_exactly_the_body_bytes_sent_http1(certs: Path) -> None:
+    async def body() -> None:
+        async with Origin() as origin:
+            origin.json("/api/price", {"p": 1})
+            text = config_text(ROUTES, upstream_url=origin.url, certs=certs)
+            async with running_bridge(text, certs) as b:
+                reader, writer = await asyncio.open_connection("127.0.0.1", b.ports["http"])
+                writer.write(SSE_GET % b"B")
+                got = bytearray()
+                await read_until(reader, b'data: {"p": 1}\n\n\r\n', got)  # head, retry, snapshot
+                origin.set("/api/price", {"p": 2})
+                await read_until(reader, b'data: {"p": 2}\n\n\r\n', got)
+                writer.close()
+                [line] = await stream_log_lines(b, 1)
+                head, _, wire_body = bytes(got).partition(b"\r\n\r\n")
+                assert b"transfer-encoding: chunked" in head.lower()
+                # what left on the wire after the head: the chunks, framing included
+                assert line["bytes"] == len(wire_body), (line, wire_body)
+                assert line["events"] == 2
+                assert line["duration_ms"] > 0
+
+    run(body())
+
+
+def test_access_log_bytes_are_exactly_the_body_bytes_sent_http2(certs: Path) -> None:
+    async def body() -> None:
+        async with Origin() as origin:
+            origin.json("/api/price", {"p": 1})
+            text = config_text(ROUTES, upstream_url=origin.url, certs=certs)
+            async with running_bridge(text, certs) as b:
+                mux = H2SseConnection()
+                await mux.open(b.ports["https"], b.client_ssl(("h2",)))
+                sub = await mux.subscribe("/prices/B")
+                await sub.next_event()
+                origin.set("/api/price", {"p": 2})
+                await sub.next_event()
+                # a newcomer's catch-up event waits for the head, then leaves with it
+                late = await mux.subscribe("/prices/B")
+                assert json.loads((await late.next_event()).data) == {"p": 2}
+                await mux.close()
+                lines = await stream_log_lines(b, 2)
+                assert {e["protocol"] for e in lines} == {"HTTP/2.0"}
+                # DATA payload, nothing counted twice
+                assert sorted((e["bytes"], e["events"]) for e in lines) == sorted(
+                    [(sub.received, 2), (late.received, 1)]
+                )
+
+    run(body())
