@@ -60,6 +60,11 @@ class StreamHandler:
             raise StreamError(ErrorCode.METHOD_NOT_ALLOWED, headers=[(b"allow", b"GET, HEAD")])
         accept = header(request.headers, b"accept") or b""
         if b"text/event-stream" in accept and "sse" in spec.protocols:
+            if request.method == "HEAD":
+                # RFC 9110 §9.3.2: the head a GET would get and no body, so no subscription
+                # (and no poller) for a request that can never receive an event.
+                await exchange.respond(200, list(_SSE_HEADERS))
+                return
             await self.sse(exchange, route, params, last_id)
         else:
             await self.snapshot(exchange, route, params)

@@ -103,3 +103,31 @@ def test_access_log_bytes_are_exactly_the_body_bytes_sent_http2(certs: Path) -> 
                 )
 
     run(body())
+
+
+def test_head_with_accept_event_stream_sends_the_head_only(certs: Path) -> None:
+    """HEAD never has a body (RFC 9110 §9.3.2): no event may follow the head, or a keep-alive
+    client would read it as the start of its next response."""
+
+    async def body() -> None:
+        async with Origin() as origin:
+            origin.json("/api/price", {"p": 1})
+            text = config_text(ROUTES, upstream_url=origin.url, certs=certs)
+            async with running_bridge(text, certs) as b:
+                reader, writer = await asyncio.open_connection("127.0.0.1", b.ports["http"])
+                try:
+                    writer.write(
+                        b"HEAD /prices/H HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+                        b"GET /prices/H HTTP/1.1\r\nHost: x\r\n\r\n"
+                    )
+                    got = bytearray()
+                    await read_until(reader, b'{"p": 1}', got)
+                    first, _, rest = bytes(got).partition(b"\r\n\r\n")
+                    assert first.startswith(b"HTTP/1.1 200")
+                    assert b"content-type: text/event-stream" in first.lower()
+                    # the very next bytes are the pipelined GET's answer, not an SSE event
+                    assert rest.startswith(b"HTTP/1.1 200"), rest
+                finally:
+                    writer.close()
+
+    run(body())
