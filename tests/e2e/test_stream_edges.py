@@ -9,12 +9,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from bridge import settings
 from tests.support.harness import config_text, run, running_bridge
 from tests.support.origin import Origin
-from tests.support.subscribers import H2SseConnection
+from tests.support.subscribers import H2SseConnection, sse
 
 ROUTES = """\
 routes:
@@ -129,5 +130,41 @@ def test_head_with_accept_event_stream_sends_the_head_only(certs: Path) -> None:
                     assert rest.startswith(b"HTTP/1.1 200"), rest
                 finally:
                     writer.close()
+
+    run(body())
+
+
+def test_sse_head_fields_and_a_jittered_retry_hint(certs: Path) -> None:
+    async def body() -> None:
+        async with Origin() as origin:
+            origin.json("/api/price", {"p": 1})
+            text = config_text(ROUTES, upstream_url=origin.url, certs=certs)
+            async with running_bridge(text, certs) as b:
+                ctx = b.client_ssl(("http/1.1",))
+                async with httpx.AsyncClient(verify=ctx, timeout=10) as c:
+                    # a client that would take gzip gets the stream uncompressed anyway
+                    async with sse(
+                        c, b.url("https", "/prices/J"), {"accept-encoding": "gzip"}
+                    ) as s:
+                        await s.next_event()
+                        assert s.headers is not None
+                        assert s.headers["content-type"].startswith("text/event-stream")
+                        assert s.headers["cache-control"] == "no-cache"
+                        assert s.headers["x-accel-buffering"] == "no"
+                        assert "content-encoding" not in s.headers
+                        assert "content-length" not in s.headers
+                mux = H2SseConnection()
+                await mux.open(b.ports["https"], b.client_ssl(("h2",)))
+                try:
+                    subs = [await mux.subscribe("/prices/J") for _ in range(12)]
+                    for sub in subs:
+                        await sub.next_event()
+                    hints = [sub.parser.retry for sub in subs]
+                finally:
+                    await mux.close()
+                base = settings.SSE_RETRY_MS
+                assert all(h is not None and 0.75 * base <= h <= 1.5 * base for h in hints)
+                # per subscriber, so a crowd that lost its server does not come back together
+                assert len(set(hints)) > 1, hints
 
     run(body())
