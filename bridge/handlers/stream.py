@@ -109,17 +109,26 @@ class StreamHandler:
                 "no snapshot from the upstream yet",
                 [(b"retry-after", b"1")],
             )
-        etag = b'"' + item.id.encode() + b'"'
-        matches = _etag_matches(header(request.headers, b"if-none-match"), etag)
-        wait = _prefer_wait(request.headers)
-        if matches and wait:
+        condition = header(request.headers, b"if-none-match")
+        matches = _etag_matches(condition, item.etag)
+        wait = requested = _prefer_wait(request.headers)
+        waited = bool(matches and wait)
+        # Waiting makes sense only for a client that already has the current state; any
+        # other gets the snapshot at once (RFC 7240 §4.3: `wait` is a hint, not a demand).
+        while matches and wait > 0:
+            started = exchange.duration
             changed = await self.hub.wait_change(
                 route, params, request.headers, after=item.id, timeout=wait
             )
-            if changed is not None:
-                item, matches = changed, False
-                etag = b'"' + item.id.encode() + b'"'
-        headers: Headers = [(b"etag", etag), (b"cache-control", b"no-cache")]
+            if changed is None:
+                break
+            # A change back to the client's own state (A -> B -> A) is no news to it.
+            item = changed
+            matches = _etag_matches(condition, item.etag)
+            wait -= exchange.duration - started
+        headers: Headers = [(b"etag", item.etag), (b"cache-control", b"no-cache")]
+        if waited:
+            headers.append((b"preference-applied", b"wait=%d" % int(requested)))
         if matches:
             await exchange.respond(304, headers)
             return
@@ -128,8 +137,6 @@ class StreamHandler:
             (b"content-type", item.content_type.encode()),
             (b"content-length", str(len(body)).encode()),
         ]
-        if wait:
-            headers.append((b"preference-applied", b"wait=%d" % int(wait)))
         await exchange.respond(200, headers, body)
 
 

@@ -168,3 +168,40 @@ def test_sse_head_fields_and_a_jittered_retry_hint(certs: Path) -> None:
                 assert len(set(hints)) > 1, hints
 
     run(body())
+
+
+def test_legacy_get_etag_survives_the_linger_and_prefer_wait_needs_a_condition(
+    certs: Path,
+) -> None:
+    async def body() -> None:
+        async with Origin() as origin:
+            origin.json("/api/price", {"p": 1})
+            text = config_text(ROUTES, upstream_url=origin.url, certs=certs)
+            async with (
+                running_bridge(text, certs) as b,
+                httpx.AsyncClient(verify=b.client_ssl(), http2=True, timeout=10) as c,
+            ):
+                url = b.url("https", "/prices/E")
+                r = await c.get(url)
+                assert r.status_code == 200 and r.json() == {"p": 1}
+                etag = r.headers["etag"]
+                head = await c.head(url)
+                assert head.status_code == 200 and head.content == b""
+                assert head.headers["etag"] == etag
+                assert head.headers["content-length"] == str(len(r.content))
+                # nothing to wait for without a validator: the snapshot at once, and no
+                # claim that the preference was applied
+                r = await c.get(url, headers={"prefer": "wait=30"})
+                assert r.status_code == 200 and "preference-applied" not in r.headers
+                # the channel stops after the linger...
+                for _ in range(100):
+                    if not b.bridge.hub.channels:  # type: ignore[union-attr]
+                        break
+                    await asyncio.sleep(0.05)
+                assert not b.bridge.hub.channels  # type: ignore[union-attr]
+                # ...and a slow poller's next conditional GET is still a 304
+                r = await c.get(url, headers={"if-none-match": etag, "prefer": "wait=1"})
+                assert r.status_code == 304
+                assert r.headers["preference-applied"] == "wait=1"
+
+    run(body())
