@@ -66,4 +66,7 @@ def finish_subscription(exchange: Exchange, subscription: Subscription) -> None:
     subscription.cancel()
     exchange.events = subscription.events
     exchange.lagged = subscription.lagged
+    if subscription.stuck and exchange.note is None:
+        # Which client lagged, and that bridge (not the client) ended its stream.
+        exchange.note = "closed: subscriber too slow"
     exchange.bytes_sent += subscription.bytes_sent

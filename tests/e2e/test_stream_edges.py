@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -203,5 +204,57 @@ def test_legacy_get_etag_survives_the_linger_and_prefer_wait_needs_a_condition(
                 r = await c.get(url, headers={"if-none-match": etag, "prefer": "wait=1"})
                 assert r.status_code == 304
                 assert r.headers["preference-applied"] == "wait=1"
+
+    run(body())
+
+
+def test_a_stuck_subscriber_is_closed_with_a_retry_hint_and_logged(
+    certs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.hub import channel as channel_module
+
+    monkeypatch.setattr(settings, "LAG_CLOSE_AFTER", 1.0)
+    monkeypatch.setattr(channel_module, "LAG_CHECK", 0.25)
+    blob = "x" * 200_000
+
+    async def body() -> None:
+        async with Origin() as origin:
+            origin.json("/api/price", {"n": 0, "blob": blob})
+            text = config_text(
+                "limits:\n  subscriber_buffer: 64KB\n" + ROUTES,
+                upstream_url=origin.url,
+                certs=certs,
+            )
+            async with running_bridge(text, certs) as b:
+                # A reader that stops reading: a tiny receive buffer, and we don't read.
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.setblocking(False)
+                await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", b.ports["http"]))
+                reader, writer = await asyncio.open_connection(sock=sock)
+                writer.write(SSE_GET % b"S")
+                try:
+                    channel = None
+                    for n in range(1, 200):  # bounded: changes until it lags and is closed
+                        origin.set("/api/price", {"n": n, "blob": blob})
+                        await asyncio.sleep(0.25)
+                        channels = list(b.bridge.hub.channels.values())  # type: ignore[union-attr]
+                        channel = channels[0] if channels else None
+                        if channel is not None and not channel.subscribers and n > 2:
+                            break
+                    assert channel is not None and not channel.subscribers, "never closed"
+                    # Now read everything: events, then the retry hint, then the end of
+                    # the chunked body — a clean end the client resumes from by id.
+                    got = bytearray()
+                    await read_until(reader, b"\r\n0\r\n\r\n", got)
+                    _, _, wire = bytes(got).partition(b"\r\n\r\n")
+                    tail = wire[: -len(b"0\r\n\r\n")]
+                    assert tail.endswith(b"\r\n") and b"\r\nretry: " in tail[-40:], tail[-60:]
+                finally:
+                    writer.close()
+                [line] = await stream_log_lines(b, 1)
+                assert line["lagged"] is True
+                assert line["note"] == "closed: subscriber too slow"
+                assert line["client"] == "127.0.0.1"
 
     run(body())
