@@ -291,10 +291,13 @@ def test_connection_refused_backs_off(certs: Path) -> None:
 
 
 def test_vary_isolates_users_and_credentials_never_leak(certs: Path) -> None:
+    version = {"n": 1}
+
     async def per_user(request):  # type: ignore[no-untyped-def]
         user = request.header("x-user") or "nobody"
         body = json.dumps(
             {
+                "n": version["n"],
                 "user": user,
                 "cookie": request.header("cookie"),
                 "auth": request.header("authorization"),
@@ -316,9 +319,16 @@ def test_vary_isolates_users_and_credentials_never_leak(certs: Path) -> None:
                     sse(c, url, {"x-user": "bob", **secret}) as bob,
                 ):
                     ea, eb = await a.next_event(), await bob.next_event()
-                    assert json.loads(ea.data) == {"user": "alice", "cookie": None, "auth": None}
-                    assert json.loads(eb.data) == {"user": "bob", "cookie": None, "auth": None}
+                    nobody = {"cookie": None, "auth": None}
+                    assert json.loads(ea.data) == {"n": 1, "user": "alice", **nobody}
+                    assert json.loads(eb.data) == {"n": 1, "user": "bob", **nobody}
+                    version["n"] = 2  # a change: each still sees only its own stream
+                    ea, eb = await a.next_event(), await bob.next_event()
+                    assert json.loads(ea.data) == {"n": 2, "user": "alice", **nobody}
+                    assert json.loads(eb.data) == {"n": 2, "user": "bob", **nobody}
+                    assert ea.id and eb.id
                     await asyncio.sleep(0.7)
+                    assert await a.no_event(0.1) and await bob.no_event(0.1)
                     assert len(b.bridge.hub.channels) == 2  # type: ignore[union-attr]
                     users = {r.header("x-user") for r in origin.requests}
                     assert users == {"alice", "bob"}

@@ -3,6 +3,7 @@ virtual clock."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import jsonpatch
@@ -118,5 +119,28 @@ def test_patch_stream_etag_is_of_the_whole_state() -> None:
         other.upstream.set({"v": 2})
         same = await other.hub.latest(route(emit="patch"), {"s": "A"}, [], timeout=5)
         assert same is not None and same.etag == item.etag  # another process agrees
+
+    run(body)
+
+
+def test_interest_returning_during_the_linger_keeps_the_same_channel() -> None:
+    async def body() -> None:
+        h = Harness()
+        r = route()
+        sub, _ = h.subscribe(r)
+        await h.advance(0)
+        channel = next(iter(h.hub.channels.values()))
+        sub.cancel()
+        await h.advance(settings.STREAM_LINGER - 1)
+        _, back = h.subscribe(r)  # the same state at once, from the same channel
+        assert back.values() == [{"v": 1}]
+        await h.advance(settings.STREAM_LINGER * 3)
+        assert list(h.hub.channels.values()) == [channel] and not channel.stopped
+        times = [q.at for q in h.upstream.requests]
+        assert max(b - a for a, b in itertools.pairwise(times)) <= 1.1 + 1e-9
+        # a later departure lingers again from its own moment, then stops
+        back.subscription.cancel()  # type: ignore[union-attr]
+        await h.advance(settings.STREAM_LINGER + 1)
+        assert channel.stopped and not h.hub.channels
 
     run(body)
