@@ -35,9 +35,11 @@ class ExchangeSink:
         conn = exchange.conn
         waiting = b"".join((first, *self._early))
         self._early.clear()
+        # The subscription already counted the early events; `first` is ours to count. Not
+        # `exchange.write_raw`, which would count all of `waiting` a second time.
         exchange.bytes_sent += len(first)
         if waiting:
-            exchange.write_raw(waiting)  # carries the queued response head along
+            conn.write_stream(exchange.stream_id, waiting)  # carries the queued head along
         else:
             conn.flush()
         transport = conn.transport
@@ -71,4 +73,7 @@ def finish_subscription(exchange: Exchange, subscription: Subscription) -> None:
     subscription.cancel()
     exchange.events = subscription.events
     exchange.lagged = subscription.lagged
+    if subscription.stuck and exchange.note is None:
+        # Which client lagged, and that bridge (not the client) ended its stream.
+        exchange.note = "closed: subscriber too slow"
     exchange.bytes_sent += subscription.bytes_sent

@@ -66,6 +66,11 @@ class StreamHandler:
             raise StreamError(ErrorCode.METHOD_NOT_ALLOWED, headers=[(b"allow", b"GET, HEAD")])
         accept = header(request.headers, b"accept") or b""
         if b"text/event-stream" in accept and "sse" in spec.protocols:
+            if request.method == "HEAD":
+                # RFC 9110 §9.3.2: the head a GET would get and no body, so no subscription
+                # (and no poller) for a request that can never receive an event.
+                await exchange.respond(200, list(_SSE_HEADERS))
+                return
             await self.sse(exchange, route, params, last_id)
         else:
             await self.snapshot(exchange, route, params)
@@ -110,17 +115,26 @@ class StreamHandler:
                 "no snapshot from the upstream yet",
                 [(b"retry-after", b"1")],
             )
-        etag = b'"' + item.id.encode() + b'"'
-        matches = _etag_matches(header(request.headers, b"if-none-match"), etag)
-        wait = _prefer_wait(request.headers)
-        if matches and wait:
+        condition = header(request.headers, b"if-none-match")
+        matches = _etag_matches(condition, item.etag)
+        wait = requested = _prefer_wait(request.headers)
+        waited = bool(matches and wait)
+        # Waiting makes sense only for a client that already has the current state; any
+        # other gets the snapshot at once (RFC 7240 §4.3: `wait` is a hint, not a demand).
+        while matches and wait > 0:
+            started = exchange.duration
             changed = await self.hub.wait_change(
                 route, params, request.headers, after=item.id, timeout=wait
             )
-            if changed is not None:
-                item, matches = changed, False
-                etag = b'"' + item.id.encode() + b'"'
-        headers: Headers = [(b"etag", etag), (b"cache-control", b"no-cache")]
+            if changed is None:
+                break
+            # A change back to the client's own state (A -> B -> A) is no news to it.
+            item = changed
+            matches = _etag_matches(condition, item.etag)
+            wait -= exchange.duration - started
+        headers: Headers = [(b"etag", item.etag), (b"cache-control", b"no-cache")]
+        if waited:
+            headers.append((b"preference-applied", b"wait=%d" % int(requested)))
         if matches:
             await exchange.respond(304, headers)
             return
@@ -129,8 +143,6 @@ class StreamHandler:
             (b"content-type", item.content_type.encode()),
             (b"content-length", str(len(body)).encode()),
         ]
-        if wait:
-            headers.append((b"preference-applied", b"wait=%d" % int(wait)))
         await exchange.respond(200, headers, body)
 
 

@@ -15,6 +15,7 @@ them as opaque (ROUTES.md); the format is ours to change.
 from __future__ import annotations
 
 import enum
+import hashlib
 
 from .render import (
     SSE_HEARTBEAT,
@@ -42,7 +43,16 @@ _FORMATS = len(Format)
 
 
 class Item:
-    __slots__ = ("_snapshot", "_state", "content_type", "data", "event", "id", "rendered")
+    __slots__ = (
+        "_etag",
+        "_snapshot",
+        "_state",
+        "content_type",
+        "data",
+        "event",
+        "id",
+        "rendered",
+    )
 
     def __init__(
         self,
@@ -63,6 +73,19 @@ class Item:
         self.content_type = content_type
         self.rendered: list[bytes | None] = [None] * _FORMATS
         self._snapshot: Item | None = None
+        self._etag: bytes | None = None
+
+    @property
+    def etag(self) -> bytes:
+        """A strong validator of the whole state (RFC 9110 §8.8.3) for plain GETs, computed on
+        first use. A digest of the body rather than the id: the same state keeps its ETag
+        across a channel restart (a legacy client polling less often than the linger still
+        gets its 304s) and on every bridge process behind one load balancer."""
+        etag = self._etag
+        if etag is None:
+            digest = hashlib.sha256(self.state).hexdigest()[:32]
+            etag = self._etag = b'"' + digest.encode("ascii") + b'"'
+        return etag
 
     @property
     def state(self) -> bytes:

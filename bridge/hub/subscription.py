@@ -54,6 +54,7 @@ class Subscription:
         "limit",
         "pending",
         "sink",
+        "stuck",
     )
 
     def __init__(self, channel: Channel, sink: Sink, fmt: Format, limit: int) -> None:
@@ -63,6 +64,7 @@ class Subscription:
         self.limit = limit
         self.lagging = False
         self.lagged = False  # ever lagged: for the access log
+        self.stuck = False  # closed for lagging too long: the access log says so
         self.lag_since = 0.0
         self.pending: Item | None = None  # the newest item conflated while lagging
         self.closed = False
@@ -131,6 +133,7 @@ class Subscription:
         """
         if self.closed:
             return
+        self.stuck = True
         if self.fmt in (Format.SSE, Format.SSE_CHUNKED):
             final = sse_retry(self.channel.retry_ms())
         else:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import shutil
+import time
 from pathlib import Path
 
 import httpx
@@ -198,12 +200,12 @@ routes:
     run(body())
 
 
-def test_upstream_errors_back_off_and_keep_subscribers(certs: Path) -> None:
+def test_upstream_500s_back_off_and_keep_subscribers(certs: Path) -> None:
     mode = {"fail": False}
 
     async def flaky(request):  # type: ignore[no-untyped-def]
         if mode["fail"]:
-            return 503, [(b"retry-after", b"1")], b"down"
+            return 500, [(b"content-type", b"text/plain")], b"oops"
         return 200, [(b"content-type", b"application/json")], b'{"ok": 1}'
 
     async def body() -> None:
@@ -218,18 +220,51 @@ def test_upstream_errors_back_off_and_keep_subscribers(certs: Path) -> None:
                 async with sse(c, b.url("https", "/prices/A")) as s:
                     assert (await s.next_event()).data == '{"ok": 1}'
                     mode["fail"] = True
-                    await asyncio.sleep(0.3)
+                    await asyncio.sleep(0.15)
                     start = origin.count("/api/price")
-                    await asyncio.sleep(2.0)
-                    # Retry-After: 1 is honoured: about two polls in two seconds, not twenty
-                    assert origin.count("/api/price") - start <= 4
+                    comments = s.parser.comments
+                    # 1 s doubling with full jitter: a handful of polls, not one per 100 ms
+                    assert await s.no_event(2.5)  # and no error event either
+                    assert origin.count("/api/price") - start <= 8
                     assert not s.closed.is_set()
-                    assert s.parser.comments >= 2  # heartbeats kept flowing
-                    mode["fail"] = False
-                    await asyncio.sleep(1.5)
-                    assert not s.closed.is_set()
-                    # an identical body after recovery is no change: no event
-                    assert await s.no_event(0.3)
+                    assert s.parser.comments - comments >= 4  # heartbeats kept flowing
+
+    run(body())
+
+
+def test_retry_after_is_honoured_and_subscribers_see_the_recovery(certs: Path) -> None:
+    mode = {"fail": False, "v": 1}
+    failed_at: list[float] = []
+
+    async def flaky(request):  # type: ignore[no-untyped-def]
+        if mode["fail"]:
+            failed_at.append(time.monotonic())
+            return 503, [(b"retry-after", b"2")], b"down"
+        body = b'{"v": %d}' % mode["v"]
+        return 200, [(b"content-type", b"application/json")], body
+
+    async def body() -> None:
+        async with Origin() as origin:
+            origin.route("/api/price", flaky)
+            text = config_text(
+                stream_routes(every="100ms", heartbeat="300ms"),
+                upstream_url=origin.url,
+                certs=certs,
+            )
+            async with running_bridge(text, certs) as b, client(b, True) as c:
+                async with sse(c, b.url("https", "/prices/A")) as s:
+                    assert (await s.next_event()).data == '{"v": 1}'
+                    mode["fail"] = True
+                    assert await s.no_event(4.6)
+                    # Backoff alone retries within 1 s of the first failure; Retry-After: 2
+                    # replaces every delay
+                    assert len(failed_at) >= 2, failed_at
+                    gaps = [b - a for a, b in itertools.pairwise(failed_at)]
+                    assert all(1.9 <= g <= 3.0 for g in gaps), gaps
+                    assert s.parser.comments >= 5 and not s.closed.is_set()
+                    mode.update(fail=False, v=2)
+                    event = await s.next_event(timeout=5)  # same connection, after recovery
+                    assert event.data == '{"v": 2}'
 
     run(body())
 
@@ -256,10 +291,13 @@ def test_connection_refused_backs_off(certs: Path) -> None:
 
 
 def test_vary_isolates_users_and_credentials_never_leak(certs: Path) -> None:
+    version = {"n": 1}
+
     async def per_user(request):  # type: ignore[no-untyped-def]
         user = request.header("x-user") or "nobody"
         body = json.dumps(
             {
+                "n": version["n"],
                 "user": user,
                 "cookie": request.header("cookie"),
                 "auth": request.header("authorization"),
@@ -281,9 +319,16 @@ def test_vary_isolates_users_and_credentials_never_leak(certs: Path) -> None:
                     sse(c, url, {"x-user": "bob", **secret}) as bob,
                 ):
                     ea, eb = await a.next_event(), await bob.next_event()
-                    assert json.loads(ea.data) == {"user": "alice", "cookie": None, "auth": None}
-                    assert json.loads(eb.data) == {"user": "bob", "cookie": None, "auth": None}
+                    nobody = {"cookie": None, "auth": None}
+                    assert json.loads(ea.data) == {"n": 1, "user": "alice", **nobody}
+                    assert json.loads(eb.data) == {"n": 1, "user": "bob", **nobody}
+                    version["n"] = 2  # a change: each still sees only its own stream
+                    ea, eb = await a.next_event(), await bob.next_event()
+                    assert json.loads(ea.data) == {"n": 2, "user": "alice", **nobody}
+                    assert json.loads(eb.data) == {"n": 2, "user": "bob", **nobody}
+                    assert ea.id and eb.id
                     await asyncio.sleep(0.7)
+                    assert await a.no_event(0.1) and await bob.no_event(0.1)
                     assert len(b.bridge.hub.channels) == 2  # type: ignore[union-attr]
                     users = {r.header("x-user") for r in origin.requests}
                     assert users == {"alice", "bob"}
@@ -394,8 +439,17 @@ def test_subscriber_limit_answers_503(certs: Path) -> None:
     run(body())
 
 
-def test_curl_receives_the_stream(certs: Path) -> None:
+@pytest.mark.parametrize("version", ["--http1.1", "--http2"])
+def test_curl_receives_the_stream(certs: Path, version: str) -> None:
+    """`curl -N` sees each event while the stream is open (not at exit): the snapshot at once,
+    then a change, over HTTP/1.1 (chunked) and HTTP/2."""
     curl = require_tool("curl")
+
+    async def read_to(stdout: asyncio.StreamReader, needle: bytes, out: bytearray) -> None:
+        while needle not in out:
+            piece = await asyncio.wait_for(stdout.read(4096), 5)
+            assert piece, f"curl ended before {needle!r}: {bytes(out)!r}"
+            out += piece
 
     async def body() -> None:
         async with Origin() as origin:
@@ -405,19 +459,29 @@ def test_curl_receives_the_stream(certs: Path) -> None:
                 proc = await asyncio.create_subprocess_exec(
                     curl,
                     "-sN",
-                    "--http2",
+                    version,
                     "--cacert",
                     str(b.ca),
                     "-H",
                     "Accept: text/event-stream",
                     "--max-time",
-                    "3",
+                    "20",  # only a safety net: the test ends curl itself
                     f"https://localhost:{b.ports['https']}/prices/C",
                     stdout=asyncio.subprocess.PIPE,
                 )
-                out, _ = await proc.communicate()
-                assert b'event: price\ndata: {"p": "curl"}\n\n' in out
-                assert b"retry: " in out
+                try:
+                    assert proc.stdout is not None
+                    out = bytearray()
+                    await read_to(proc.stdout, b'event: price\ndata: {"p": "curl"}\n\n', out)
+                    assert out.startswith(b"retry: ")
+                    assert proc.returncode is None  # still connected
+                    origin.set("/api/price", {"p": "changed"})
+                    await read_to(proc.stdout, b'data: {"p": "changed"}\n\n', out)
+                    assert proc.returncode is None
+                finally:
+                    if proc.returncode is None:
+                        proc.kill()
+                    await asyncio.wait_for(proc.wait(), 5)
 
     assert shutil.which(curl)
     run(body())

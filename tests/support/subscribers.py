@@ -20,6 +20,7 @@ class SseSubscriber:
         self.events: asyncio.Queue[SseEvent] = asyncio.Queue()
         self.parser = EventStreamParser()
         self.status = 0
+        self.received = 0  # body bytes (DATA payload on HTTP/2, raw chunks on HTTP/1.1)
         self.headers: httpx.Headers | None = None
         self.http_version = ""
         self.connected = asyncio.Event()
@@ -358,6 +359,7 @@ class H2SseConnection:
                             event.flow_controlled_length, event.stream_id
                         )
                         if sub is not None:
+                            sub.received += len(event.data)
                             for parsed in sub.parser.feed(event.data):
                                 sub.events.put_nowait(parsed)
                     elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)) and sub:

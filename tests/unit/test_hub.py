@@ -290,6 +290,7 @@ def test_lagging_subscriber_is_conflated_then_closed() -> None:
         assert slow_sub.lagging
         await clock.advance(settings.LAG_CLOSE_AFTER + 10)
         assert slow.closed is not None and slow.closed.startswith(b"retry: ")
+        assert slow_sub.stuck  # the access log line says it was closed for lagging
         assert slow_sub not in next(iter(hub.channels.values())).subscribers
 
     run(body)
