@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Awaitable, Callable
+from functools import partial
 from urllib.parse import parse_qs
 
 from .. import settings
@@ -84,26 +85,23 @@ class StreamHandler:
         fmt = Format.SSE_CHUNKED if chunked else Format.SSE
 
         def end(final: bytes | None) -> None:
+            # The hub ends this subscriber (stuck, or shutting down).
             if final and not exchange.aborted:
                 exchange.write_raw(chunk(final) if chunked else final)
-            exchange.release()
+            exchange.end_detached()
 
         sink = ExchangeSink(exchange, end)
         subscription = self.hub.subscribe(route, params, request.headers, sink, fmt, last_id)
         exchange.log_kind = "stream"
         exchange.on_drain = subscription.on_drain
         exchange.on_abort = subscription.cancel
-        try:
-            exchange.start_response(200, list(_SSE_HEADERS))
-            # A jittered reconnect hint, so a restart does not bring every client back at once.
-            retry = int(settings.SSE_RETRY_MS * random.uniform(0.75, 1.5))
-            hint = b"retry: %d\n\n" % retry
-            sink.open(chunk(hint) if chunked else hint)
-            await exchange.wait_aborted()
-        finally:
-            finish_subscription(exchange, subscription)
-        if not exchange.aborted:
-            await exchange.end()
+        # From here the stream runs on callbacks: no task stays parked per subscriber.
+        exchange.detach(partial(finish_subscription, exchange, subscription))
+        exchange.start_response(200, list(_SSE_HEADERS))
+        # A jittered reconnect hint, so a restart does not bring every client back at once.
+        retry = int(settings.SSE_RETRY_MS * random.uniform(0.75, 1.5))
+        hint = b"retry: %d\n\n" % retry
+        sink.open(chunk(hint) if chunked else hint)
 
     async def snapshot(self, exchange: Exchange, route: Route, params: dict[str, str]) -> None:
         request = exchange.request

@@ -52,7 +52,7 @@ class ServerContext:
         self.requests_total += 1
         try:
             await self.handler(exchange)
-            if not exchange.finished and not exchange.aborted:
+            if not exchange.finished and not exchange.aborted and not exchange.detached:
                 if exchange.response_started:
                     await exchange.end()
                 else:
@@ -67,8 +67,13 @@ class ServerContext:
             )
             self._fail(exchange, StreamError(ErrorCode.INTERNAL_ERROR, type(exc).__name__))
         finally:
-            self.log_exchange(exchange)
-            exchange.conn.exchange_done(exchange)
+            if exchange.handler_finished():
+                self.finish_exchange(exchange)
+
+    def finish_exchange(self, exchange: Exchange) -> None:
+        """The exchange is over (its handler returned, or its detached stream ended)."""
+        self.log_exchange(exchange)
+        exchange.conn.exchange_done(exchange)
 
     def _fail(self, exchange: Exchange, exc: StreamError) -> None:
         if exc.code is ErrorCode.CANCELLED or exchange.aborted:
