@@ -90,6 +90,8 @@ class Http1Protocol:
                 code = _CODES.get(status, ErrorCode.BAD_REQUEST)
                 return events + self._fail(code, str(exc))
             if event is h11.NEED_DATA or event is h11.PAUSED:
+                if conn.their_state is h11.SEND_BODY and self._chunk_too_large():
+                    return events + self._fail(ErrorCode.BAD_REQUEST, "bad chunk size")
                 break
             if isinstance(event, h11.Request):
                 problem = self._validate(event)
@@ -97,6 +99,8 @@ class Http1Protocol:
                     return events + self._fail(*problem)
                 events.append(self._request(event))
             elif isinstance(event, h11.Data):
+                if event.chunk_start and self._chunk_too_large():
+                    return events + self._fail(ErrorCode.BAD_REQUEST, "bad chunk size")
                 events.append(Body(STREAM_ID, bytes(event.data)))
             elif isinstance(event, h11.EndOfMessage):
                 events.append(EndBody(STREAM_ID))
@@ -144,6 +148,16 @@ class Http1Protocol:
         if len(lengths) > 1 or any(b"," in ln for ln in lengths):
             return (ErrorCode.BAD_REQUEST, "duplicate Content-Length")
         return True
+
+    def _chunk_too_large(self) -> bool:
+        """Does the chunk h11 is reading announce more than a signed 64-bit size?
+
+        h11 takes up to 20 hex digits; a size past 2**63 - 1 is what parsers that disagree
+        about overflow are smuggled through, and nginx refuses it too. h11 keeps the rest of
+        the current chunk privately; should that change, this check reads 0 and does nothing.
+        """
+        reader = getattr(self._conn, "_reader", None)
+        return getattr(reader, "_bytes_in_chunk", 0) > _MAX_CHUNK_SIZE
 
     def _validate(self, event: h11.Request) -> tuple[ErrorCode, str] | None:
         if event.http_version not in (b"1.1", b"1.0"):
@@ -321,6 +335,9 @@ class Http1Protocol:
     def acknowledge(self, stream_id: int, size: int) -> None:
         """Flow-control credit for consumed body bytes: nothing to do on HTTP/1.1."""
 
+
+# RFC 9112 §7.1 sets no bound; this is the largest size a signed 64-bit parser can hold.
+_MAX_CHUNK_SIZE = 2**63 - 1
 
 _CODES = {
     400: ErrorCode.BAD_REQUEST,

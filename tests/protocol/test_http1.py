@@ -289,6 +289,39 @@ def test_bad_chunk_size_after_request_started(bytewise: bool) -> None:
 
 
 @feed_modes
+@pytest.mark.parametrize(
+    "size,data",
+    [(b"8000000000000000", b""), (b"ffffffffffffffffffff", b"abc")],
+    ids=["alone", "with-data"],
+)
+def test_chunk_size_beyond_64_bits_is_refused(size: bytes, data: bytes, bytewise: bool) -> None:
+    pair = H1Pair(bytewise)
+    events = pair.raw(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+        + size
+        + b"\r\n"
+        + data
+    )
+    assert isinstance(events[0], Request)
+    assert _body_of(events) == b"abc"  # the chunk before it, nothing of the oversized one
+    assert [type(e) for e in events[-2:]] == [StreamClosed, ConnectionClosed]
+    parsed = parse_response(pair.server.data_to_send())
+    assert parsed.status == 400
+    assert parsed.header(b"connection") == b"close"
+
+
+@feed_modes
+def test_largest_signed_64_bit_chunk_size_is_accepted(bytewise: bool) -> None:
+    pair = H1Pair(bytewise)
+    events = pair.raw(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\nabc"
+    )
+    assert isinstance(events[0], Request)
+    assert _body_of(events) == b"abc"
+    assert not pair.server.closed
+
+
+@feed_modes
 def test_head_limit_is_the_configured_one(bytewise: bool) -> None:
     pair = H1Pair(bytewise, max_header_bytes=1024)
     ok = pair.raw(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 900 + b"\r\n\r\n")
