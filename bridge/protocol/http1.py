@@ -57,6 +57,7 @@ class Http1Protocol:
         self._response_started = False
         self._tunnel = False  # after a 101: bytes are Data, not HTTP
         self._closed = False
+        self._body_expected = False  # the current request announced a body
         self.requests = 0
 
     # --- receiving ----------------------------------------------------------------------------
@@ -94,6 +95,10 @@ class Http1Protocol:
                     return events + self._fail(ErrorCode.BAD_REQUEST, "bad chunk size")
                 break
             if isinstance(event, h11.Request):
+                self._body_expected = any(
+                    n == b"transfer-encoding" or (n == b"content-length" and v.strip(b"0 "))
+                    for n, v in event.headers
+                )
                 problem = self._validate(event)
                 if problem is not None:
                     return events + self._fail(*problem)
@@ -247,9 +252,15 @@ class Http1Protocol:
                 self._tunnel = True
                 rest, _ = conn.trailing_data
                 return [Data(STREAM_ID, rest)] if rest else []
+            headers = event.headers
+            if conn.their_state is h11.SEND_BODY:
+                # Answered before the request body is in: the connection will likely close
+                # with it unread (`_cycle`), and RFC 9112 §9.6 wants the client told, or it
+                # sends its next request down a connection that is going away.
+                headers = [*headers, (b"connection", b"close")]
             self._emit(
                 h11.Response(
-                    status_code=event.status, headers=event.headers, reason=_reason(event.status)
+                    status_code=event.status, headers=headers, reason=_reason(event.status)
                 )
             )
             return []
@@ -318,6 +329,11 @@ class Http1Protocol:
     def idle(self) -> bool:
         """No request in progress: the keep-alive timer may run."""
         return self._conn.their_state is h11.IDLE and self._conn.our_state is h11.IDLE
+
+    @property
+    def peer_sending(self) -> bool:
+        """The client is (or may still be) sending a request body nobody will read."""
+        return self._body_expected and self._conn.their_state is h11.SEND_BODY
 
     @property
     def head_started(self) -> bool:

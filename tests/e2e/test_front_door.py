@@ -811,3 +811,41 @@ def test_access_line_is_written_when_the_request_finishes(certs: Path) -> None:
                 assert entry["target"] == "/slow" and entry["duration_ms"] > 0
 
     run(body())
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["clear", "tls"])
+def test_early_413_reaches_a_client_still_sending(certs: Path, tls: bool) -> None:
+    routes = with_limits("max_request_body: 1MB")
+
+    async def body() -> None:
+        async with (
+            Origin() as origin,
+            running_bridge(config_text(routes, upstream_url=origin.url, certs=certs), certs) as b,
+        ):
+            port = b.ports["https" if tls else "http"]
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=b.client_ssl(("http/1.1",)) if tls else None,
+                server_hostname="localhost" if tls else None,
+            )  # fmt: skip
+            writer.write(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 8388608\r\n\r\n")
+            await writer.drain()
+            # The answer is already on its way while the client keeps sending: the client
+            # must still be able to read it (no RST from a plain close with unread bytes).
+            await asyncio.sleep(0.1)
+            piece = b"x" * 65536
+            for _ in range(64):  # 4 MiB, bounded
+                try:
+                    writer.write(piece)
+                    await asyncio.wait_for(writer.drain(), 5)
+                except (ConnectionError, ssl.SSLError):
+                    break
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            finally:
+                writer.close()
+            assert head.startswith(b"HTTP/1.1 413")
+            assert b"connection: close" in head.lower()
+            assert origin.requests == []
+            await still_serving(b)
+
+    run(body())

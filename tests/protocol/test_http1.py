@@ -590,3 +590,34 @@ def test_arbitrary_bytes_never_raise(pieces: list[bytes]) -> None:
     # EOF always ends the connection, one way or another.
     assert server.closed
     assert any(isinstance(e, ConnectionClosed) for e in events)
+
+
+@feed_modes
+def test_answer_before_the_body_is_in_says_connection_close(bytewise: bool) -> None:
+    pair = H1Pair(bytewise)
+    events = pair.raw(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    assert isinstance(events[0], Request)
+    assert pair.server.peer_sending  # the server layer lingers instead of closing hard
+    follow = pair.server.send(Response(1, 413, [(b"content-length", b"0")]))
+    follow += pair.server.send(EndBody(1))
+    assert [type(e) for e in follow] == [StreamClosed, ConnectionClosed]
+    parsed = parse_response(pair.server.data_to_send())
+    assert parsed.status == 413
+    assert parsed.header(b"connection") == b"close"
+
+
+@feed_modes
+def test_a_whole_request_keeps_the_connection_and_nothing_lingers(bytewise: bool) -> None:
+    pair = H1Pair(bytewise)
+    events = pair.raw(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+    assert events[-1] == EndBody(1)
+    assert not pair.server.peer_sending
+    pair.server.send(Response(1, 200, [(b"content-length", b"0")]))
+    pair.server.send(EndBody(1))
+    parsed = parse_response(pair.server.data_to_send())
+    assert parsed.header(b"connection") is None
+    assert not pair.server.closed
+    # a bodiless request that fails validation leaves nothing to linger for
+    failed = pair.raw(b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n")
+    assert failed[-1].reason.startswith("400")
+    assert not pair.server.peer_sending
