@@ -296,7 +296,8 @@ def test_slow_request_body_times_out(certs: Path) -> None:
                 answer = await read_until_closed(reader, timeout=10)
             finally:
                 writer.close()
-            assert answer == b"" or answer.startswith((b"HTTP/1.1 408", b"HTTP/1.1 502"))
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+            assert b"connection: close" in answer.lower()
             await still_serving(b)
 
     run(body())
@@ -847,5 +848,32 @@ def test_early_413_reaches_a_client_still_sending(certs: Path, tls: bool) -> Non
             assert b"connection: close" in head.lower()
             assert origin.requests == []
             await still_serving(b)
+
+    run(body())
+
+
+def test_stop_cuts_what_outlives_the_grace_period(certs: Path) -> None:
+    async def body() -> None:
+        async def forever(request):  # type: ignore[no-untyped-def]
+            await asyncio.sleep(30)
+            return 200, [], b"too late"
+
+        async with Origin() as origin:
+            origin.route("/forever", forever)
+            text = config_text(ROUTES, upstream_url=origin.url, certs=certs)
+            async with running_bridge(text, certs) as b:
+                async with httpx.AsyncClient(verify=b.client_ssl(), http2=True, timeout=20) as c:
+                    pending = asyncio.create_task(c.get(b.url("https", "/forever")))
+                    for _ in range(100):  # bounded: until the origin holds the request
+                        if origin.count("/forever"):
+                            break
+                        await asyncio.sleep(0.02)
+                    started = asyncio.get_running_loop().time()
+                    await asyncio.wait_for(b.bridge.stop(grace=0.5), 10)
+                    elapsed = asyncio.get_running_loop().time() - started
+                    with pytest.raises(httpx.HTTPError):
+                        await asyncio.wait_for(pending, 10)
+                assert elapsed < 5  # the grace period, not the 30 s request
+                assert b.bridge.context is not None and not b.bridge.context.connections
 
     run(body())
