@@ -66,6 +66,10 @@ UPSTREAM_POOL_IDLE = 30.0  # an idle pooled upstream connection is closed after 
 UPSTREAM_POOL_MAX_IDLE = 256
 SEND_TIMEOUT = 60.0  # a client that accepts no bytes for this long is dropped
 SHUTDOWN_GRACE = 10.0
+# Lingering close of an HTTP/1.1 connection answered before its request body was read (see
+# ServerConnection._close_transport); nginx's lingering_timeout / lingering_time are 5s / 30s.
+LINGER_TIMEOUT = 2.0  # closed after this long without a byte from the peer
+LINGER_MAX = 10.0  # and after this long in all
 CLOSE_TIMEOUT = 5.0  # WebSocket close handshake
 
 # --- streams -----------------------------------------------------------------------------------

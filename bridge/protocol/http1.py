@@ -57,6 +57,7 @@ class Http1Protocol:
         self._response_started = False
         self._tunnel = False  # after a 101: bytes are Data, not HTTP
         self._closed = False
+        self._body_expected = False  # the current request announced a body
         self.requests = 0
 
     # --- receiving ----------------------------------------------------------------------------
@@ -90,13 +91,21 @@ class Http1Protocol:
                 code = _CODES.get(status, ErrorCode.BAD_REQUEST)
                 return events + self._fail(code, str(exc))
             if event is h11.NEED_DATA or event is h11.PAUSED:
+                if conn.their_state is h11.SEND_BODY and self._chunk_too_large():
+                    return events + self._fail(ErrorCode.BAD_REQUEST, "bad chunk size")
                 break
             if isinstance(event, h11.Request):
+                self._body_expected = any(
+                    n == b"transfer-encoding" or (n == b"content-length" and v.strip(b"0 "))
+                    for n, v in event.headers
+                )
                 problem = self._validate(event)
                 if problem is not None:
                     return events + self._fail(*problem)
                 events.append(self._request(event))
             elif isinstance(event, h11.Data):
+                if event.chunk_start and self._chunk_too_large():
+                    return events + self._fail(ErrorCode.BAD_REQUEST, "bad chunk size")
                 events.append(Body(STREAM_ID, bytes(event.data)))
             elif isinstance(event, h11.EndOfMessage):
                 events.append(EndBody(STREAM_ID))
@@ -144,6 +153,16 @@ class Http1Protocol:
         if len(lengths) > 1 or any(b"," in ln for ln in lengths):
             return (ErrorCode.BAD_REQUEST, "duplicate Content-Length")
         return True
+
+    def _chunk_too_large(self) -> bool:
+        """Does the chunk h11 is reading announce more than a signed 64-bit size?
+
+        h11 takes up to 20 hex digits; a size past 2**63 - 1 is what parsers that disagree
+        about overflow are smuggled through, and nginx refuses it too. h11 keeps the rest of
+        the current chunk privately; should that change, this check reads 0 and does nothing.
+        """
+        reader = getattr(self._conn, "_reader", None)
+        return getattr(reader, "_bytes_in_chunk", 0) > _MAX_CHUNK_SIZE
 
     def _validate(self, event: h11.Request) -> tuple[ErrorCode, str] | None:
         if event.http_version not in (b"1.1", b"1.0"):
@@ -233,9 +252,15 @@ class Http1Protocol:
                 self._tunnel = True
                 rest, _ = conn.trailing_data
                 return [Data(STREAM_ID, rest)] if rest else []
+            headers = event.headers
+            if conn.their_state is h11.SEND_BODY:
+                # Answered before the request body is in: the connection will likely close
+                # with it unread (`_cycle`), and RFC 9112 §9.6 wants the client told, or it
+                # sends its next request down a connection that is going away.
+                headers = [*headers, (b"connection", b"close")]
             self._emit(
                 h11.Response(
-                    status_code=event.status, headers=event.headers, reason=_reason(event.status)
+                    status_code=event.status, headers=headers, reason=_reason(event.status)
                 )
             )
             return []
@@ -306,6 +331,11 @@ class Http1Protocol:
         return self._conn.their_state is h11.IDLE and self._conn.our_state is h11.IDLE
 
     @property
+    def peer_sending(self) -> bool:
+        """The client is (or may still be) sending a request body nobody will read."""
+        return self._body_expected and self._conn.their_state is h11.SEND_BODY
+
+    @property
     def head_started(self) -> bool:
         return bool(self._conn.trailing_data[0])
 
@@ -321,6 +351,9 @@ class Http1Protocol:
     def acknowledge(self, stream_id: int, size: int) -> None:
         """Flow-control credit for consumed body bytes: nothing to do on HTTP/1.1."""
 
+
+# RFC 9112 §7.1 sets no bound; this is the largest size a signed 64-bit parser can hold.
+_MAX_CHUNK_SIZE = 2**63 - 1
 
 _CODES = {
     400: ErrorCode.BAD_REQUEST,

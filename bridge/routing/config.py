@@ -88,7 +88,9 @@ def load_config(path: str | Path) -> Config:
     except UnicodeDecodeError as exc:
         line = exc.object[: exc.start].count(b"\n") + 1
         raise ConfigError([ConfigProblem(shown, line, 1, "not UTF-8 text")]) from None
-    return parse_config(text, file)
+    # The path as the user wrote it (`./routes.yaml` stays `./routes.yaml`, ROUTES.md): a
+    # Path would normalise it away in every message.
+    return parse_config(text, path)
 
 
 def parse_config(text: str, path: str | Path = "routes.yaml") -> Config:

@@ -68,6 +68,8 @@ class ServerConnection(asyncio.BufferedProtocol):
         # written once at the end of the loop iteration (one syscall, one TLS record for all).
         self._batch: list[bytes] | None = None
         self._batch_bytes = 0
+        self._lingering = False  # closed for writing, discarding what the peer still sends
+        self._linger_until = 0.0
         self.body_timeout = ctx.limits.header_timeout * 3
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
@@ -108,6 +110,9 @@ class ServerConnection(asyncio.BufferedProtocol):
         self.data_received(bytes(_READ_BUFFER[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            self._linger_more()
+            return
         try:
             if self.adapter is None:
                 data = self._sniff(data)
@@ -133,6 +138,8 @@ class ServerConnection(asyncio.BufferedProtocol):
         return buffered
 
     def eof_received(self) -> bool | None:
+        if self._lingering:
+            return None  # the peer has stopped sending: asyncio closes the transport
         if self.adapter is not None and not self.adapter.multiplexed:
             self.data_received(b"")
         return None
@@ -233,7 +240,7 @@ class ServerConnection(asyncio.BufferedProtocol):
         if data and not transport.is_closing():
             transport.write(data)
         if self._closing:
-            transport.close()
+            self._close_transport(transport)
 
     def write_stream(self, stream_id: int, data: bytes) -> None:
         """Hot path for pre-rendered stream bytes (an SSE chunk, a WebSocket frame).
@@ -352,6 +359,10 @@ class ServerConnection(asyncio.BufferedProtocol):
             self._timer = self.loop.call_at(self._deadline, self._expired)
             return
         self._timer_kind = ""
+        if kind == "linger":
+            if self.transport is not None:
+                self.transport.close()
+            return
         if self.exchanges:
             return
         if kind == "header" and self.adapter is not None and not self.adapter.multiplexed:
@@ -370,6 +381,8 @@ class ServerConnection(asyncio.BufferedProtocol):
             self.close()
 
     def close(self) -> None:
+        if self._lingering:
+            return  # already closed for writing; the linger timer ends it
         self._closing = True
         self._cancel_timer()
         transport = self.transport
@@ -382,7 +395,39 @@ class ServerConnection(asyncio.BufferedProtocol):
                 data = self.adapter.data_to_send()
                 if data:
                     transport.write(data)
+            self._close_transport(transport)
+
+    def _close_transport(self, transport: asyncio.Transport) -> None:
+        """Close; but linger while an HTTP/1.1 peer is still sending a body we will not read.
+
+        Closing a socket with unread bytes in its receive buffer makes the kernel send RST,
+        and an RST makes the client drop the answer it has not read yet: a 413 sent before
+        the body is in would never be seen. So, like nginx's lingering close: stop writing,
+        discard what still comes, close at the peer's EOF, after `LINGER_TIMEOUT` without
+        bytes, or after `LINGER_MAX` in all.
+        """
+        if self._lingering:
+            return  # the linger timer or the peer's EOF closes it
+        adapter = self.adapter
+        if adapter is None or adapter.multiplexed or not adapter.peer_sending:
             transport.close()
+            return
+        self._lingering = True
+        if transport.can_write_eof():
+            transport.write_eof()  # the peer sees the end of the answer now (TLS cannot)
+        self._linger_until = self.loop.time() + settings.LINGER_MAX
+        self._arm(settings.LINGER_TIMEOUT, "linger")
+        if self._reading_paused:  # bytes must keep flowing for the peer to finish
+            self._reading_paused = False
+            transport.resume_reading()
+
+    def _linger_more(self) -> None:
+        remaining = self._linger_until - self.loop.time()
+        if remaining <= 0:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self._arm(min(settings.LINGER_TIMEOUT, remaining), "linger")
 
     def abort(self) -> None:
         if self.transport is not None:

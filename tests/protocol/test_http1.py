@@ -289,6 +289,39 @@ def test_bad_chunk_size_after_request_started(bytewise: bool) -> None:
 
 
 @feed_modes
+@pytest.mark.parametrize(
+    "size,data",
+    [(b"8000000000000000", b""), (b"ffffffffffffffffffff", b"abc")],
+    ids=["alone", "with-data"],
+)
+def test_chunk_size_beyond_64_bits_is_refused(size: bytes, data: bytes, bytewise: bool) -> None:
+    pair = H1Pair(bytewise)
+    events = pair.raw(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+        + size
+        + b"\r\n"
+        + data
+    )
+    assert isinstance(events[0], Request)
+    assert _body_of(events) == b"abc"  # the chunk before it, nothing of the oversized one
+    assert [type(e) for e in events[-2:]] == [StreamClosed, ConnectionClosed]
+    parsed = parse_response(pair.server.data_to_send())
+    assert parsed.status == 400
+    assert parsed.header(b"connection") == b"close"
+
+
+@feed_modes
+def test_largest_signed_64_bit_chunk_size_is_accepted(bytewise: bool) -> None:
+    pair = H1Pair(bytewise)
+    events = pair.raw(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n7fffffffffffffff\r\nabc"
+    )
+    assert isinstance(events[0], Request)
+    assert _body_of(events) == b"abc"
+    assert not pair.server.closed
+
+
+@feed_modes
 def test_head_limit_is_the_configured_one(bytewise: bool) -> None:
     pair = H1Pair(bytewise, max_header_bytes=1024)
     ok = pair.raw(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 900 + b"\r\n\r\n")
@@ -557,3 +590,34 @@ def test_arbitrary_bytes_never_raise(pieces: list[bytes]) -> None:
     # EOF always ends the connection, one way or another.
     assert server.closed
     assert any(isinstance(e, ConnectionClosed) for e in events)
+
+
+@feed_modes
+def test_answer_before_the_body_is_in_says_connection_close(bytewise: bool) -> None:
+    pair = H1Pair(bytewise)
+    events = pair.raw(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    assert isinstance(events[0], Request)
+    assert pair.server.peer_sending  # the server layer lingers instead of closing hard
+    follow = pair.server.send(Response(1, 413, [(b"content-length", b"0")]))
+    follow += pair.server.send(EndBody(1))
+    assert [type(e) for e in follow] == [StreamClosed, ConnectionClosed]
+    parsed = parse_response(pair.server.data_to_send())
+    assert parsed.status == 413
+    assert parsed.header(b"connection") == b"close"
+
+
+@feed_modes
+def test_a_whole_request_keeps_the_connection_and_nothing_lingers(bytewise: bool) -> None:
+    pair = H1Pair(bytewise)
+    events = pair.raw(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+    assert events[-1] == EndBody(1)
+    assert not pair.server.peer_sending
+    pair.server.send(Response(1, 200, [(b"content-length", b"0")]))
+    pair.server.send(EndBody(1))
+    parsed = parse_response(pair.server.data_to_send())
+    assert parsed.header(b"connection") is None
+    assert not pair.server.closed
+    # a bodiless request that fails validation leaves nothing to linger for
+    failed = pair.raw(b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n")
+    assert failed[-1].reason.startswith("400")
+    assert not pair.server.peer_sending

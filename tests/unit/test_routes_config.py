@@ -167,6 +167,45 @@ def test_bridge_check_command(tmp_path: Path) -> None:
     assert bad.exists()
 
 
+def test_bridge_check_reports_every_mistake_with_the_path_as_given(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "routes.yaml").write_text(
+        "listen:\n"
+        '  https: "0.0.0.0:x"\n'
+        "  bogus: 1\n"
+        "upstreams:\n"
+        "  app:\n"
+        '    url: "http://127.0.0.1:9000"\n'
+        "limits:\n"
+        "  keepalive_timeout: soon\n"
+        "routes:\n"
+        "  - path: /a/{x\n"
+        "    upstream: nope\n"
+        "  - path: /b\n"
+        "    upstream: app\n"
+        "    upstream: app\n"
+    )
+    given = "./conf/routes.yaml"  # not normalised to conf/routes.yaml in the messages
+    failed = subprocess.run(
+        [sys.executable, "-m", "bridge", "check", "-c", given],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert failed.returncode == 1
+    assert failed.stdout == ""  # no route table for a file that is refused
+    assert failed.stderr.splitlines() == [
+        f'{given}:2:10: listen.https: expected "host:port", e.g. "0.0.0.0:8443" or "[::1]:8443"',
+        f'{given}:3:3: listen: unknown key "bogus" (expected one of: admin, http, http3, http_mode, https)',
+        f'{given}:8:22: limits.keepalive_timeout: expected a duration like "2s" (units: ms, s, m, h)',
+        f"{given}:10:11: routes[0].path: unbalanced '{{' or '}}'",
+        f'{given}:11:15: routes[0].upstream: unknown upstream "nope" (upstreams: app)',
+        f'{given}:14:5: routes[1]: duplicate key "upstream"',
+        f"{given}: 6 problem(s); not serving",
+    ]
+
+
 @pytest.mark.parametrize(
     "raw,normal",
     [

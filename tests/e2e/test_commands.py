@@ -1,0 +1,182 @@
+"""The commands and files a user meets first: `bridge certs`, `bridge demo`, `bridge serve` with
+a bad config or a busy port, and the README / .ci/run / Dockerfile promises of issue 2."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import ssl
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.support.harness import run
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bridge(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_bridge_certs_writes_a_ca_and_a_server_certificate(tmp_path: Path) -> None:
+    done = bridge("certs", "--dir", "out/certs", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out" / "certs"
+    assert "ca.crt" in done.stdout
+    for key in ("ca.key", "server.key"):
+        assert stat.S_IMODE(os.stat(out / key).st_mode) == 0o600, key
+    readme = (out / "README.md").read_text()
+    assert "ca.crt" in readme and "tls:" in readme  # how to trust, and how to replace
+    ca = x509.load_pem_x509_certificate((out / "ca.crt").read_bytes())
+    server = x509.load_pem_x509_certificates((out / "server.crt").read_bytes())[0]
+    public = ca.public_key()
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    assert server.signature_hash_algorithm is not None
+    public.verify(  # raises if the server certificate is not signed by this CA
+        server.signature, server.tbs_certificate_bytes, ec.ECDSA(server.signature_hash_algorithm)
+    )
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in names.get_values_for_type(x509.DNSName)
+    # the pair loads as a TLS server identity, and a client trusting only ca.crt accepts it
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(out / "server.crt", out / "server.key")
+    ssl.create_default_context(cafile=str(out / "ca.crt"))
+
+
+def test_bridge_demo_serves_the_page_and_stops_on_sigint(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "demo", "--port", "0"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = None
+        deadline = time.monotonic() + 30
+        assert proc.stderr is not None
+        seen = []
+        while url is None and time.monotonic() < deadline:  # bounded by the deadline
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen.append(line)
+            found = re.search(r"open (https://localhost:\d+/)", line)
+            if found:
+                url = found.group(1)
+        assert url, "".join(seen)
+        ca = tmp_path / "certs" / "ca.crt"
+
+        async def visit() -> None:
+            ctx = ssl.create_default_context(cafile=str(ca))
+            async with httpx.AsyncClient(verify=ctx, http2=True, timeout=10) as c:
+                page = await c.get(url)
+                assert page.status_code == 200 and "<html" in page.text
+                price = await c.get(url + "api/prices?symbol=DEMO")
+                assert price.json()["symbol"] == "DEMO"
+
+        run(visit())
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+        rest = proc.stderr.read()
+        assert "Traceback" not in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_refuses_a_bad_config_before_listening(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(
+        'listen:\n  https: "127.0.0.1:0"\nroutes:\n  - path: /x\n    upstream: nowhere\n'
+    )
+    done = bridge("serve", "-c", "./bad.yaml", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[0] == (
+        './bad.yaml:5:15: routes[0].upstream: unknown upstream "nowhere" (upstreams: none are defined)'
+    )
+    assert "listening" not in done.stderr
+
+
+def test_serve_on_a_busy_port_exits_1_with_a_message(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        (tmp_path / "routes.yaml").write_text(
+            f'listen:\n  http: "127.0.0.1:{port}"\n'
+            'upstreams:\n  app:\n    url: "http://127.0.0.1:9"\n'
+            "routes:\n  - path: /{rest*}\n    upstream: app\n"
+        )
+        done = bridge("serve", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("bridge: ")
+    assert "Traceback" not in done.stderr
+
+
+def _shell_blocks(text: str) -> list[str]:
+    return [block.strip() for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S)]
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_second() -> None:
+    readme = (ROOT / "README.md").read_text()
+    # The first thing after the title: two shell blocks, one command each.
+    opening = readme.split("\n", 1)[1].lstrip()
+    assert opening.startswith("```sh\n")
+    demo, tests = _shell_blocks(readme)[:2]
+    assert "\n" not in demo and "\n" not in tests
+    assert "pip install" in demo and demo.endswith("bridge demo")
+    assert "pip install" in tests and "pytest" in tests
+    assert readme.index(tests) < readme.index("---")  # both before anything else
+    ci = (ROOT / ".ci" / "run").read_text()
+    commands = [
+        line.strip()
+        for line in ci.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert commands[-1] == tests  # exactly the README's test command, last
+    assert os.access(ROOT / ".ci" / "run", os.X_OK)
+
+
+def test_dockerfile_is_slim_non_root_and_serves_on_8443_tcp_and_udp() -> None:
+    lines = [
+        line.strip()
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    [base] = [line for line in lines if line.startswith("FROM ")]
+    assert re.fullmatch(r"FROM python:3\.\d+-slim(-\w+)?", base), base
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    exposed = {port for line in lines if line.startswith("EXPOSE ") for port in line.split()[1:]}
+    assert {"8443/tcp", "8443/udp"} <= exposed
+    [cmd] = [line for line in lines if line.startswith(("CMD ", "ENTRYPOINT "))]
+    assert '"bridge", "serve"' in cmd
+
+
+def test_python_dash_m_bridge_and_the_console_script_share_main() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["bridge"] == "bridge.cli:main"
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0
+    for command in ("serve", "check", "demo", "certs"):
+        assert command in done.stdout
