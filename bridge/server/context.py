@@ -79,7 +79,10 @@ class ServerContext:
         if exc.code is ErrorCode.CANCELLED or exchange.aborted:
             exchange.abort()
             return
-        if exc.code in (ErrorCode.UPSTREAM_UNREACHABLE, ErrorCode.UPSTREAM_TIMEOUT):
+        if exc.code in (
+            ErrorCode.UPSTREAM_UNREACHABLE,
+            ErrorCode.UPSTREAM_TIMEOUT,
+        ) or (exc.code is ErrorCode.INTERNAL_ERROR and exc.detail != exc.code.reason):
             log.warning(
                 "%s %s: %s (%s)",
                 exchange.request.method,
@@ -90,7 +93,10 @@ class ServerContext:
         if exchange.response_started or exchange.finished:
             exchange.reset(exc.code)
             return
-        body = error_body(exc.code, exc.detail)
+        # Server-side failures say what failed, not where: the detail (upstream addresses,
+        # exception names) is for the error log above, not for every client.
+        detail = "" if exc.code.status >= 500 else exc.detail
+        body = error_body(exc.code, detail)
         exchange.respond_now(exc.code.status, [*error_headers(body), *exc.headers], body)
 
     def log_exchange(self, exchange: Exchange) -> None:
