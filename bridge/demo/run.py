@@ -7,6 +7,7 @@ shows is exactly what a user gets from the same lines.
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -83,8 +84,12 @@ def run_demo(*, port: int = 8443) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):  # `docker stop` and Ctrl-C alike
+                loop.add_signal_handler(sig, stop.set)
             try:
-                await asyncio.Event().wait()
+                await stop.wait()
             finally:
                 await bridge.stop(grace=1.0)
                 await app.stop()

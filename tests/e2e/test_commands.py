@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -58,7 +59,10 @@ def test_bridge_certs_writes_a_ca_and_a_server_certificate(tmp_path: Path) -> No
     ssl.create_default_context(cafile=str(out / "ca.crt"))
 
 
-def test_bridge_demo_serves_the_page_and_stops_on_sigint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["int", "term"])
+def test_bridge_demo_serves_the_page_and_stops_on_a_signal(
+    tmp_path: Path, stop_signal: signal.Signals
+) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "bridge", "demo", "--port", "0"],
         cwd=tmp_path,
@@ -91,7 +95,7 @@ def test_bridge_demo_serves_the_page_and_stops_on_sigint(tmp_path: Path) -> None
                 assert price.json()["symbol"] == "DEMO"
 
         run(visit())
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_signal)
         assert proc.wait(20) == 0
         rest = proc.stderr.read()
         assert "Traceback" not in rest
