@@ -26,6 +26,6 @@ def _wire(bridge: Bridge) -> None:
     bridge.hub = hub
     websocket = WebSocketHandler(hub, bridge.pool, max_message=limits.max_ws_message)
     router.stream = StreamHandler(hub, websocket=websocket)
-    page = PageHandler(router.proxy, AssetCache(bridge.pool))
+    page = PageHandler(router.proxy, AssetCache(bridge.pool), table=router.table)
     router.page = page
     router.pushed = page.serve_pushed

@@ -61,6 +61,14 @@ class Router:
             raise StreamError(ErrorCode.NOT_FOUND)
         route, params = found
         exchange.route = route.path
+        if request.pushed:
+            # A promised stream is only ever a page asset; where that is not (or not any
+            # more) this route's business, a reset tells the client to fetch it itself.
+            if self.pushed is None:
+                exchange.reset(ErrorCode.CANCELLED)
+            else:
+                await self.pushed(exchange, route, path + query)
+            return
         if route.stream is not None and self.stream is not None:
             await self.stream(exchange, route, params, path, query)
             return
@@ -71,9 +79,6 @@ class Router:
             return
         if request.method == "CONNECT":
             raise StreamError(ErrorCode.METHOD_NOT_ALLOWED, "CONNECT is not proxied")
-        if request.pushed and self.pushed is not None:
-            await self.pushed(exchange, route, path + query)
-            return
         if (route.push or route.push_auto) and self.page is not None:
             await self.page(exchange, route, path + query)
             return

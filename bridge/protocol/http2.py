@@ -378,11 +378,23 @@ class Http2Protocol:
             pass
         self._finish(sid, out)
 
+    def can_push(self) -> bool:
+        """Would a PushPromise now become a promised stream (not be dropped)?
+
+        No when the client sent SETTINGS_ENABLE_PUSH=0 (RFC 9113 §6.5.2), or when our pushed
+        streams already fill its SETTINGS_MAX_CONCURRENT_STREAMS. h2 counts only streams past
+        "reserved" (§5.1.2), but every promise here is answered at once, so a page's whole
+        batch of promises would overshoot the limit: count every pushed stream we hold.
+        """
+        conn = self._conn
+        if self._closed or not (self.enable_push and conn.remote_settings.enable_push):
+            return False
+        pushed = sum(1 for sid in self._streams if not sid % 2)
+        return pushed < conn.remote_settings.max_concurrent_streams
+
     def _push(self, event: PushPromise, sid: int, out: list[Event]) -> None:
         conn = self._conn
-        if not (self.enable_push and conn.remote_settings.enable_push):
-            return
-        if conn.open_outbound_streams >= conn.remote_settings.max_concurrent_streams:
+        if not self.can_push():
             return
         request = self._requests_for_push(sid, event)
         promised = conn.get_next_available_stream_id()

@@ -200,9 +200,16 @@ class Exchange:
             self.response_started = True
         self.conn.send(StreamReset(self.stream_id, code))
 
-    def push(self, path: str, headers: Headers) -> None:
-        if not self.aborted and not self.response_started:
-            self.conn.send(PushPromise(self.stream_id, path, headers))
+    def push(self, path: str, headers: Headers) -> bool:
+        """Promise `path`; False when the client would not get it (HTTP/1.1, push refused,
+        its stream limit full), so the caller does not count it as pushed."""
+        adapter = self.conn.adapter
+        if self.aborted or self.response_started or not adapter.multiplexed:
+            return False
+        if not adapter.can_push():
+            return False
+        self.conn.send(PushPromise(self.stream_id, path, headers))
+        return True
 
     # --- tunnels and hot-path writes ----------------------------------------------------------
 
