@@ -77,6 +77,10 @@ class ServerContext:
 
     def _fail(self, exchange: Exchange, exc: StreamError) -> None:
         if exc.code is ErrorCode.CANCELLED or exchange.aborted:
+            # We give up on a client that is still connected (it stopped reading): the stream
+            # must end on the wire too (RST_STREAM CANCEL; on HTTP/1.1 a closed connection),
+            # or an HTTP/2 connection keeps counting it against its stream limit.
+            exchange.reset(ErrorCode.CANCELLED)
             exchange.abort()
             return
         if exc.code in (

@@ -464,6 +464,47 @@ def test_http2_streams_past_the_limit_are_refused(certs: Path) -> None:
     run(body())
 
 
+def test_http2_stream_of_a_client_that_stops_reading_is_reset_not_left_open(
+    certs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bridge gives up on a response whose window never reopens (SEND_TIMEOUT): the stream
+    must end on the wire with RST_STREAM CANCEL, not linger against the stream limit."""
+    from bridge import settings
+
+    monkeypatch.setattr(settings, "SEND_TIMEOUT", 0.5)
+
+    async def body() -> None:
+        async def big(request):  # type: ignore[no-untyped-def]
+            return 200, [], pattern_bytes(0, 1 << 20)
+
+        async with Origin() as origin:
+            origin.route("/big", big)
+            async with running_bridge(
+                config_text(ROUTES, upstream_url=origin.url, certs=certs), certs
+            ) as b:
+                client = await RawH2.open(b)
+                try:
+                    # The connection window wide open, the stream's never acknowledged: its
+                    # 64 KiB default window stays shut.
+                    client.conn.increment_flow_control_window(1 << 24)
+                    client.conn.send_headers(1, client.request_headers("/big"), end_stream=True)
+                    await client.flush()
+                    reset = await client.wait_for(
+                        lambda e: isinstance(e, h2.events.StreamReset) and e.stream_id == 1
+                    )
+                    assert reset.error_code == h2.errors.ErrorCodes.CANCEL
+                    # the connection itself lives on
+                    client.conn.send_headers(3, client.request_headers("/echo"), end_stream=True)
+                    await client.flush()
+                    await client.wait_for(
+                        lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == 3
+                    )
+                finally:
+                    client.close()
+
+    run(body())
+
+
 def test_http2_rapid_reset_gets_enhance_your_calm(certs: Path) -> None:
     async def body() -> None:
         async with (
