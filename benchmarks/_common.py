@@ -38,6 +38,28 @@ def rss_bytes(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
 
 
+class StealMeter:
+    """Share of the machine's CPU time the hypervisor gave to someone else (/proc/stat
+    "steal") between `start()` and `stop()`. On a shared VM it moves every figure: a run
+    with much steal is not comparable with one without, so the benchmarks print it."""
+
+    def __init__(self) -> None:
+        self._start = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields[:8]), fields[7]  # user..steal; guest time is already in user
+
+    def start(self) -> None:
+        self._start = self._read()
+
+    def percent(self) -> float:
+        total, steal = self._read()
+        elapsed = total - self._start[0]
+        return 100.0 * (steal - self._start[1]) / elapsed if elapsed else 0.0
+
+
 def ensure_certs(directory: Path) -> None:
     sys.path.insert(0, str(ROOT))
     from bridge.certs import ensure_dev_certs

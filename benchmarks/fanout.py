@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BridgeProcess, cpu_seconds, free_port, rss_bytes
+from _common import BridgeProcess, StealMeter, cpu_seconds, free_port, rss_bytes
 
 MODES = ("sse-h1", "sse-h1-tls", "sse-h2", "ws-h1", "ws-h1-tls", "ws-h2")
 _EVENT = re.compile(rb'"seq":\s*(\d+),\s*"ts":\s*([\d.]+)')
@@ -392,11 +392,13 @@ def measure(
         go.set()
         time.sleep(0.5)
         cpu0 = cpu_seconds(bridge.pid)
+        steal = StealMeter()
         for _ in range(changes):
             publish.put(1)
             time.sleep(1.0)
         time.sleep(1.0)
         cpu = cpu_seconds(bridge.pid) - cpu0
+        steal_percent = steal.percent()
         stop.set()
         latencies: list[float] = []
         received = 0
@@ -427,6 +429,7 @@ def measure(
             "lost": expected - received,
             "cpu_us": cpu / max(1, received) * 1e6,
             "mean_ms": statistics.fmean(latencies) * 1000 if latencies else float("nan"),
+            "steal": steal_percent,
         }
     finally:
         stop.set()
@@ -453,7 +456,7 @@ def main() -> None:
         print("note: taskset missing; processes are pinned with sched_setaffinity where possible")
     header = (
         f"{'mode':<11} {'subs':>6} {'conn s':>7} {'µs/conn':>8} {'RSS KB/sub':>10} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'max ms':>8} {'lost':>6} {'CPU µs/deliv':>12}"
+        f"{'max ms':>8} {'lost':>6} {'CPU µs/deliv':>12} {'steal %':>8}"
     )
     print(header)
     for mode in args.modes:
@@ -463,7 +466,7 @@ def main() -> None:
                 f"{mode:<11} {r['connected']:6.0f} {r['connect_s']:7.2f} {r['connect_cpu_us']:8.0f} "
                 f"{r['rss_kb']:10.1f} "
                 f"{r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['max_ms']:8.1f} {r['lost']:6.0f} "
-                f"{r['cpu_us']:12.1f}",
+                f"{r['cpu_us']:12.1f} {r['steal']:8.1f}",
                 flush=True,
             )
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BridgeProcess, cpu_seconds, free_port
+from _common import BridgeProcess, StealMeter, cpu_seconds, free_port
 
 ROUTES = """\
 listen:
@@ -130,6 +130,7 @@ def main() -> None:
         ]
         print(
             f"{'scenario':<16} {'req/s':>9} {'p99 ms':>8} {'failed':>7} {'bridge CPU µs/req':>18}"
+            f" {'steal %':>8}"
         )
         keys = {"HTTP/1.1 plain": "plain", "HTTP/1.1 TLS": "tls", "HTTP/2 TLS": "h2"}
         for name, tool, url in scenarios:
@@ -141,11 +142,12 @@ def main() -> None:
             runner = wrk if tool == "wrk" else h2load
             runner(url, 2, args.connections)  # warm-up: connections, pools, caches
             cpu0 = cpu_seconds(bridge.pid)
+            steal = StealMeter()
             rps, p99, failed = runner(url, args.seconds, args.connections)
             cpu = cpu_seconds(bridge.pid) - cpu0
             per = cpu / max(1.0, rps * args.seconds) * 1e6
             label = f"{p99:8.2f}" + ("*" if tool == "h2load" else " ")
-            print(f"{name:<16} {rps:9.0f} {label} {failed:7d} {per:18.1f}")
+            print(f"{name:<16} {rps:9.0f} {label} {failed:7d} {per:18.1f} {steal.percent():8.1f}")
         print("* HTTP/2 p99 estimated as mean + 3 sd of h2load's request times")
     finally:
         bridge.stop()
