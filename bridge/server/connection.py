@@ -344,6 +344,12 @@ class ServerConnection(asyncio.BufferedProtocol):
     def _disarm(self) -> None:
         self._timer_kind = ""  # a pending TimerHandle stays; it finds nothing to do
 
+    def long_lived(self) -> None:
+        """An exchange turned into a stream or tunnel that may last for hours: drop the idle
+        timer now rather than let it fire for nothing (10,000 subscribers, 10,000 wake-ups)."""
+        if not self._timer_kind:
+            self._cancel_timer()
+
     def _cancel_timer(self) -> None:
         self._timer_kind = ""
         if self._timer is not None:

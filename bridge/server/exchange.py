@@ -138,6 +138,8 @@ class Exchange:
             # The request's own body ended with its head; the tunnel is a new inbound stream.
             self._inbound_done = False
         self._send(Response(self.stream_id, status, headers))
+        if status == 101 or self.tunnel:
+            self.conn.long_lived()
 
     async def send_response(self, status: int, headers: Headers) -> None:
         self.start_response(status, headers)
@@ -251,6 +253,7 @@ class Exchange:
         """
         self.detached = True
         self._cleanup = cleanup
+        self.conn.long_lived()
 
     def end_detached(self) -> None:
         """We end a detached stream: finish our side, then clean up."""

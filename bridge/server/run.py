@@ -75,6 +75,10 @@ class Bridge:
             server, port = await start_admin(self, listen.admin)
             self._servers.append(server)
             self.ports["admin"] = port
+        if listen.http3 is not None:
+            # Accepted by the loader (it is in the contract) but not served yet: say so rather
+            # than let an operator believe QUIC is up. No Alt-Svc is sent, so clients stay on TCP.
+            log.warning("listen.http3 is not implemented in this version; HTTP/3 stays off")
         routes = len(config.routes)
         names = ", ".join(f"{k}={v}" for k, v in self.ports.items())
         log.info("bridge listening (%s); %d routes", names, routes)

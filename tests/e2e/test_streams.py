@@ -222,12 +222,12 @@ def test_upstream_500s_back_off_and_keep_subscribers(certs: Path) -> None:
                     mode["fail"] = True
                     await asyncio.sleep(0.15)
                     start = origin.count("/api/price")
-                    comments = s.parser.comments
+                    comments = len(s.parser.comments)
                     # 1 s doubling with full jitter: a handful of polls, not one per 100 ms
                     assert await s.no_event(2.5)  # and no error event either
                     assert origin.count("/api/price") - start <= 8
                     assert not s.closed.is_set()
-                    assert s.parser.comments - comments >= 4  # heartbeats kept flowing
+                    assert len(s.parser.comments) - comments >= 4  # heartbeats kept flowing
 
     run(body())
 
@@ -261,7 +261,7 @@ def test_retry_after_is_honoured_and_subscribers_see_the_recovery(certs: Path) -
                     assert len(failed_at) >= 2, failed_at
                     gaps = [b - a for a, b in itertools.pairwise(failed_at)]
                     assert all(1.9 <= g <= 3.0 for g in gaps), gaps
-                    assert s.parser.comments >= 5 and not s.closed.is_set()
+                    assert len(s.parser.comments) >= 5 and not s.closed.is_set()
                     mode.update(fail=False, v=2)
                     event = await s.next_event(timeout=5)  # same connection, after recovery
                     assert event.data == '{"v": 2}'
@@ -285,7 +285,7 @@ def test_connection_refused_backs_off(certs: Path) -> None:
                 channel = next(iter(b.bridge.hub.channels.values()))  # type: ignore[union-attr]
                 assert channel.errors >= 1
                 assert channel.polls <= 5  # 1 s, 2 s ... backoff, not every 100 ms
-                assert s.parser.comments >= 1
+                assert len(s.parser.comments) >= 1
 
     run(body())
 

@@ -12,13 +12,13 @@ from typing import Any
 
 import httpx
 
-from .eventstream import EventStreamParser, SseEvent
+from .sse import SseEvent, SseParser
 
 
 class SseSubscriber:
     def __init__(self) -> None:
         self.events: asyncio.Queue[SseEvent] = asyncio.Queue()
-        self.parser = EventStreamParser()
+        self.parser = SseParser()
         self.status = 0
         self.received = 0  # body bytes (DATA payload on HTTP/2, raw chunks on HTTP/1.1)
         self.headers: httpx.Headers | None = None

@@ -27,7 +27,7 @@ from bridge.hub.item import Format, Item
 from bridge.hub.render import sse_frame
 from bridge.routing.model import LongPoll, Route, StreamSpec, Upstream
 from bridge.settings import Limits
-from tests.support.eventstream import EventStreamParser
+from tests.support.sse import SseParser
 
 UP = Upstream("app", "http://127.0.0.1:9", "http", "127.0.0.1", 9, "", 5.0)
 
@@ -80,7 +80,7 @@ class Sink:
         self.closed = final
 
     def events(self) -> list[Any]:
-        return EventStreamParser().feed(bytes(self.data))
+        return SseParser().feed(bytes(self.data))
 
 
 def harness(**limits: Any) -> tuple[Hub, Script, VirtualClock]:
@@ -376,7 +376,7 @@ def test_merge_patch_round_trip_or_detected(old: dict[str, Any], new: dict[str, 
 )
 def test_sse_framing_round_trips(data: str, event: str) -> None:
     frame = sse_frame("7-1", event, data.encode("utf-8", "surrogatepass"))
-    parsed = EventStreamParser().feed(frame)
+    parsed = SseParser().feed(frame)
     assert len(parsed) == 1
     expected = data.replace("\r\n", "\n").replace("\r", "\n")
     assert parsed[0].data == expected
@@ -388,7 +388,7 @@ def test_sse_framing_round_trips(data: str, event: str) -> None:
 @given(st.text(max_size=10))
 def test_data_can_never_inject_a_field(evil: str) -> None:
     payload = f"x\nid: forged\r\nevent: forged\rretry: 1\n\n{evil}".encode()
-    parsed = EventStreamParser().feed(sse_frame("1-1", "price", payload))
+    parsed = SseParser().feed(sse_frame("1-1", "price", payload))
     assert [(e.id, e.event) for e in parsed] == [("1-1", "price")]
 
 
