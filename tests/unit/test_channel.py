@@ -508,14 +508,20 @@ def test_patch_stream_falls_back_to_snapshots_where_a_diff_cannot_say_it() -> No
         h = Harness()
         _, merge = h.subscribe(route(emit="merge"))
         _, patch = h.subscribe(route(index=1, emit="patch"))
-        for doc in ({"a": 1}, {"a": None}, {"a": [1]}, {"a": [True]}):
+        docs = ({"a": 1}, {"a": None}, {"a": [1]}, {"a": [True]})
+        for doc in docs:
             h.upstream.set(doc)
             await h.advance(1.2)
-        # merge can't set a null member; jsonpatch can't see [1] -> [true]: snapshots instead
+        # A merge patch can't set a member to null: that change goes out as a snapshot.
         assert [e.event for e in merge.events()] == ["snapshot", "snapshot", "merge", "merge"]
-        assert [e.event for e in patch.events()] == ["snapshot", "patch", "patch", "snapshot"]
+        # jsonpatch before 1.40 or so saw no difference between [1] and [true] (1 == True in
+        # Python) and produced an empty patch; bridge checks every diff and sends a snapshot
+        # where it does not reproduce the new body. Newer jsonpatch diffs it correctly.
+        events = [e.event for e in patch.events()]
+        assert events[:3] == ["snapshot", "patch", "patch"] and events[3] in ("patch", "snapshot")
         for sink in (merge, patch):
-            assert json_equal(replay(sink.events())[-1], {"a": [True]})
+            states = replay(sink.events())
+            assert all(json_equal(a, b) for a, b in zip(states, docs, strict=True))
 
     run(body)
 
