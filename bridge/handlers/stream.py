@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from functools import partial
 from urllib.parse import parse_qs
 
@@ -97,6 +98,9 @@ class StreamHandler:
         exchange.on_abort = subscription.cancel
         # From here the stream runs on callbacks: no task stays parked per subscriber.
         exchange.detach(partial(finish_subscription, exchange, subscription))
+        # Of the request, only what its access-log line needs is kept for the stream's life: a
+        # browser's dozen headers (cookies included) are a kilobyte or two per subscriber.
+        exchange.request = replace(request, headers=_log_headers(request.headers))
         exchange.start_response(200, list(_SSE_HEADERS))
         # A jittered reconnect hint, so a restart does not bring every client back at once.
         retry = int(settings.SSE_RETRY_MS * random.uniform(0.75, 1.5))
@@ -142,6 +146,10 @@ class StreamHandler:
             (b"content-length", str(len(body)).encode()),
         ]
         await exchange.respond(200, headers, body)
+
+
+def _log_headers(headers: Headers) -> Headers:
+    return [(n, v) for n, v in headers if n in (b"referer", b"user-agent")]
 
 
 def _last_event_id(headers: Headers, query: str) -> str | None:

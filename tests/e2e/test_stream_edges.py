@@ -64,7 +64,14 @@ def test_access_log_bytes_are_exactly_the_body_bytes_sent_http1(certs: Path) -> 
             text = config_text(ROUTES, upstream_url=origin.url, certs=certs)
             async with running_bridge(text, certs) as b:
                 reader, writer = await asyncio.open_connection("127.0.0.1", b.ports["http"])
-                writer.write(SSE_GET % b"B")
+                # a browser-like head: the stream keeps only what its log line needs of it
+                writer.write(
+                    (SSE_GET % b"B").replace(
+                        b"\r\n\r\n",
+                        b"\r\nUser-Agent: probe/1\r\nReferer: https://x/page\r\n"
+                        b"Cookie: session=secret\r\n\r\n",
+                    )
+                )
                 got = bytearray()
                 await read_until(reader, b'data: {"p": 1}\n\n\r\n', got)  # head, retry, snapshot
                 origin.set("/api/price", {"p": 2})
@@ -77,6 +84,7 @@ def test_access_log_bytes_are_exactly_the_body_bytes_sent_http1(certs: Path) -> 
                 assert line["bytes"] == len(wire_body), (line, wire_body)
                 assert line["events"] == 2
                 assert line["duration_ms"] > 0
+                assert line["user_agent"] == "probe/1" and line["referer"] == "https://x/page"
 
     run(body())
 
