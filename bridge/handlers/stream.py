@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -20,7 +19,7 @@ from ..errors import ErrorCode, StreamError
 from ..events import Headers
 from ..hub.hub import Hub
 from ..hub.item import Format
-from ..hub.render import chunk
+from ..hub.render import chunk, sse_retry
 from ..routing.model import Route
 from ..server.exchange import Exchange
 from .sink import ExchangeSink, finish_subscription
@@ -103,8 +102,7 @@ class StreamHandler:
         exchange.request = replace(request, headers=_log_headers(request.headers))
         exchange.start_response(200, list(_SSE_HEADERS))
         # A jittered reconnect hint, so a restart does not bring every client back at once.
-        retry = int(settings.SSE_RETRY_MS * random.uniform(0.75, 1.5))
-        hint = b"retry: %d\n\n" % retry
+        hint = sse_retry(subscription.channel.retry_ms())
         sink.open(chunk(hint) if chunked else hint)
 
     async def snapshot(self, exchange: Exchange, route: Route, params: dict[str, str]) -> None:

@@ -56,7 +56,9 @@ class Hub:
         spec = route.stream
         if spec is None:
             raise ValueError(f"route {route.path} is not a stream")
-        vary = vary_headers(spec, headers)
+        return self._channel(route, params, vary_headers(spec, headers))
+
+    def _channel(self, route: Route, params: dict[str, str], vary: Headers) -> Channel:
         key = self.key(route, params, vary)
         channel = self.channels.get(key)
         if channel is None:
@@ -111,7 +113,8 @@ class Hub:
         if spec is None:
             raise ValueError(f"route {route.path} is not a stream")
         limits = self.limits
-        existing = self.channels.get(self.key(route, params, vary_headers(spec, headers)))
+        vary = vary_headers(spec, headers)
+        existing = self.channels.get(self.key(route, params, vary))
         if self.subscriber_count >= limits.max_subscribers or (
             existing is not None and len(existing.subscribers) >= limits.max_subscribers_per_stream
         ):
@@ -119,7 +122,7 @@ class Hub:
             raise StreamError(
                 ErrorCode.OVERLOADED, "too many subscribers", [(b"retry-after", retry)]
             )
-        channel = existing or self.channel(route, params, headers)
+        channel = existing or self._channel(route, params, vary)
         subscription = channel.subscribe(sink, fmt, last_event_id)
         self.subscriber_count += 1
         return subscription
