@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from . import __version__
 from .errors import ConfigError
 
 
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     certs = sub.add_parser("certs", help="generate a development CA and server certificate")
     certs.add_argument("--dir", default="certs", help="output directory (default: ./certs)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"bridge {__version__}")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -54,12 +56,18 @@ def _load(path: str):  # type: ignore[no-untyped-def]
     from .routing.config import load_config
 
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         print(f"{path}: {len(exc.problems)} problem(s); not serving", file=sys.stderr)
         return None
+    for warning in config.warnings:
+        print(
+            f"{warning.path}:{warning.line}:{warning.col}: warning: {warning.message}",
+            file=sys.stderr,
+        )
+    return config
 
 
 def _check(path: str) -> int:

@@ -39,7 +39,16 @@ from .model import (
     Upstream,
 )
 from .paths import PathError, PathPattern, normalize_path, split_target, template_params
-from .units import SIZE_LIMITS, is_hostname, is_ipv6, parse_address, parse_duration, parse_size
+from .preflight import check_paths
+from .units import (
+    SIZE_LIMITS,
+    is_hostname,
+    is_ipv6,
+    is_loopback,
+    parse_address,
+    parse_duration,
+    parse_size,
+)
 
 T = TypeVar("T")
 
@@ -58,7 +67,7 @@ _TARGET = re.compile(
 _PARAM = re.compile(r"\{[^{}]*\}")
 
 TOP_KEYS = ("listen", "tls", "access_log", "limits", "upstreams", "routes")
-LISTEN_KEYS = ("https", "http3", "http", "http_mode", "admin")
+LISTEN_KEYS = ("https", "http3", "http", "http_mode", "admin", "admin_public")
 TLS_KEYS = ("cert", "key")
 ACCESS_LOG_KEYS = ("path", "format")
 UPSTREAM_KEYS = ("url", "timeout", "host")
@@ -76,8 +85,12 @@ MAX_HISTORY = 100_000
 MAX_COUNT = 2**31 - 1
 
 
-def load_config(path: str | Path) -> Config:
-    """Read, validate and build the config at `path`; `ConfigError` lists every problem."""
+def load_config(path: str | Path, *, check_files: bool = True) -> Config:
+    """Read, validate and build the config at `path`; `ConfigError` lists every problem.
+
+    With `check_files` (what `bridge check` and `bridge serve` do) the files and folders the
+    config needs are checked too (`preflight.py`): what would otherwise stop `serve` later, with
+    a bare `[Errno 2]`, is reported here as file:line:col."""
     shown = str(path)
     file = Path(path)
     try:
@@ -90,10 +103,12 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError([ConfigProblem(shown, line, 1, "not UTF-8 text")]) from None
     # The path as the user wrote it (`./routes.yaml` stays `./routes.yaml`, ROUTES.md): a
     # Path would normalise it away in every message.
-    return parse_config(text, path)
+    return parse_config(text, path, check_files=check_files)
 
 
-def parse_config(text: str, path: str | Path = "routes.yaml") -> Config:
+def parse_config(
+    text: str, path: str | Path = "routes.yaml", *, check_files: bool = False
+) -> Config:
     """Validate and build a config from its text; `path` names it in messages and is where
     relative paths (`tls`, `access_log`) are resolved from, like a file at that path."""
     shown = str(path)
@@ -116,8 +131,12 @@ def parse_config(text: str, path: str | Path = "routes.yaml") -> Config:
         raise ConfigError([ConfigProblem(shown, 1, 1, "the file is empty")])
     walker = _Walker(shown)
     config = _build(walker, root, Path(path))
+    if config is not None and check_files:
+        check_paths(config, walker.positions, walker.error)
     if walker.problems or config is None:
         raise ConfigError(walker.problems)
+    if walker.warnings:
+        config = dataclasses.replace(config, warnings=tuple(walker.warnings))
     return config
 
 
@@ -128,6 +147,10 @@ class _Walker:
     def __init__(self, shown: str) -> None:
         self.shown = shown
         self.problems: list[ConfigProblem] = []
+        # Accepted, but almost certainly not what the author meant (`bridge check` prints them).
+        self.warnings: list[ConfigProblem] = []
+        # Nodes of fields checked after the walk (`preflight.py`), by field path.
+        self.positions: dict[str, Node] = {}
         self._seen: set[ConfigProblem] = set()  # a merged (<<) node can be read more than once
         # Each merge source is flattened once: aliases can nest merges exponentially deep.
         self._merged: dict[int, dict[str, tuple[Node, Node]]] = {}
@@ -139,6 +162,10 @@ class _Walker:
         if problem not in self._seen:
             self._seen.add(problem)
             self.problems.append(problem)
+
+    def warn(self, node: Node, field: str, message: str) -> None:
+        line, col = node.start_mark.line + 1, node.start_mark.column + 1
+        self.warnings.append(ConfigProblem(self.shown, line, col, f"{field}: {message}"))
 
     def pairs(self, node: Node, field: str) -> dict[str, tuple[Node, Node]] | None:
         """name → (key node, value node) of a mapping, `<<` merges applied; refuses keys that
@@ -233,6 +260,12 @@ class _Walker:
         except ValueError as exc:
             self.error(node, field, str(exc))
             return None
+
+    def boolean(self, node: Node, field: str) -> bool | None:
+        if not isinstance(node, ScalarNode) or node.value not in ("true", "false"):
+            self.error(node, field, "expected true or false")
+            return None
+        return node.value == "true"
 
     def duration(self, node: Node, field: str) -> float | None:
         value = self.parsed(node, field, parse_duration)
@@ -340,6 +373,20 @@ def _listen(w: _Walker, node: Node | None, root: Node) -> Listen:
         values["http_mode"] = w.choice(
             items["http_mode"], "listen.http_mode", ("redirect", "serve")
         )
+    public = False
+    if "admin_public" in items:
+        public = bool(w.boolean(items["admin_public"], "listen.admin_public"))
+        values["admin_public"] = public
+    admin = values.get("admin")
+    if admin is not None and not public and not is_loopback(admin[0]):
+        # /streams lists every channel (route parameters included) and /metrics the traffic:
+        # an operator must say out loud that the world may read them.
+        w.error(
+            items["admin"],
+            "listen.admin",
+            f'"{admin[0] or "*"}" is not a loopback address, and /streams exposes every '
+            "stream; use 127.0.0.1 or [::1], or set listen.admin_public: true",
+        )
     if "https" not in items and "http" not in items:
         w.error(node, "listen", "at least one of https or http is required")
     if "http3" in items and "https" not in items:
@@ -365,6 +412,7 @@ def _tls(w: _Walker, node: Node | None, base: Path) -> TlsConfig:
         return TlsConfig()
     paths: dict[str, Path | None] = {}
     for key, value in items.items():
+        w.positions[f"tls.{key}"] = value
         text = w.text(value, f"tls.{key}")
         paths[key] = _file_path(w, value, f"tls.{key}", text, base) if text is not None else None
     return TlsConfig(**paths)
@@ -378,6 +426,7 @@ def _access_log(w: _Walker, node: Node | None, base: Path) -> AccessLogConfig:
         return AccessLogConfig()
     path = "-"
     if "path" in items:
+        w.positions["access_log.path"] = items["path"]
         text = w.text(items["path"], "access_log.path")
         if text is not None and text != "-":  # "-" is stdout
             resolved = _file_path(w, items["path"], "access_log.path", text, base)
@@ -413,14 +462,14 @@ def _limits(w: _Walker, node: Node | None) -> Limits:
 # --- upstreams ---------------------------------------------------------------------------------
 
 
-def _upstreams(w: _Walker, node: Node | None) -> tuple[dict[str, Upstream], set[str]]:
+def _upstreams(w: _Walker, node: Node | None) -> tuple[dict[str, Upstream], list[str]]:
     """The valid upstreams, and every declared name (so a route naming an upstream that is
     itself broken gets no second, misleading "unknown upstream" problem)."""
     if node is None:
-        return {}, set()
+        return {}, []
     pairs = w.pairs(node, "upstreams")
     if pairs is None:
-        return {}, set()
+        return {}, []
     out: dict[str, Upstream] = {}
     for name, (key, value) in pairs.items():
         field = f"upstreams.{name}"
@@ -444,7 +493,7 @@ def _upstreams(w: _Walker, node: Node | None) -> tuple[dict[str, Upstream], set[
             continue
         scheme, host, port, base_path = parsed
         out[name] = Upstream(name, url, scheme, host, port, base_path, timeout, host_mode)  # type: ignore[arg-type]
-    return out, set(pairs)
+    return out, list(pairs)
 
 
 def _upstream_url(w: _Walker, node: Node, field: str, url: str) -> tuple[str, str, int, str] | None:
@@ -485,13 +534,16 @@ def _upstream_url(w: _Walker, node: Node, field: str, url: str) -> tuple[str, st
 
 
 def _upstream_ref(
-    w: _Walker, node: Node, field: str, upstreams: dict[str, Upstream], declared: set[str]
+    w: _Walker, node: Node, field: str, upstreams: dict[str, Upstream], declared: list[str]
 ) -> Upstream | None:
     name = w.text(node, field)
     if name is None or name in upstreams:
         return upstreams.get(name) if name is not None else None
     if name not in declared:
-        known = ", ".join(upstreams) or "none are defined"
+        # Every declared name, the broken ones marked: "none are defined" next to an upstream
+        # that exists but has a mistake of its own (reported at its line) would mislead.
+        names = [n if n in upstreams else f"{n} (invalid)" for n in declared]
+        known = ", ".join(names) or "none are defined"
         w.error(node, field, f'unknown upstream "{name}" (upstreams: {known})')
     return None
 
@@ -503,7 +555,7 @@ def _routes(
     w: _Walker,
     node: Node | None,
     upstreams: dict[str, Upstream],
-    declared: set[str],
+    declared: list[str],
     root: Node,
 ) -> list[Route]:
     if node is None:
@@ -557,7 +609,7 @@ def _route(
     field: str,
     index: int,
     upstreams: dict[str, Upstream],
-    declared: set[str],
+    declared: list[str],
 ) -> tuple[Route, Node] | None:
     items = w.mapping(node, field, ROUTE_KEYS)
     if items is None:
@@ -651,7 +703,7 @@ def _stream(
     field: str,
     params: tuple[str, ...] | None,
     upstreams: dict[str, Upstream],
-    declared: set[str],
+    declared: list[str],
 ) -> StreamSpec | None:
     items = w.mapping(node, field, STREAM_KEYS)
     if items is None:
@@ -694,6 +746,14 @@ def _stream(
     if "origins" in items:
         values["origins"] = _origins(w, items["origins"], f"{field}.origins")
 
+    protocols = values.get("protocols")
+    if "send" in items and protocols is not None and "websocket" not in protocols:
+        w.warn(
+            items["send"],
+            f"{field}.send",
+            "has no effect: only WebSocket messages are sent upstream, and protocols has no "
+            "websocket",
+        )
     if len(w.problems) != before or upstream is None or poll is None:
         return None
     if (every is None) == (longpoll is None):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ..errors import ConfigProblem
 from ..settings import Limits
 
 Address = tuple[str, int]  # (host, port); host "" or "0.0.0.0" binds all
@@ -83,6 +84,7 @@ class Listen:
     http: Address | None = None
     http_mode: Literal["redirect", "serve"] = "redirect"
     admin: Address | None = None
+    admin_public: bool = False  # an admin listener off loopback, allowed explicitly
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,3 +108,4 @@ class Config:
     limits: Limits
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()
+    warnings: tuple[ConfigProblem, ...] = ()  # accepted, but probably not what was meant

@@ -53,6 +53,16 @@ def is_hostname(host: str) -> bool:
     return len(host) <= 253 and _HOSTNAME.fullmatch(host) is not None
 
 
+def is_loopback(host: str) -> bool:
+    """`localhost`, 127.0.0.0/8 or ::1; "" (every interface) is not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def is_ipv6(host: str) -> bool:
     try:
         ipaddress.IPv6Address(host)

@@ -116,7 +116,7 @@ routes:
 
 def test_every_field_loads_to_the_expected_dataclasses(tmp_path: Path) -> None:
     path = write(tmp_path, FULL)
-    config = load_config(path)
+    config = load_config(path, check_files=False)  # its files are the subject of other tests
     app = Upstream(
         "app", "http://127.0.0.1:9000", "http", "127.0.0.1", 9000, "", 3600.0, "upstream"
     )
@@ -279,10 +279,10 @@ def test_every_mistake_at_once_with_line_and_column(tmp_path: Path) -> None:
     shown = str(path)
     assert problems(path) == [
         f'{shown}:2:10: listen.https: expected "host:port", e.g. "0.0.0.0:8443" or "[::1]:8443"',
-        f'{shown}:4:3: listen: unknown key "bogus" (expected one of: admin, http, http3, http_mode, https)',
+        f'{shown}:4:3: listen: unknown key "bogus" (expected one of: admin, admin_public, http, http3, http_mode, https)',
         f"{shown}:9:10: upstreams.secure.url: https upstreams are not supported yet; use http://",
         f"{shown}:13:7: routes[0].stream: exactly one of every or longpoll is required",
-        f'{shown}:13:17: routes[0].stream.upstream: unknown upstream "nope" (upstreams: app)',
+        f'{shown}:13:17: routes[0].stream.upstream: unknown upstream "nope" (upstreams: app, secure (invalid))',
         f"{shown}:14:13: routes[0].stream.poll: {{other}} is not a parameter of the route path (has: id)",
         f'{shown}:15:14: routes[0].stream.every: expected a duration like "2s" (units: ms, s, m, h)',
         f'{shown}:17:13: routes[0].stream.emit: expected one of snapshot, patch, merge, got "diff"',
@@ -344,7 +344,11 @@ def test_the_path_is_shown_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ),
         (
             "listen: {admin: ':9901'}\n" + MINIMAL[24:] + "routes: [{path: /, upstream: app}]\n",
-            ["1:9: listen: at least one of https or http is required"],
+            [
+                "1:9: listen: at least one of https or http is required",
+                '1:17: listen.admin: "*" is not a loopback address, and /streams exposes every'
+                " stream; use 127.0.0.1 or [::1], or set listen.admin_public: true",
+            ],
         ),
     ],
     ids=[
@@ -451,7 +455,7 @@ ROUTE = "routes: [{path: /, upstream: app}]\n"
                 '3:136: limits: unknown key "burst" (expected one of: h2_max_concurrent_streams,'
                 " header_timeout, keepalive_timeout, max_connections, max_request_body,"
                 " max_snapshot, max_subscribers, max_subscribers_per_stream, max_ws_message,"
-                " subscriber_buffer, tls_handshake_timeout)",
+                " shutdown_grace, subscriber_buffer, tls_handshake_timeout)",
             ],
         ),
         # upstreams
@@ -475,7 +479,9 @@ ROUTE = "routes: [{path: /, upstream: app}]\n"
                 '9:30: upstreams.g.host: expected one of client, upstream, got "both"',
                 '9:45: upstreams.g.timeout: expected a duration like "2s" (units: ms, s, m, h)',
                 "10:3: upstreams.h i: an upstream name is letters, digits, '_', '-' and '.'",
-                '11:30: routes[0].upstream: unknown upstream "app" (upstreams: none are defined)',
+                '11:30: routes[0].upstream: unknown upstream "app" (upstreams: a (invalid),'
+                " b (invalid), c (invalid), d (invalid), e (invalid), f (invalid), g (invalid),"
+                " h i (invalid))",
             ],
         ),
     ],

@@ -81,7 +81,7 @@ routes:
     shown = str(path)
     assert problems(path) == [
         f'{shown}:2:10: listen.https: expected "host:port", e.g. "0.0.0.0:8443" or "[::1]:8443"',
-        f'{shown}:3:3: listen: unknown key "bogus" (expected one of: admin, http, http3, http_mode, https)',
+        f'{shown}:3:3: listen: unknown key "bogus" (expected one of: admin, admin_public, http, http3, http_mode, https)',
         f"{shown}:10:7: routes[0].stream: exactly one of every or longpoll is required",
         f'{shown}:10:17: routes[0].stream.upstream: unknown upstream "nope" (upstreams: app)',
         f"{shown}:11:13: routes[0].stream.poll: {{other}} is not a parameter of the route path (has: id)",
@@ -197,7 +197,7 @@ def test_bridge_check_reports_every_mistake_with_the_path_as_given(tmp_path: Pat
     assert failed.stdout == ""  # no route table for a file that is refused
     assert failed.stderr.splitlines() == [
         f'{given}:2:10: listen.https: expected "host:port", e.g. "0.0.0.0:8443" or "[::1]:8443"',
-        f'{given}:3:3: listen: unknown key "bogus" (expected one of: admin, http, http3, http_mode, https)',
+        f'{given}:3:3: listen: unknown key "bogus" (expected one of: admin, admin_public, http, http3, http_mode, https)',
         f'{given}:8:22: limits.keepalive_timeout: expected a duration like "2s" (units: ms, s, m, h)',
         f"{given}:10:11: routes[0].path: unbalanced '{{' or '}}'",
         f'{given}:11:15: routes[0].upstream: unknown upstream "nope" (upstreams: app)',

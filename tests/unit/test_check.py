@@ -1,0 +1,206 @@
+"""`bridge check` catches what would stop `bridge serve`: files and folders, certificate and key,
+an admin listener off loopback, a misleading upstream message, meaningless combinations."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bridge import __version__
+from bridge.certs import ensure_dev_certs
+from bridge.errors import ConfigError
+from bridge.routing.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+ROUTE = "routes: [{path: /, upstream: app}]\n"
+APP = 'upstreams: {app: {url: "http://127.0.0.1:9000"}}\n'
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "routes.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return [str(p).removeprefix(f"{path}:") for p in info.value.problems]
+
+
+def bridge(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_missing_access_log_folder_is_reported_where_it_is_written(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, 'listen: {http: ":8080"}\naccess_log: {path: logs/a.log}\n' + APP + ROUTE
+    )
+    assert problems(path) == [
+        f"2:20: access_log.path: the folder {tmp_path / 'logs'} does not exist"
+        ' (create it, or use "-")'
+    ]
+    (tmp_path / "logs").mkdir()
+    load_config(path)  # now fine
+
+
+def test_access_log_that_is_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    path = write(tmp_path, 'listen: {http: ":8080"}\naccess_log: {path: logs}\n' + APP + ROUTE)
+    assert problems(path) == [
+        f"2:20: access_log.path: {tmp_path / 'logs'} is a folder; name a file in it"
+    ]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere: permissions mean nothing")
+def test_access_log_folder_not_writable(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o500)
+    path = write(tmp_path, 'listen: {http: ":8080"}\naccess_log: {path: ro/a.log}\n' + APP + ROUTE)
+    assert problems(path) == [
+        f"2:21: access_log.path: cannot create a.log in {folder}: not writable by this user"
+    ]
+
+
+def test_key_that_is_not_the_certificates_own(tmp_path: Path) -> None:
+    ensure_dev_certs(tmp_path / "one")
+    ensure_dev_certs(tmp_path / "two")
+    path = write(
+        tmp_path,
+        'listen: {https: ":8443"}\ntls: {cert: one/server.crt, key: two/server.key}\n'
+        + APP
+        + ROUTE,
+    )
+    assert problems(path) == [
+        f"2:34: tls.key: {tmp_path / 'two/server.key'} is not the key of"
+        f" {tmp_path / 'one/server.crt'}"
+    ]
+
+
+def test_certificate_that_is_not_a_certificate(tmp_path: Path) -> None:
+    ensure_dev_certs(tmp_path / "c")
+    (tmp_path / "c" / "server.crt").write_text("not a certificate\n")
+    path = write(
+        tmp_path,
+        'listen: {https: ":8443"}\ntls: {cert: c/server.crt, key: c/server.key}\n' + APP + ROUTE,
+    )
+    assert problems(path) == [
+        f"2:13: tls.cert: {tmp_path / 'c/server.crt'} holds no PEM certificate"
+    ]
+
+
+def test_only_one_of_the_pair_exists(tmp_path: Path) -> None:
+    ensure_dev_certs(tmp_path / "c")
+    (tmp_path / "c" / "server.key").unlink()
+    path = write(
+        tmp_path,
+        'listen: {https: ":8443"}\ntls: {cert: c/server.crt, key: c/server.key}\n' + APP + ROUTE,
+    )
+    assert problems(path) == [f"2:32: tls.key: not found (but {tmp_path / 'c/server.crt'} exists)"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere: permissions mean nothing")
+def test_no_certificate_and_nowhere_to_write_one(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o500)
+    path = write(
+        tmp_path,
+        'listen: {https: ":8443"}\ntls: {cert: ro/c/s.crt, key: ro/c/s.key}\n' + APP + ROUTE,
+    )
+    assert problems(path) == [
+        f"2:13: tls.cert: no certificate, and a development one cannot be written to {folder / 'c'}"
+    ]
+
+
+def test_admin_listener_off_loopback_needs_admin_public(tmp_path: Path) -> None:
+    text = 'listen: {http: ":8080", admin: "0.0.0.0:9901"}\n' + APP + ROUTE
+    assert problems(write(tmp_path, text)) == [
+        '1:32: listen.admin: "0.0.0.0" is not a loopback address, and /streams exposes every'
+        " stream; use 127.0.0.1 or [::1], or set listen.admin_public: true"
+    ]
+    text = 'listen: {http: ":8080", admin: "0.0.0.0:9901", admin_public: true}\n' + APP + ROUTE
+    assert load_config(write(tmp_path, text)).listen.admin_public is True
+    for loopback in ("127.0.0.1:9901", "[::1]:9901", "localhost:9901"):
+        text = f'listen: {{http: ":8080", admin: "{loopback}"}}\n' + APP + ROUTE
+        assert load_config(write(tmp_path, text)).listen.admin_public is False
+    text = 'listen: {http: ":8080", admin_public: yes}\n' + APP + ROUTE
+    assert problems(write(tmp_path, text)) == ["1:39: listen.admin_public: expected true or false"]
+
+
+def test_unknown_upstream_names_the_broken_one_it_probably_meant(tmp_path: Path) -> None:
+    text = (
+        'listen: {http: ":8080"}\nupstreams: {app: {url: "ftp://x"}}\n'
+        "routes: [{path: /, upstream: ap}]\n"
+    )
+    assert problems(write(tmp_path, text)) == [
+        '2:24: upstreams.app.url: expected "http://host[:port][/base]"',
+        '3:30: routes[0].upstream: unknown upstream "ap" (upstreams: app (invalid))',
+    ]
+
+
+def test_shutdown_grace_is_a_limit(tmp_path: Path) -> None:
+    text = 'listen: {http: ":8080"}\nlimits: {shutdown_grace: 250ms}\n' + APP + ROUTE
+    assert load_config(write(tmp_path, text)).limits.shutdown_grace == 0.25
+    text = 'listen: {http: ":8080"}\nlimits: {shutdown_grace: soon}\n' + APP + ROUTE
+    assert problems(write(tmp_path, text)) == [
+        '2:26: limits.shutdown_grace: expected a duration like "2s" (units: ms, s, m, h)'
+    ]
+
+
+SSE_SEND = """\
+listen: {http: "127.0.0.1:8080"}
+upstreams: {app: {url: "http://127.0.0.1:9000"}}
+routes:
+  - path: /s
+    stream: {upstream: app, poll: /p, every: 1s, protocols: [sse], send: /in}
+"""
+
+
+def test_send_on_an_sse_only_stream_is_a_warning(tmp_path: Path) -> None:
+    path = write(tmp_path, SSE_SEND)
+    config = load_config(path)
+    assert [str(w) for w in config.warnings] == [
+        f"{path}:5:74: routes[0].stream.send: has no effect: only WebSocket messages are sent"
+        " upstream, and protocols has no websocket"
+    ]
+    done = bridge("check", "-c", "routes.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "routes.yaml:5:74: warning: routes[0].stream.send: has no effect" in done.stderr
+    assert done.stdout.endswith("routes.yaml: ok\n")
+
+
+def test_check_refuses_what_serve_would_fail_on(tmp_path: Path) -> None:
+    write(tmp_path, 'listen: {http: "127.0.0.1:0"}\naccess_log: {path: logs/a.log}\n' + APP + ROUTE)
+    for command in ("check", "serve"):
+        done = bridge(command, "-c", "routes.yaml", cwd=tmp_path)
+        assert done.returncode == 1
+        assert done.stderr.splitlines()[0] == (
+            f"routes.yaml:2:20: access_log.path: the folder {tmp_path / 'logs'} does not exist"
+            ' (create it, or use "-")'
+        )
+
+
+def test_version(tmp_path: Path) -> None:
+    done = bridge("--version", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, f"bridge {__version__}\n")
+
+
+def test_repository_example_passes_check_with_its_files(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "routes.yaml", tmp_path / "routes.yaml")
+    done = bridge("check", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "warning" not in done.stderr
