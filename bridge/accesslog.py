@@ -34,10 +34,12 @@ class AccessEntry:
     upstream_status: int | None
     route: str | None
     pushed: bool = False
-    kind: str = "request"  # "request" | "stream"
+    kind: str = "http"  # "http" | "sse" | "websocket" (the last two: one line per stream)
     events: int | None = None
     lagged: bool = False
     note: str | None = None
+    request_id: str = ""  # also sent upstream as X-Request-Id
+    close_code: int | None = None  # WebSocket close code, whoever sent the close first
 
 
 def escape(text: str) -> str:
@@ -90,14 +92,18 @@ def combined_line(e: AccessEntry) -> str:
         f" rt={e.duration:.3f} us={e.upstream_status if e.upstream_status is not None else '-'}"
         f' route="{escape(e.route or "-")}"'
     )
-    if e.kind == "stream":
-        line += f" stream events={e.events or 0}"
+    if e.kind != "http":
+        line += f" {e.kind} events={e.events or 0}"
+        if e.close_code is not None:
+            line += f" close={e.close_code}"
         if e.lagged:
             line += " lagged"
     if e.pushed:
         line += " pushed"
     if e.note:
         line += f' note="{escape(e.note)}"'
+    if e.request_id:
+        line += f" id={e.request_id}"  # requestid.py: never a space or quote in it
     return line
 
 
@@ -118,10 +124,13 @@ def json_line(e: AccessEntry) -> str:
         "user_agent": e.user_agent,
         "pushed": e.pushed,
         "kind": e.kind,
+        "request_id": e.request_id or None,
     }
-    if e.kind == "stream":
+    if e.kind != "http":
         record["events"] = e.events or 0
         record["lagged"] = e.lagged
+    if e.kind == "websocket":
+        record["close_code"] = e.close_code
     if e.note:
         record["note"] = e.note
     # ensure_ascii: any peer-controlled text becomes \\u escapes, never a raw line break.

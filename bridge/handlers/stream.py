@@ -92,7 +92,7 @@ class StreamHandler:
 
         sink = ExchangeSink(exchange, end)
         subscription = self.hub.subscribe(route, params, request.headers, sink, fmt, last_id)
-        exchange.log_kind = "stream"
+        exchange.log_kind = "sse"
         exchange.on_drain = subscription.on_drain
         exchange.on_abort = subscription.cancel
         # From here the stream runs on callbacks: no task stays parked per subscriber.

@@ -45,6 +45,7 @@ async def proxy_websocket(exchange: Exchange, upstream: Upstream, target: str) -
         authority=request.authority,
         http_version=request.http_version,
         upstream=upstream,
+        request_id=exchange.request_id,
     )
     headers += [
         (b"upgrade", b"websocket"),
@@ -87,7 +88,7 @@ async def proxy_websocket(exchange: Exchange, upstream: Upstream, target: str) -
             exchange.start_response(101, kept)
         else:
             exchange.start_response(200, kept)
-        exchange.log_kind = "stream"
+        exchange.log_kind = "websocket"
         if rest:
             await exchange.send_body(rest)
         await _relay(exchange, reader, writer)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ..accesslog import AccessEntry
 from ..errors import ErrorCode, StreamError
 from ..protocol.errorpage import error_body, error_headers
+from ..requestid import request_id
 from ..settings import Limits
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class ServerContext:
 
     async def run_exchange(self, exchange: Exchange) -> None:
         self.requests_total += 1
+        exchange.request_id = request_id(exchange.request.headers)
         try:
             await self.handler(exchange)
             if not exchange.finished and not exchange.aborted and not exchange.detached:
@@ -135,6 +137,8 @@ class ServerContext:
                     events=exchange.events,
                     lagged=exchange.lagged,
                     note=exchange.note,
+                    request_id=exchange.request_id,
+                    close_code=exchange.ws_close,
                 )
             )
         except Exception:  # a full disk must not take requests down with it

@@ -59,7 +59,9 @@ class Exchange:
         self.bytes_sent = 0
         self.upstream_status: int | None = None
         self.route: str | None = None
-        self.log_kind = "request"
+        self.log_kind = "http"  # "http" | "sse" | "websocket"
+        self.request_id = ""  # set by ServerContext.run_exchange (requestid.py)
+        self.ws_close: int | None = None  # the WebSocket close code, whoever sent it first
         self.events: int | None = None
         self.lagged = False
         self.note: str | None = None

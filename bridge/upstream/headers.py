@@ -56,6 +56,7 @@ def forward_request_headers(
     authority: str,
     http_version: str,
     upstream: Upstream,
+    request_id: str = "",
 ) -> Headers:
     """The client's request headers as the upstream should see them.
 
@@ -63,6 +64,7 @@ def forward_request_headers(
     `host: upstream`) comes first; X-Forwarded-For, Forwarded and Via get our hop appended to
     whatever earlier proxies wrote; X-Forwarded-Proto and -Host are ours alone; the Cookie
     fields HTTP/2 and HTTP/3 split are joined back into one (RFC 9113 §8.2.3, RFC 9114 §4.2.1).
+    `request_id` goes up as X-Request-Id, replacing one that was not sane (see requestid.py).
     """
     out: Headers = [(b"host", b"")]  # the value is filled in below; Host goes first
     cookies: list[bytes] = []
@@ -78,6 +80,8 @@ def forward_request_headers(
             forwarded.append(value)
         elif name == b"via":
             via.append(value)
+        elif name == b"x-request-id" and request_id:
+            continue  # ours (the client's own when sane) is added below
         elif name not in _REPLACED:
             out.append((name, value))
     host = authority if upstream.host_mode == "client" and authority else upstream.authority
@@ -94,6 +98,8 @@ def forward_request_headers(
     out.append((b"forwarded", b", ".join(forwarded)))
     via.append(_VIA.get(http_version, b"1.1 bridge"))
     out.append((b"via", b", ".join(via)))
+    if request_id:
+        out.append((b"x-request-id", request_id.encode("ascii")))
     return out
 
 

@@ -41,7 +41,7 @@ async def stream_log_lines(b: Any, count: int, timeout: float = 5.0) -> list[dic
     path = b.directory / "access.log"
     for _ in range(int(timeout / 0.05)):
         lines = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-        streams = [e for e in lines if e["kind"] == "stream"]
+        streams = [e for e in lines if e["kind"] in ("sse", "websocket")]
         if len(streams) >= count:
             return streams
         await asyncio.sleep(0.05)
