@@ -92,6 +92,8 @@ def combined_line(e: AccessEntry) -> str:
         f" rt={e.duration:.3f} us={e.upstream_status if e.upstream_status is not None else '-'}"
         f' route="{escape(e.route or "-")}"'
     )
+    if e.request_id:
+        line += f" id={e.request_id}"  # requestid.py: never a space or quote in it
     if e.kind != "http":
         line += f" {e.kind} events={e.events or 0}"
         if e.close_code is not None:
@@ -102,8 +104,6 @@ def combined_line(e: AccessEntry) -> str:
         line += " pushed"
     if e.note:
         line += f' note="{escape(e.note)}"'
-    if e.request_id:
-        line += f" id={e.request_id}"  # requestid.py: never a space or quote in it
     return line
 
 

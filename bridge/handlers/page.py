@@ -98,6 +98,8 @@ class PageHandler:
         # Promised stream -> the page's fetch of its asset, so the pushed response is the very
         # version the cookie records. Keyed by connection and path; the page removes its own.
         self._handoff: dict[tuple[object, str], list[asyncio.Future[Asset]]] = {}
+        self.promised = 0  # PUSH_PROMISEs sent (for /metrics)
+        self.declined = 0  # pushes not made: the client refused push, or its stream limit
 
     def assets(self, route: Route) -> tuple[str, ...]:
         return route.push if route.push else self.learned.get(route.index, ())
@@ -216,7 +218,9 @@ class _PagePush:
         self, path: str, fetch: Callable[[], Awaitable[Asset]] | asyncio.Future[Asset]
     ) -> None:
         if not self.exchange.push(path, self.promise_headers):
+            self.page.declined += 1
             return  # refused by the client or its stream limit: it will fetch the asset itself
+        self.page.promised += 1
         # No await since the push: the promised stream's task has not run yet and will find it.
         future = fetch if isinstance(fetch, asyncio.Future) else asyncio.ensure_future(fetch())
         future.add_done_callback(_retrieve)

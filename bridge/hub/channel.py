@@ -43,6 +43,7 @@ from ..settings import Limits
 from ..upstream.headers import HOP_BY_HOP
 from .backoff import Backoff, parse_retry_after
 from .clock import Clock, wait_future
+from .counters import new_buckets, observe
 from .diff import diff, json_equal, loads
 from .item import HEARTBEAT, Format, Item
 from .subscription import Sink, Subscription
@@ -191,6 +192,19 @@ class Channel:
         self.backoff = Backoff(rng=self.rng)
         self.polls = 0
         self.errors = 0
+        # For /metrics and /streams (counters.py): bumped in place, read at scrape time.
+        self.not_modified = 0
+        self.published = 0  # events
+        self.fanned_out = 0  # event deliveries: events x subscribers
+        self.conflated = 0  # subscribers that started lagging (their items then conflated)
+        self.closed_slow = 0  # subscribers closed for lagging too long
+        self.poll_buckets = new_buckets()
+        self.poll_seconds = 0.0
+        self.last_poll_at: float | None = None  # wall clock, like every *_at here
+        self.last_change_at: float | None = None
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.retry_at: float | None = None  # in backoff: when the next poll goes
         self.last_sent = clock.now()
         self._body: bytes | None = None  # the last body seen (its bytes decide "changed")
         self._doc: Any = _UNPARSED  # ... parsed, for patch/merge streams
@@ -359,6 +373,9 @@ class Channel:
         if previous is not None:
             previous.release()
         self.last_sent = self.clock.now()
+        self.last_change_at = self.clock.wall()
+        self.published += 1
+        self.fanned_out += len(self.subscribers)
         if self._resetting:
             self._publish_with_resets(item)
         else:
@@ -406,6 +423,7 @@ class Channel:
                 stuck += 1
                 sub.close_lagging()
         if stuck:
+            self.closed_slow += stuck
             self.log.info(
                 "stream %s: closed %d subscriber(s) stuck for %.0fs; they resume by id",
                 self.name,
@@ -516,6 +534,7 @@ class Channel:
                 max_bytes=self.limits.max_snapshot,
             )
         except StreamError as exc:
+            self._polled(started)
             held = self.clock.now() - started
             if (
                 longpoll is not None
@@ -525,11 +544,13 @@ class Channel:
                 self._ok()  # held past its own timeout with nothing new: normal, ask again
                 return 0.0
             return self._failed(exc.detail, None)
+        self._polled(started)
         if 200 <= status < 300:
             if len(body) > self.limits.max_snapshot:
                 return self._failed(f"answer of {len(body)} bytes over max_snapshot", None)
             changed = self._accept(headers, body)
         elif status == 304:
+            self.not_modified += 1
             changed = False
         else:
             retry = parse_retry_after(_header(headers, b"retry-after"), self.clock.wall())
@@ -542,6 +563,12 @@ class Channel:
             return 0.0
         # Nothing new, and quickly: the upstream did not hold the request. Don't spin.
         return max(0.0, settings.LONGPOLL_MIN_GAP - (self.clock.now() - started))
+
+    def _polled(self, started: float) -> None:
+        seconds = self.clock.now() - started
+        observe(self.poll_buckets, seconds)
+        self.poll_seconds += seconds
+        self.last_poll_at = self.clock.wall()
 
     def _ok(self) -> None:
         if self.backoff.failures and self._streak_logged:
@@ -556,8 +583,10 @@ class Channel:
 
     def _failed(self, why: str, retry_after: float | None, exc: Exception | None = None) -> float:
         self.errors += 1
+        self.last_error, self.last_error_at = why, self.clock.wall()
         self.state = ChannelState.BACKOFF
         delay = self.backoff.next(retry_after)
+        self.retry_at = self.last_error_at + delay
         now = self.clock.now()
         if now - self._logged_at >= ERROR_LOG_INTERVAL:
             more = f" (+{self._suppressed} more failures not logged)" if self._suppressed else ""

@@ -19,6 +19,7 @@ from ..routing.model import Route
 from ..settings import Limits
 from .channel import Channel, Fetcher, vary_headers
 from .clock import Clock, RealClock
+from .counters import RouteTotals
 from .item import Format, Item
 from .subscription import Sink, Subscription
 
@@ -43,6 +44,8 @@ class Hub:
         self.rng = rng or random.Random()
         self.channels: dict[tuple[Any, ...], Channel] = {}
         self.subscriber_count = 0  # across all channels, kept up to date in O(1)
+        # Counters of stopped channels, by route path, so /metrics never goes down (counters.py).
+        self.retired: dict[str, RouteTotals] = {}
         self._last_epoch = 0
 
     # --- channels -------------------------------------------------------------------------------
@@ -89,6 +92,7 @@ class Hub:
     def _forget(self, channel: Channel) -> None:
         if self.channels.get(channel.key) is channel:
             del self.channels[channel.key]
+        self.retired.setdefault(channel.route.path, RouteTotals()).add(channel)
 
     def _left(self) -> None:
         self.subscriber_count -= 1

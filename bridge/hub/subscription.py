@@ -101,6 +101,7 @@ class Subscription:
         self.lagging = self.lagged = True
         self.lag_since = self.channel.clock.now()
         self.channel.lagging[self] = None
+        self.channel.conflated += 1
 
     def _conflate(self, item: Item) -> None:
         if not item.id or self.closed:

@@ -1,16 +1,27 @@
-"""The admin listener: `/healthz`, `/metrics` (Prometheus text format) and `/streams` (JSON).
+"""The admin listener: `/healthz`, `/readyz`, `/metrics` (Prometheus text) and `/streams` (JSON).
 
 It runs the same connection code as the public listeners, with its own tiny handler, and is
-meant for loopback or a private network only.
+meant for loopback or a private network only (the loader refuses another address unless
+`listen.admin_public: true`): `/streams` names every channel and its route parameters.
+
+- `/healthz`: the process answers (liveness).
+- `/readyz`: 200 once every listener is bound and a config is loaded, 503 before that and
+  while shutting down (readiness: a load balancer stops sending new clients).
+- `/metrics`: see `bridge/metrics.py`.
+- `/streams`: one object per live channel: key, route, subscribers by protocol, last poll,
+  last change, last error (text and time), backoff state, history size. Times are epoch
+  seconds; `vary` values never appear (per-user secrets), only a digest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ErrorCode, StreamError
+from ..metrics import CONTENT_TYPE, registry_for, render, subscriber_kind, subscriber_protocol
 from ..routing.model import Address
 from .connection import ServerConnection
 from .context import ServerContext
@@ -23,18 +34,24 @@ if TYPE_CHECKING:
 class AdminHandler:
     def __init__(self, bridge: Bridge) -> None:
         self.bridge = bridge
+        self.registry = registry_for(bridge)
 
     async def __call__(self, exchange: Exchange) -> None:
         path = exchange.request.target.split("?", 1)[0]
         if exchange.request.method not in ("GET", "HEAD"):
-            raise StreamError(ErrorCode.METHOD_NOT_ALLOWED)
+            raise StreamError(ErrorCode.METHOD_NOT_ALLOWED, headers=[(b"allow", b"GET, HEAD")])
+        status = 200
         if path == "/healthz":
             body, kind = b"ok\n", b"text/plain; charset=utf-8"
+        elif path == "/readyz":
+            ready = getattr(self.bridge, "ready", False)
+            status = 200 if ready else 503
+            body, kind = (b"ready\n" if ready else b"not ready\n"), b"text/plain; charset=utf-8"
         elif path == "/metrics":
-            body, kind = self.metrics().encode(), b"text/plain; version=0.0.4; charset=utf-8"
+            body, kind = render(self.registry), CONTENT_TYPE.encode()
         elif path == "/streams":
-            stats = getattr(self.bridge.hub, "stats", None)
-            body = json.dumps(stats() if stats else [], indent=2).encode() + b"\n"
+            view = streams_view(self.bridge.hub)
+            body = json.dumps(view, indent=2).encode() + b"\n"
             kind = b"application/json"
         else:
             raise StreamError(ErrorCode.NOT_FOUND)
@@ -43,33 +60,49 @@ class AdminHandler:
             (b"content-length", str(len(body)).encode()),
             (b"cache-control", b"no-store"),
         ]
-        await exchange.respond(200, headers, body)
+        await exchange.respond(status, headers, body)
 
-    def metrics(self) -> str:
-        ctx = self.bridge.context
-        lines = []
 
-        def gauge(name: str, value: float, help_text: str, kind: str = "gauge") -> None:
-            lines.append(f"# HELP bridge_{name} {help_text}")
-            lines.append(f"# TYPE bridge_{name} {kind}")
-            lines.append(f"bridge_{name} {value}")
+def streams_view(hub: Any) -> list[dict[str, Any]]:
+    channels = list(getattr(hub, "channels", {}).values())
+    return [channel_view(channel) for channel in channels]
 
-        if ctx is not None:
-            gauge("connections", len(ctx.connections), "Open client connections.")
-            gauge("requests_total", ctx.requests_total, "Requests started.", "counter")
-            gauge(
-                "rejected_connections_total",
-                ctx.rejected_connections,
-                "Connections refused over max_connections.",
-                "counter",
-            )
-        stats = getattr(self.bridge.hub, "stats", None)
-        if stats is not None:
-            channels = stats()
-            gauge("stream_channels", len(channels), "Active stream channels.")
-            subscribers = sum(int(c.get("subscribers", 0)) for c in channels)
-            gauge("stream_subscribers", subscribers, "Connected stream subscribers.")
-        return "\n".join(lines) + "\n"
+
+def channel_view(channel: Any) -> dict[str, Any]:
+    vary = None
+    if channel.vary:
+        vary = hashlib.sha256(repr(channel.vary).encode()).hexdigest()[:12]
+    by_protocol: dict[str, int] = {}
+    for sub in channel.subscribers:
+        name = f"{subscriber_kind(sub)}/{subscriber_protocol(sub)}"
+        by_protocol[name] = by_protocol.get(name, 0) + 1
+    state = channel.state.value
+    return {
+        "key": f"{channel.route.path}:{channel.target}" + (f"#{vary}" if vary else ""),
+        "route": channel.route.path,
+        "params": dict(channel.params),
+        "vary": vary,
+        "upstream": channel.spec.upstream.name,
+        "target": channel.target,
+        "state": state,
+        "subscribers": len(channel.subscribers),
+        "by_protocol": dict(sorted(by_protocol.items())),
+        "lagging": len(channel.lagging),
+        "waiters": channel.waiters,
+        "last_id": channel.latest.id if channel.latest is not None else None,
+        "history": len(channel.history),
+        "polls": channel.polls,
+        "not_modified": channel.not_modified,
+        "errors": channel.errors,
+        "last_poll_at": channel.last_poll_at,
+        "last_change_at": channel.last_change_at,
+        "last_error": channel.last_error,
+        "last_error_at": channel.last_error_at,
+        "backoff": {
+            "failures": channel.backoff.failures,
+            "retry_at": channel.retry_at if state == "backoff" else None,
+        },
+    }
 
 
 async def start_admin(bridge: Bridge, address: Address) -> tuple[asyncio.AbstractServer, int]:

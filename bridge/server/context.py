@@ -16,6 +16,7 @@ from ..errors import ErrorCode, StreamError
 from ..protocol.errorpage import error_body, error_headers
 from ..requestid import request_id
 from ..settings import Limits
+from .tally import RequestTally
 
 if TYPE_CHECKING:
     from ..accesslog import AccessLog
@@ -38,6 +39,7 @@ class ServerContext:
         self.shutting_down = False
         self.requests_total = 0
         self.rejected_connections = 0
+        self.tally = RequestTally()  # /metrics reads it at scrape time
 
     def admit(self, conn: ServerConnection) -> bool:
         if self.shutting_down or len(self.connections) >= self.limits.max_connections:
@@ -74,6 +76,8 @@ class ServerContext:
 
     def finish_exchange(self, exchange: Exchange) -> None:
         """The exchange is over (its handler returned, or its detached stream ended)."""
+        status = exchange.status or (499 if exchange.aborted else 0)
+        self.tally.record(exchange.route, exchange.log_kind, status, exchange.duration)
         self.log_exchange(exchange)
         exchange.conn.exchange_done(exchange)
 

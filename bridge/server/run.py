@@ -12,6 +12,7 @@ import logging
 import signal
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +43,10 @@ class Bridge:
         self._stopped = asyncio.Event()
         self.ssl_context: ssl.SSLContext | None = None
         self.hub: object | None = None
+        # For /readyz and /metrics: listeners bound (and not shutting down), reload outcomes.
+        self.ready = False
+        self.reloads: dict[str, int] = {}
+        self.config_loaded_at = time.time()
 
     def tls(self) -> ssl.SSLContext:
         cert, key = self.config.tls.cert, self.config.tls.key
@@ -82,6 +87,7 @@ class Bridge:
         routes = len(config.routes)
         names = ", ".join(f"{k}={v}" for k, v in self.ports.items())
         log.info("bridge listening (%s); %d routes", names, routes)
+        self.ready = True
 
     async def _listen(self, address: Address, scheme: str, tls: ssl.SSLContext | None) -> int:
         host, port = address
@@ -104,6 +110,7 @@ class Bridge:
 
     async def stop(self, grace: float = settings.SHUTDOWN_GRACE) -> None:
         """Stop accepting, let in-flight requests finish within `grace`, then close."""
+        self.ready = False
         ctx = self.context
         for server in self._servers:
             server.close()
