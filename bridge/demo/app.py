@@ -1,21 +1,24 @@
 """The embedded "legacy polling app" that `bridge demo` puts behind bridge.
 
 It is deliberately the kind of app bridge is for: a price that changes every second, served
-by polling endpoints. Its page subscribes to `/prices/DEMO` with `EventSource` — a stream
-that exists only behind bridge, which polls `/api/prices` once for every viewer — and falls
+by polling endpoints. Its page subscribes to `/prices/DEMO` (SSE or WebSocket) — a stream
+that exists only behind bridge, which polls `/api/prices` once for all viewers — and falls
 back to polling `/api/prices` itself when that stream is not there (the app on its own).
 
 Routes: `/` (the page), `/static/*` (files of `static/`, with ETag), `/api/prices?symbol=X`
 (JSON with ETag / Last-Modified and 304s), `/api/updates?since=N` (a long-poll whose `seq`
-cursor moves every second) and `/healthz`.
+cursor moves every second), `/api/stats` (how often the app was polled, and — when `bridge
+demo` tells it — how many viewers bridge is streaming to) and `/healthz`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import math
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
 
@@ -144,7 +147,22 @@ async def updates(request: ServerRequest) -> ServerResponse:
     )
 
 
-async def handle(request: ServerRequest) -> ServerResponse:
+class DemoStats:
+    """The page's point, in numbers: upstream polls against viewers. `viewers` is given by
+    `bridge demo` (it reads bridge's hub); the app alone knows only its own polls."""
+
+    def __init__(self, viewers: Callable[[], int] | None = None) -> None:
+        self.polls = 0
+        self.viewers = viewers
+
+    def answer(self) -> ServerResponse:
+        viewers = self.viewers() if self.viewers is not None else None
+        return ServerResponse.json(
+            {"polls": self.polls, "viewers": viewers}, headers=[(b"cache-control", b"no-store")]
+        )
+
+
+async def handle(request: ServerRequest, stats: DemoStats | None = None) -> ServerResponse:
     if request.method not in ("GET", "HEAD"):
         return ServerResponse.text("method not allowed\n", 405, [(b"allow", b"GET, HEAD")])
     path = request.path
@@ -156,7 +174,11 @@ async def handle(request: ServerRequest) -> ServerResponse:
             return ServerResponse.text("not found\n", 404)
         return static_response(request, name, b"max-age=60")
     if path == "/api/prices":
+        if stats is not None:
+            stats.polls += 1
         return prices(request)
+    if path == "/api/stats" and stats is not None:
+        return stats.answer()
     if path == "/api/updates":
         return await updates(request)
     if path == "/healthz":
@@ -164,7 +186,9 @@ async def handle(request: ServerRequest) -> ServerResponse:
     return ServerResponse.text("not found\n", 404)
 
 
-async def start_demo_app(host: str = "127.0.0.1", port: int = 0) -> HttpServer:
-    server = HttpServer(handle)
+async def start_demo_app(
+    host: str = "127.0.0.1", port: int = 0, *, viewers: Callable[[], int] | None = None
+) -> HttpServer:
+    server = HttpServer(functools.partial(handle, stats=DemoStats(viewers)))
     await server.start(host, port)
     return server

@@ -7,16 +7,22 @@ shows is exactly what a user gets from the same lines.
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..server.run import Bridge
 
 DEMO_ROUTES = """\
 listen:
   https: "127.0.0.1:{port}"
   http: "127.0.0.1:{http_port}"
   http_mode: redirect
+  admin: "127.0.0.1:{admin_port}"
 tls:
   cert: {certs}/server.crt
   key: {certs}/server.key
@@ -52,8 +58,19 @@ routes:
 
 def demo_config_text(*, port: int, app_port: int, certs: Path) -> str:
     return DEMO_ROUTES.format(
-        port=port, http_port=port + 1 if port else 0, app_port=app_port, certs=certs
+        port=port,
+        http_port=port + 1 if port else 0,
+        admin_port=port + 2 if port else 0,
+        app_port=app_port,
+        certs=certs,
     )
+
+
+def demo_viewers(bridge: Bridge) -> int:
+    """How many subscribers bridge streams /prices/DEMO to (SSE and WebSocket together)."""
+    hub: Any = bridge.hub
+    channels = getattr(hub, "channels", {}).values()
+    return sum(len(c.subscribers) for c in channels if c.params.get("symbol") == "DEMO")
 
 
 def run_demo(*, port: int = 8443) -> int:
@@ -67,19 +84,27 @@ def run_demo(*, port: int = 8443) -> int:
     ensure_dev_certs(certs)
 
     async def go() -> None:
-        app = await start_demo_app()
+        holder: list[Bridge] = []
+        app = await start_demo_app(viewers=lambda: demo_viewers(holder[0]) if holder else 0)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "routes.yaml"
             path.write_text(demo_config_text(port=port, app_port=app.port, certs=certs))
             bridge = Bridge(load_config(path))
+            holder.append(bridge)
             install(bridge)
-            await bridge.start()
-            https = bridge.ports["https"]
+            try:
+                await bridge.start()
+            except OSError:
+                await bridge.stop(grace=0)
+                await app.stop()
+                raise
+            https, admin = bridge.ports["https"], bridge.ports["admin"]
             print(
                 f"\n  bridge demo: open https://localhost:{https}/\n"
                 f"  (the legacy app polls /api/prices; bridge streams it as /prices/DEMO)\n"
                 f"  try: curl --cacert {certs}/ca.crt -N https://localhost:{https}/prices/DEMO"
                 f" -H 'Accept: text/event-stream'\n"
+                f"  admin: http://127.0.0.1:{admin}/metrics  /streams  /readyz\n"
                 f"  development CA to trust: {certs}/ca.crt   (Ctrl-C stops)\n",
                 file=sys.stderr,
                 flush=True,
@@ -99,6 +124,15 @@ def run_demo(*, port: int = 8443) -> int:
     except KeyboardInterrupt:
         pass
     except OSError as exc:
-        print(f"bridge demo: {exc}", file=sys.stderr)
+        if exc.errno == errno.EADDRINUSE:
+            ports = f"{port}-{port + 2}" if port else "the ports it chose"
+            print(
+                f"bridge demo: a port in {ports} is in use ({exc.strerror}); the demo uses"
+                f" --port (HTTPS), the next one (HTTP) and the one after (admin):"
+                f" try bridge demo --port {port + 10 if port else 9443}",
+                file=sys.stderr,
+            )
+        else:
+            print(f"bridge demo: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -83,7 +83,16 @@ def test_bridge_demo_serves_the_page_and_stops_on_a_signal(
             found = re.search(r"open (https://localhost:\d+/)", line)
             if found:
                 url = found.group(1)
-        assert url, "".join(seen)
+        admin = None
+        while admin is None and time.monotonic() < deadline:  # bounded by the deadline
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen.append(line)
+            found = re.search(r"admin: (http://127.0.0.1:\d+/)metrics", line)
+            if found:
+                admin = found.group(1)
+        assert url and admin, "".join(seen)
         ca = tmp_path / "certs" / "ca.crt"
 
         async def visit() -> None:
@@ -93,6 +102,11 @@ def test_bridge_demo_serves_the_page_and_stops_on_a_signal(
                 assert page.status_code == 200 and "<html" in page.text
                 price = await c.get(url + "api/prices?symbol=DEMO")
                 assert price.json()["symbol"] == "DEMO"
+                stats = await c.get(url + "api/stats")
+                assert stats.json()["viewers"] == 0 and stats.json()["polls"] >= 1
+                async with httpx.AsyncClient(timeout=10) as plain:
+                    metrics = await plain.get(admin + "metrics")
+                    assert "bridge_connections" in metrics.text
 
         run(visit())
         proc.send_signal(stop_signal)
@@ -131,6 +145,18 @@ def test_serve_on_a_busy_port_exits_1_with_a_message(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("bridge: ")
     assert "Traceback" not in done.stderr
+
+
+def test_demo_on_a_busy_port_names_the_port_option(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = bridge("demo", "--port", str(port), cwd=tmp_path)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"bridge demo: a port in {port}-{port + 2} is in use"), last
+    assert "--port" in last and "Traceback" not in done.stderr
 
 
 def _shell_blocks(text: str) -> list[str]:
