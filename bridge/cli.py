@@ -28,6 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--port", type=int, default=8443, help="HTTPS port for bridge (default 8443)")
     certs = sub.add_parser("certs", help="generate a development CA and server certificate")
     certs.add_argument("--dir", default="certs", help="output directory (default: ./certs)")
+    certs.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        help="another name or IP address for the server certificate (repeatable)",
+    )
+    certs.add_argument(
+        "--force", action="store_true", help="replace the development CA too (default: keep it)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"bridge {__version__}")
     args = parser.parse_args(argv)
@@ -43,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "certs":
         from .certs import generate_for_cli
 
-        generate_for_cli(Path(args.dir))
+        generate_for_cli(Path(args.dir), hosts=tuple(args.host), force=args.force)
         return 0
     if args.command == "demo":
         from .demo.run import run_demo

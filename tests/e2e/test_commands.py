@@ -59,6 +59,36 @@ def test_bridge_certs_writes_a_ca_and_a_server_certificate(tmp_path: Path) -> No
     ssl.create_default_context(cafile=str(out / "ca.crt"))
 
 
+def test_bridge_certs_keeps_the_ca_unless_forced_and_adds_hosts(tmp_path: Path) -> None:
+    out = tmp_path / "certs"
+    assert bridge("certs", "--dir", "certs", cwd=tmp_path).returncode == 0
+    ca = (out / "ca.crt").read_bytes()
+    first = (out / "server.crt").read_bytes()
+    done = bridge("certs", "--dir", "certs", "--host", "app.test", "--host", "10.0.0.5",
+                  cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("kept ")
+    assert (out / "ca.crt").read_bytes() == ca  # what already trusts it keeps trusting
+    assert (out / "server.crt").read_bytes() != first
+    server = x509.load_pem_x509_certificates((out / "server.crt").read_bytes())[0]
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"localhost", "app.test"} <= set(names.get_values_for_type(x509.DNSName))
+    addresses = {str(a) for a in names.get_values_for_type(x509.IPAddress)}
+    assert {"127.0.0.1", "::1", "10.0.0.5"} <= addresses
+    # a client trusting the old ca.crt accepts the new server certificate for the new name
+    (tmp_path / "old-ca.crt").write_bytes(ca)
+    trusting = ssl.create_default_context(cafile=str(tmp_path / "old-ca.crt"))
+    assert trusting.cert_store_stats()["x509_ca"] == 1
+    issuer = x509.load_pem_x509_certificate(ca)
+    assert server.issuer == issuer.subject
+    issuer.public_key().verify(  # type: ignore[call-arg]
+        server.signature, server.tbs_certificate_bytes, ec.ECDSA(server.signature_hash_algorithm)
+    )
+    forced = bridge("certs", "--dir", "certs", "--force", cwd=tmp_path)
+    assert forced.returncode == 0 and forced.stdout.startswith("wrote ")
+    assert (out / "ca.crt").read_bytes() != ca
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["int", "term"])
 def test_bridge_demo_serves_the_page_and_stops_on_a_signal(
     tmp_path: Path, stop_signal: signal.Signals
