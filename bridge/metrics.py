@@ -37,7 +37,7 @@ from prometheus_client.core import (
 )
 
 from .hub.counters import COUNTED, RouteTotals, cumulative
-from .hub.item import Format
+from .hub.item import Format, slot_format
 from .server.tally import DURATION_BUCKETS
 
 if TYPE_CHECKING:
@@ -213,7 +213,7 @@ class _Totals:
 
 
 def subscriber_kind(sub: Any) -> str:
-    return "websocket" if Format(sub.fmt).name.startswith("WS") else "sse"
+    return "sse" if slot_format(sub.slot) is Format.SSE else "websocket"
 
 
 def subscriber_protocol(sub: Any) -> str:

@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ..accesslog import AccessEntry
+from ..errorpage import error_body, error_headers
 from ..errors import ErrorCode, StreamError
-from ..protocol.errorpage import error_body, error_headers
 from ..requestid import request_id
 from ..settings import Limits
 from .tally import RequestTally
@@ -79,7 +79,7 @@ class ServerContext:
         status = exchange.status or (499 if exchange.aborted else 0)
         self.tally.record(exchange.route, exchange.log_kind, status, exchange.duration)
         self.log_exchange(exchange)
-        exchange.conn.exchange_done(exchange)
+        exchange.port.exchange_done(exchange)
 
     def _fail(self, exchange: Exchange, exc: StreamError) -> None:
         if exc.code is ErrorCode.CANCELLED or exchange.aborted:

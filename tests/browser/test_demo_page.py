@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bridge.app import install
+from bridge.app import create_bridge
 from bridge.demo.app import start_demo_app
 from bridge.demo.run import demo_config_text, demo_viewers
 from bridge.routing.config import load_config
@@ -60,9 +60,8 @@ def test_demo_page_in_chromium(certs: Path) -> None:
         try:
             path = tmp / "routes.yaml"
             path.write_text(demo_config_text(port=0, app_port=app.port, certs=certs))
-            bridge = Bridge(load_config(path))
+            bridge = create_bridge(load_config(path))
             holder.append(bridge)
-            install(bridge)
             await bridge.start()
             url = f"https://localhost:{bridge.ports['https']}/"
             try:
