@@ -107,10 +107,13 @@ def combined_line(e: AccessEntry) -> str:
     return line
 
 
+def _iso(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + f".{int(when % 1 * 1000):03d}Z"
+
+
 def json_line(e: AccessEntry) -> str:
     record: dict[str, object] = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(e.time))
-        + f".{int(e.time % 1 * 1000):03d}Z",
+        "time": _iso(e.time),
         "client": e.client_ip,
         "method": e.method,
         "target": e.target,
@@ -158,6 +161,14 @@ class AccessLog:
     def log(self, entry: AccessEntry) -> None:
         if self._file is not None:
             self._file.write(self._render(entry) + "\n")
+            self._file.flush()
+
+    def event(self, kind: str, note: str) -> None:
+        """A line about the server itself (a reload and what it changed), JSON format only:
+        a combined-format line that is not a request would break the tools that read it."""
+        if self._file is not None and self.format == "json":
+            record = {"time": _iso(time.time()), "kind": kind, "note": note}
+            self._file.write(json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n")
             self._file.flush()
 
     def reopen(self) -> None:

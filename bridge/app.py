@@ -32,10 +32,12 @@ class App:
     router: Router
 
 
-def build_app(config: Config, pool: UpstreamPool | None = None) -> App:
+def build_app(config: Config, pool: UpstreamPool | None = None, hub: Hub | None = None) -> App:
+    """With `pool` and `hub` given (a reload), the new handlers share them: open upstream
+    connections and live streams carry over; `Hub.reconfigure` sorts out the streams."""
     pool = pool or UpstreamPool()
     limits = config.limits
-    hub = Hub(pool, limits=limits)
+    hub = hub or Hub(pool, limits=limits)
     table = RouteTable(config.routes)
     proxy = ProxyHandler(pool, max_request_body=limits.max_request_body)
     websocket = WebSocketHandler(hub, pool, max_message=limits.max_ws_message)
@@ -53,4 +55,8 @@ def build_app(config: Config, pool: UpstreamPool | None = None) -> App:
 
 def create_bridge(config: Config) -> Bridge:
     app = build_app(config)
-    return Bridge(config, pool=app.pool, hub=app.hub, handler=app.router)
+
+    def rebuild(new: Config) -> Router:
+        return build_app(new, pool=app.pool, hub=app.hub).router
+
+    return Bridge(config, pool=app.pool, hub=app.hub, handler=app.router, rebuild=rebuild)

@@ -16,14 +16,22 @@ def main(argv: list[str] | None = None) -> int:
         prog="bridge", description="Turn polled HTTP endpoints into push streams."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    commands = {}
     for name, text in (
         ("serve", "run the proxy"),
         ("check", "validate the config and print the route table"),
+        ("reload", "validate the config, then make the running bridge reload it (SIGHUP)"),
     ):
-        cmd = sub.add_parser(name, help=text)
+        cmd = commands[name] = sub.add_parser(name, help=text)
         cmd.add_argument(
             "-c", "--config", default="routes.yaml", help="config file (default: ./routes.yaml)"
         )
+    commands["serve"].add_argument(
+        "--pid-file", help="write the process id here (for bridge reload); removed at exit"
+    )
+    commands["reload"].add_argument(
+        "--pid-file", help="the running bridge's pid file (default: bridge.pid beside the config)"
+    )
     demo = sub.add_parser("demo", help="run the embedded polling demo app with bridge in front")
     demo.add_argument("--port", type=int, default=8443, help="HTTPS port for bridge (default 8443)")
     certs = sub.add_parser("certs", help="generate a development CA and server certificate")
@@ -48,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         return _check(args.config)
     if args.command == "serve":
-        return _serve(args.config)
+        return _serve(args.config, args.pid_file)
+    if args.command == "reload":
+        return _reload(args.config, args.pid_file)
     if args.command == "certs":
         from .certs import generate_for_cli
 
@@ -90,7 +100,7 @@ def _check(path: str) -> int:
     return 0
 
 
-def _serve(path: str) -> int:
+def _serve(path: str, pid_file: str | None = None) -> int:
     from .app import create_bridge
     from .server.run import run
 
@@ -99,7 +109,7 @@ def _serve(path: str) -> int:
         return 1
 
     async def go() -> None:
-        await create_bridge(config).serve_forever()
+        await create_bridge(config).serve_forever(Path(pid_file) if pid_file else None)
 
     try:
         run(go)
@@ -108,6 +118,33 @@ def _serve(path: str) -> int:
     except OSError as exc:
         print(f"bridge: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _reload(path: str, pid_file: str | None) -> int:
+    """Like `nginx -s reload` after `nginx -t`: a file with mistakes is reported here, and the
+    running process is not even asked (it would refuse it too, and keep serving)."""
+    import os
+    import signal
+
+    if _load(path) is None:
+        return 1
+    where = Path(pid_file) if pid_file else Path(path).resolve().parent / "bridge.pid"
+    try:
+        pid = int(where.read_text().strip())
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not a process id"
+        print(
+            f"bridge reload: cannot read {where}: {why} (start it with bridge serve --pid-file)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        print(f"bridge reload: cannot signal process {pid}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(f"{path}: ok; asked process {pid} to reload (its error log says what changed)")
     return 0
 
 

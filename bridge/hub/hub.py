@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ErrorCode, StreamError
@@ -158,6 +159,38 @@ class Hub:
     def stats(self) -> list[dict[str, Any]]:
         """Per channel: key, subscribers, last id, polls, errors, state (admin /streams)."""
         return [channel.stats() for channel in self.channels.values()]
+
+    def reconfigure(self, routes: Sequence[Route], limits: Limits) -> tuple[int, int]:
+        """A reload's new route table: (channels kept, channels ended).
+
+        A live channel whose route (by its path template) is still there with the same
+        `stream:` block keeps everything — poller, history, subscribers — and only learns the
+        new `Route` (its position may have moved, so it is re-keyed). Any other (the route is
+        gone, is no longer a stream, or its `stream:` changed) ends its subscribers with a
+        reconnect hint and stops; they come back at once on the new table, which starts a
+        fresh poller, and resume by Last-Event-ID (its history went with the old poller, so
+        they get the current state as `reset`). New subscribers get the new limits.
+        """
+        streams = {route.path: route for route in routes if route.stream is not None}
+        keep: dict[tuple[Any, ...], Channel] = {}
+        gone: list[Channel] = []
+        for channel in self.channels.values():
+            new = streams.get(channel.route.path)
+            if new is not None and new.stream == channel.route.stream:
+                channel.route = new
+                # Built afresh: two routes that swapped places would collide re-keyed in place.
+                channel.key = self.key(new, channel.params, channel.vary)
+                keep[channel.key] = channel
+            else:
+                gone.append(channel)
+        self.channels.clear()
+        self.channels.update(keep)
+        for channel in gone:
+            for subscriber in tuple(channel.subscribers):
+                subscriber.end_for_reload()
+            channel.stop()  # its _forget finds it no longer listed; its counts are folded
+        self.limits = limits
+        return len(keep), len(gone)
 
     async def close(self) -> None:
         """Stop every channel, ending their subscribers (server shutdown)."""

@@ -147,11 +147,25 @@ class Subscription:
         self.sink.close(final)
 
     def end_for_shutdown(self) -> None:
-        """The server is stopping: end the stream cleanly (WebSocket 1001) so clients go elsewhere."""
+        """The server is stopping: end the stream cleanly so clients go elsewhere or come back
+        later: SSE with a jittered `retry:` (a restart does not bring every client back in the
+        same millisecond), WebSocket with 1001 "going away" (RFC 6455 §7.4.1)."""
         if self.closed:
             return
+        sse = slot_format(self.slot) is Format.SSE
+        final = sse_retry(self.channel.retry_ms()) if sse else None
         self.cancel()
-        self.sink.close(None)
+        self.sink.close(final)
+
+    def end_for_reload(self) -> None:
+        """A reload removed or changed this stream: reconnect at once (spread by a jittered SSE
+        `retry:`; WebSocket 1013 "try again later") and resume on the new table."""
+        if self.closed:
+            return
+        sse = slot_format(self.slot) is Format.SSE
+        final = sse_retry(self.channel.retry_ms()) if sse else b""
+        self.cancel()
+        self.sink.close(final)
 
     def cancel(self) -> None:
         """The client went away (or we are ending it): leave the channel. Idempotent."""

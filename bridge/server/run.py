@@ -9,8 +9,10 @@ tests and benchmarks (bind port 0, read `ports`, `await stop()`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -22,7 +24,8 @@ from typing import TYPE_CHECKING
 from .. import settings
 from ..accesslog import AccessLog, install_sigusr1
 from ..certs import ensure_dev_certs
-from ..routing.model import Address, Config
+from ..errors import ConfigError
+from ..routing.model import Address, Config, Route
 from .connection import ServerConnection
 from .context import ServerContext
 from .tls import server_context
@@ -36,8 +39,18 @@ log = logging.getLogger("bridge")
 
 
 class Bridge:
-    def __init__(self, config: Config, *, pool: UpstreamPool, hub: Hub, handler: Router) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        pool: UpstreamPool,
+        hub: Hub,
+        handler: Router,
+        rebuild: Callable[[Config], Router] | None = None,
+    ) -> None:
         self.config = config
+        # A reload's new router over the same pool and hub (the composition root's).
+        self._rebuild = rebuild
         self.ports: dict[str, int] = {}
         self.pool = pool
         self.hub = hub
@@ -45,6 +58,8 @@ class Bridge:
         self.access_log: AccessLog | None = None
         self.context: ServerContext | None = None
         self._servers: list[asyncio.AbstractServer] = []
+        self._listeners: dict[str, asyncio.AbstractServer] = {}  # by listen.* name
+        self._reloading: asyncio.Task[bool] | None = None
         self._stopped = asyncio.Event()
         self.ssl_context: ssl.SSLContext | None = None
         # For /readyz and /metrics: listeners bound (and not shutting down), reload outcomes.
@@ -52,12 +67,16 @@ class Bridge:
         self.reloads: dict[str, int] = {}
         self.config_loaded_at = time.time()
 
-    def tls(self) -> ssl.SSLContext:
-        cert, key = self.config.tls.cert, self.config.tls.key
+    def tls(self, config: Config | None = None) -> ssl.SSLContext:
+        return server_context(*self._cert_files(config or self.config))
+
+    @staticmethod
+    def _cert_files(config: Config) -> tuple[Path, Path]:
+        cert, key = config.tls.cert, config.tls.key
         if cert is None or key is None or not cert.exists() or not key.exists():
-            directory = cert.parent if cert else Path(self.config.source).resolve().parent / "certs"
+            directory = cert.parent if cert else Path(config.source).resolve().parent / "certs"
             cert, key = ensure_dev_certs(directory)
-        return server_context(cert, key)
+        return cert, key
 
     async def start(self) -> None:
         config = self.config
@@ -70,16 +89,12 @@ class Bridge:
         listen = config.listen
         if listen.https is not None:
             self.ssl_context = self.tls()
-            self.ports["https"] = await self._listen(listen.https, "https", self.ssl_context)
+        for name in LISTENERS:
+            address = getattr(listen, name)
+            if address is not None:
+                await self._bind(name, address)
+        if "https" in self.ports:
             self.router.https_port = self.ports["https"]
-        if listen.http is not None:
-            self.ports["http"] = await self._listen(listen.http, "http", None)
-        if listen.admin is not None:
-            from .admin import start_admin
-
-            server, port = await start_admin(self, listen.admin)
-            self._servers.append(server)
-            self.ports["admin"] = port
         if listen.http3 is not None:
             # Accepted by the loader (it is in the contract) but not served yet: say so rather
             # than let an operator believe QUIC is up. No Alt-Svc is sent, so clients stay on TCP.
@@ -88,6 +103,20 @@ class Bridge:
         names = ", ".join(f"{k}={v}" for k, v in self.ports.items())
         log.info("bridge listening (%s); %d routes", names, routes)
         self.ready = True
+
+    async def _bind(self, name: str, address: Address) -> asyncio.AbstractServer:
+        if name == "admin":
+            from .admin import start_admin
+
+            server, port = await start_admin(self, address)
+            self._servers.append(server)
+        else:
+            tls = self.ssl_context if name == "https" else None
+            port = await self._listen(address, name, tls)
+            server = self._servers[-1]
+        self._listeners[name] = server
+        self.ports[name] = port
+        return server
 
     async def _listen(self, address: Address, scheme: str, tls: ssl.SSLContext | None) -> int:
         host, port = address
@@ -108,8 +137,12 @@ class Bridge:
         self._servers.append(server)
         return server.sockets[0].getsockname()[1]
 
-    async def stop(self, grace: float = settings.SHUTDOWN_GRACE) -> None:
-        """Stop accepting, let in-flight requests finish within `grace`, then close."""
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, let in-flight requests finish within `grace` (default
+        `limits.shutdown_grace`), then close. Stream subscribers are ended at once: SSE with
+        a jittered `retry:`, WebSocket with 1001 (`Subscription.end_for_shutdown`)."""
+        if grace is None:
+            grace = self.config.limits.shutdown_grace
         self.ready = False
         ctx = self.context
         for server in self._servers:
@@ -129,17 +162,178 @@ class Bridge:
             self.access_log.close()
         self._stopped.set()
 
-    async def serve_forever(self) -> None:
-        """Run until SIGTERM or SIGINT, then shut down gracefully."""
-        await self.start()
-        tune_gc()
+    # --- reload ----------------------------------------------------------------------------------
+
+    def reload_soon(self) -> None:
+        """SIGHUP: reload, one at a time (a signal during a reload is folded into it)."""
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.ensure_future(self.reload())
+
+    async def reload(self) -> bool:
+        """Re-read the config file and the certificates, and swap atomically; False (and the
+        old config keeps serving) when the file is invalid or applying it failed.
+
+        Everything that can fail is done first — load and check the file, load the new
+        certificate into a scratch context, open a new access log, bind new listeners — and
+        only then is anything swapped: the TLS identity (new handshakes get it; open
+        connections keep theirs), the router (new requests; in-flight ones finish on the
+        old), the hub's streams (`Hub.reconfigure`), and removed listeners stop accepting
+        while their connections drain. The error log says what changed.
+        """
+        from ..routing.config import load_config
+
+        source = self.config.source
+        try:
+            config = load_config(source)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload refused: %s", problem)
+            log.error(
+                "reload refused: %d problem(s) in %s; still serving the previous config",
+                len(exc.problems),
+                source,
+            )
+            self._count_reload("invalid")
+            return False
+        try:
+            changes = await self._apply(config)
+        except Exception as exc:  # a port taken, a file gone since the check: keep serving
+            log.error("reload failed: %s; still serving the previous config", exc)
+            self._count_reload("failed")
+            return False
+        self._count_reload("ok")
+        log.info("reloaded %s: %s", source, changes)
+        if self.access_log is not None:
+            self.access_log.event("reload", changes)
+        return True
+
+    def _count_reload(self, outcome: str) -> None:
+        self.reloads[outcome] = self.reloads.get(outcome, 0) + 1
+
+    async def _apply(self, config: Config) -> str:
+        old = self.config
+        ctx = self.context
+        if ctx is None or self._rebuild is None:
+            raise RuntimeError("not started, or built without a rebuild function")
+        # 1. What can fail.
+        cert_files = self._cert_files(config) if config.listen.https is not None else None
+        if cert_files is not None:
+            server_context(*cert_files)  # a scratch load: a broken pair fails here, not live
+        access_log = None
+        if config.access_log != old.access_log:
+            access_log = AccessLog.open(config.access_log.path, config.access_log.format)
+        moved = [
+            name for name in LISTENERS if getattr(config.listen, name) != getattr(old.listen, name)
+        ]
+        if cert_files is not None and self.ssl_context is None:
+            self.ssl_context = server_context(*cert_files)
+        retired: list[asyncio.AbstractServer] = []
+        bound: list[str] = []
+        previous = dict(self._listeners)
+        try:
+            for name in moved:
+                address = getattr(config.listen, name)
+                if address is not None:
+                    await self._bind(name, address)
+                    bound.append(name)
+        except BaseException:
+            for name in bound:
+                self._listeners[name].close()
+            self._listeners.update(previous)
+            if access_log is not None:
+                access_log.close()
+            raise
+        # 2. The swap: no await from here on, so no request sees half of it.
+        for name in moved:
+            if name in previous:
+                retired.append(previous[name])
+            if getattr(config.listen, name) is None:
+                self._listeners.pop(name, None)
+                self.ports.pop(name, None)
+        if cert_files is not None and self.ssl_context is not None:
+            self.ssl_context.load_cert_chain(*map(str, cert_files))
+        router = self._rebuild(config)
+        router.https_port = self.ports.get("https")
+        self.router = router
+        ctx.handler = router
+        ctx.limits = config.limits
+        if access_log is not None:
+            old_log, self.access_log = self.access_log, access_log
+            ctx.access_log = access_log
+            if old_log is not None:
+                old_log.close()
+        kept, ended = self.hub.reconfigure(config.routes, config.limits)
+        self.config = config
+        self.config_loaded_at = time.time()
+        for server in retired:
+            server.close()  # stops accepting; its open connections carry on and drain
+        return describe_changes(old, config, moved, kept, ended)
+
+    # --- running -------------------------------------------------------------------------------
+
+    async def serve_forever(self, pid_file: Path | None = None) -> None:
+        """Run until SIGTERM or SIGINT, then shut down gracefully; SIGHUP reloads."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        log.info("shutting down (grace %.0fs)", settings.SHUTDOWN_GRACE)
-        await self.stop()
+        loop.add_signal_handler(signal.SIGHUP, self.reload_soon)
+        if pid_file is not None:
+            write_pid_file(pid_file)  # before "listening": whoever waits for that finds it
+        try:
+            await self.start()
+            tune_gc()
+            await stop.wait()
+        finally:
+            if pid_file is not None:
+                remove_pid_file(pid_file)
+        grace = self.config.limits.shutdown_grace
+        log.info("shutting down (grace %ss)", f"{grace:g}")
+        await self.stop(grace)
+        log.info("stopped")
+
+
+LISTENERS = ("https", "http", "admin")  # TCP listeners, in the order they are bound
+
+
+def describe_changes(old: Config, new: Config, moved: list[str], kept: int, ended: int) -> str:
+    """What a reload changed, for the error log: routes by path, listeners, streams."""
+
+    def shape(route: Route) -> Route:
+        return dataclasses.replace(route, index=0, line=0)
+
+    before = {route.path: shape(route) for route in old.routes}
+    after = {route.path: shape(route) for route in new.routes}
+    added = [path for path in after if path not in before]
+    removed = [path for path in before if path not in after]
+    changed = [path for path in after if path in before and after[path] != before[path]]
+    order_changed = [r.path for r in old.routes if r.path in after] != [
+        r.path for r in new.routes if r.path in before
+    ]
+    parts = [
+        f"routes added {added or 'none'}, removed {removed or 'none'},"
+        f" changed {changed or 'none'}" + (", reordered" if order_changed else "")
+    ]
+    if moved:
+        shown = [f"{name} {getattr(new.listen, name) or 'off'}" for name in moved]
+        parts.append("listeners " + ", ".join(shown))
+    parts.append(f"streams kept {kept}, ended {ended}")
+    return "; ".join(parts)
+
+
+def write_pid_file(path: Path) -> None:
+    try:
+        path.write_text(f"{os.getpid()}\n")
+    except OSError as exc:
+        log.warning("cannot write the pid file %s: %s (bridge reload will not find it)", path, exc)
+
+
+def remove_pid_file(path: Path) -> None:
+    try:
+        if path.read_text().strip() == str(os.getpid()):
+            path.unlink()
+    except OSError:
+        pass
 
 
 def tune_gc() -> None:
