@@ -19,6 +19,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from bridge.routing.config import load_config
 from tests.support.harness import run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -227,6 +228,10 @@ def test_dockerfile_is_slim_non_root_and_serves_on_8443_tcp_and_udp() -> None:
     assert {"8443/tcp", "8443/udp"} <= exposed
     [cmd] = [line for line in lines if line.startswith(("CMD ", "ENTRYPOINT "))]
     assert '"bridge", "serve"' in cmd
+    # the health check asks /healthz where the image's own routes.yaml puts the admin listener
+    [health] = [line for line in lines if line.startswith("HEALTHCHECK ")]
+    admin = load_config(ROOT / "routes.yaml", check_files=False).listen.admin
+    assert admin is not None and f"http://{admin[0]}:{admin[1]}/healthz" in health
 
 
 def test_python_dash_m_bridge_and_the_console_script_share_main() -> None:
