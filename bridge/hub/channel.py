@@ -277,6 +277,28 @@ class Channel:
         if self._on_stop is not None:
             self._on_stop(self)
 
+    def restart(self, route: Route) -> None:
+        """A reload changed this stream's `stream:` block but not what its subscribers are
+        (path, `vary`, protocols, `ws_format`): poll the new way from now on, keeping the
+        subscribers, the history and the id sequence. The next answer is published even if
+        its body is the last one seen (it is the first state under the new block; patch and
+        merge streams start again with a `snapshot`)."""
+        spec = route.stream
+        if spec is None or self.stopped:
+            raise ValueError(f"route {route.path} has no stream")
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+        self.route, self.spec = route, spec
+        self.target = substitute(spec.poll, self.params)
+        self.name = f"{route.path} ({spec.upstream.name} {self.target})"
+        self._headers = self._base_headers()
+        self.history = deque(self.history, maxlen=spec.history)
+        self._body, self._doc, self._validators, self._cursor = None, _UNPARSED, [], None
+        self.backoff.reset()
+        self.state = ChannelState.STARTING
+        self.start()
+
     def tasks(self) -> list[asyncio.Task[None]]:
         linger = [self._linger_task] if self._linger_task is not None else []
         return [*self._tasks, *linger]

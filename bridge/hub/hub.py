@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ErrorCode, StreamError
 from ..events import Headers
-from ..routing.model import Route
+from ..routing.model import Route, StreamSpec
 from ..settings import Limits
 from .channel import Channel, Fetcher, vary_headers
 from .clock import Clock, RealClock
@@ -160,29 +160,43 @@ class Hub:
         """Per channel: key, subscribers, last id, polls, errors, state (admin /streams)."""
         return [channel.stats() for channel in self.channels.values()]
 
-    def reconfigure(self, routes: Sequence[Route], limits: Limits) -> tuple[int, int]:
-        """A reload's new route table: (channels kept, channels ended).
+    def reconfigure(self, routes: Sequence[Route], limits: Limits) -> tuple[int, int, int]:
+        """A reload's new route table: (channels kept, restarted, ended).
 
         A live channel whose route (by its path template) is still there with the same
         `stream:` block keeps everything — poller, history, subscribers — and only learns the
-        new `Route` (its position may have moved, so it is re-keyed). Any other (the route is
-        gone, is no longer a stream, or its `stream:` changed) ends its subscribers with a
-        reconnect hint and stops; they come back at once on the new table, which starts a
-        fresh poller, and resume by Last-Event-ID (its history went with the old poller, so
-        they get the current state as `reset`). New subscribers get the new limits.
+        new `Route` (its position may have moved, so it is re-keyed). One whose `stream:`
+        changed in how it polls (upstream, `poll`, `every`/`longpoll`, `emit`, `event`,
+        `history`, `heartbeat`, `send`, `origins`) keeps its subscribers and restarts its
+        poller (`Channel.restart`). Any other (the route is gone, is no longer a stream, or its
+        `vary`, `protocols` or `ws_format` changed — what its subscribers are) ends its
+        subscribers with a reconnect hint and stops; they come back at once on the new table
+        and resume by Last-Event-ID (the history went with the old channel, so they get the
+        current state as `reset`). New subscribers get the new limits.
         """
         streams = {route.path: route for route in routes if route.stream is not None}
         keep: dict[tuple[Any, ...], Channel] = {}
         gone: list[Channel] = []
+        restarted = 0
         for channel in self.channels.values():
             new = streams.get(channel.route.path)
-            if new is not None and new.stream == channel.route.stream:
-                channel.route = new
-                # Built afresh: two routes that swapped places would collide re-keyed in place.
-                channel.key = self.key(new, channel.params, channel.vary)
-                keep[channel.key] = channel
-            else:
+            old = channel.route.stream
+            if (
+                new is None
+                or new.stream is None
+                or old is None
+                or not _same_audience(old, new.stream)
+            ):
                 gone.append(channel)
+                continue
+            if new.stream == old:
+                channel.route = new
+            else:
+                channel.restart(new)
+                restarted += 1
+            # Built afresh: two routes that swapped places would collide re-keyed in place.
+            channel.key = self.key(new, channel.params, channel.vary)
+            keep[channel.key] = channel
         self.channels.clear()
         self.channels.update(keep)
         for channel in gone:
@@ -190,7 +204,7 @@ class Hub:
                 subscriber.end_for_reload()
             channel.stop()  # its _forget finds it no longer listed; its counts are folded
         self.limits = limits
-        return len(keep), len(gone)
+        return len(keep) - restarted, restarted, len(gone)
 
     async def close(self) -> None:
         """Stop every channel, ending their subscribers (server shutdown)."""
@@ -201,3 +215,9 @@ class Hub:
         self.channels.clear()
         if tasks:
             await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
+
+
+def _same_audience(old: StreamSpec, new: StreamSpec) -> bool:
+    """Whether a channel's subscribers are still subscribers of the new block: the same
+    stream key (`vary`), an accepted protocol, the same WebSocket message format."""
+    return (old.vary, old.protocols, old.ws_format) == (new.vary, new.protocols, new.ws_format)

@@ -262,12 +262,12 @@ class Bridge:
             ctx.access_log = access_log
             if old_log is not None:
                 old_log.close()
-        kept, ended = self.hub.reconfigure(config.routes, config.limits)
+        kept, restarted, ended = self.hub.reconfigure(config.routes, config.limits)
         self.config = config
         self.config_loaded_at = time.time()
         for server in retired:
             server.close()  # stops accepting; its open connections carry on and drain
-        return describe_changes(old, config, moved, kept, ended)
+        return describe_changes(old, config, moved, (kept, restarted, ended))
 
     # --- running -------------------------------------------------------------------------------
 
@@ -296,7 +296,9 @@ class Bridge:
 LISTENERS = ("https", "http", "admin")  # TCP listeners, in the order they are bound
 
 
-def describe_changes(old: Config, new: Config, moved: list[str], kept: int, ended: int) -> str:
+def describe_changes(
+    old: Config, new: Config, moved: list[str], streams: tuple[int, int, int]
+) -> str:
     """What a reload changed, for the error log: routes by path, listeners, streams."""
 
     def shape(route: Route) -> Route:
@@ -317,7 +319,7 @@ def describe_changes(old: Config, new: Config, moved: list[str], kept: int, ende
     if moved:
         shown = [f"{name} {getattr(new.listen, name) or 'off'}" for name in moved]
         parts.append("listeners " + ", ".join(shown))
-    parts.append(f"streams kept {kept}, ended {ended}")
+    parts.append("streams kept {}, restarted {}, ended {}".format(*streams))
     return "; ".join(parts)
 
 

@@ -197,9 +197,42 @@ def test_reload_under_200_subscribers_drops_none_and_repeats_nothing(
         messages = [r.getMessage() for r in caplog.records if r.name == "bridge"]
         [line] = [m for m in messages if m.startswith("reloaded ")]
         assert "routes added ['/fresh/{rest*}'], removed ['/gone/{x}'], changed none" in line
-        assert "reordered" not in line and "streams kept 1, ended 1" in line
+        assert "reordered" not in line and "streams kept 1, restarted 0, ended 1" in line
 
     run(body(), timeout=90)
+
+
+def test_a_changed_stream_restarts_its_poller_and_keeps_its_subscribers(certs: Path) -> None:
+    async def body() -> None:
+        async with Origin() as origin:
+            origin.json("/api/price", {"n": 0})
+            origin.json("/api/v2/price", {"v2": True})
+            text = config_text(BEFORE, upstream_url=origin.url, certs=certs)
+            async with running_bridge(text, certs) as b:
+                mux = H2SseConnection()
+                await mux.open(b.ports["https"], b.client_ssl(("h2",)))
+                try:
+                    kept = await mux.subscribe("/prices/A")
+                    first = await kept.next_event()
+                    gone = await mux.subscribe("/gone/G")
+                    await gone.next_event()
+                    changed = BEFORE.replace("poll: /api/price?s={symbol}", "poll: /api/v2/price")
+                    # /gone now varies by a header: its subscribers are not the same stream
+                    changed = changed.replace(
+                        "poll: /api/price?s={x}", "poll: /api/price?s={x}\n      vary: [x-user]"
+                    )
+                    write_config(b, changed, origin, certs)
+                    assert await b.bridge.reload()
+                    second = await kept.next_event()
+                    assert json.loads(second.data) == {"v2": True}
+                    assert seq(second.id) == (seq(first.id)[0], seq(first.id)[1] + 1)
+                    assert "/api/v2/price" in [r.path for r in origin.requests]
+                    await asyncio.wait_for(gone.closed.wait(), 5)
+                    assert not kept.closed.is_set()
+                finally:
+                    await mux.close()
+
+    run(body())
 
 
 def test_invalid_reload_is_refused_and_the_old_table_keeps_serving(
