@@ -373,6 +373,8 @@ def _listen(w: _Walker, node: Node | None, root: Node) -> Listen:
         values["http_mode"] = w.choice(
             items["http_mode"], "listen.http_mode", ("redirect", "serve")
         )
+    if "http_mode" in items and "http" not in items:
+        w.warn(items["http_mode"], "listen.http_mode", "has no effect without listen.http")
     public = False
     if "admin_public" in items:
         public = bool(w.boolean(items["admin_public"], "listen.admin_public"))
@@ -747,13 +749,19 @@ def _stream(
         values["origins"] = _origins(w, items["origins"], f"{field}.origins")
 
     protocols = values.get("protocols")
-    if "send" in items and protocols is not None and "websocket" not in protocols:
-        w.warn(
-            items["send"],
-            f"{field}.send",
-            "has no effect: only WebSocket messages are sent upstream, and protocols has no "
-            "websocket",
-        )
+    if protocols is not None and "websocket" not in protocols:
+        # Accepted (the block is valid), but these only ever apply to WebSocket subscribers.
+        for key, why in (
+            ("send", "only WebSocket messages are sent upstream"),
+            ("ws_format", "it shapes WebSocket messages"),
+            ("origins", "Origin is checked on WebSocket handshakes"),
+        ):
+            if key in items:
+                w.warn(
+                    items[key],
+                    f"{field}.{key}",
+                    f"has no effect: {why}, and protocols has no websocket",
+                )
     if len(w.problems) != before or upstream is None or poll is None:
         return None
     if (every is None) == (longpoll is None):

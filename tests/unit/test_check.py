@@ -183,6 +183,33 @@ def test_send_on_an_sse_only_stream_is_a_warning(tmp_path: Path) -> None:
     assert done.stdout.endswith("routes.yaml: ok\n")
 
 
+def test_other_websocket_only_fields_and_http_mode_alone_warn(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        listen: {https: "127.0.0.1:0", http_mode: serve}
+        upstreams: {app: {url: "http://127.0.0.1:9000"}}
+        routes:
+          - path: /s
+            stream:
+              upstream: app
+              poll: /p
+              every: 1s
+              protocols: [sse]
+              ws_format: raw
+              origins: ["https://a.example"]
+        """,
+    )
+    config = load_config(path, check_files=False)
+    assert [str(w).removeprefix(f"{path}:") for w in config.warnings] == [
+        "1:43: listen.http_mode: has no effect without listen.http",
+        "10:18: routes[0].stream.ws_format: has no effect: it shapes WebSocket messages, and"
+        " protocols has no websocket",
+        "11:16: routes[0].stream.origins: has no effect: Origin is checked on WebSocket"
+        " handshakes, and protocols has no websocket",
+    ]
+
+
 def test_check_refuses_what_serve_would_fail_on(tmp_path: Path) -> None:
     write(tmp_path, 'listen: {http: "127.0.0.1:0"}\naccess_log: {path: logs/a.log}\n' + APP + ROUTE)
     for command in ("check", "serve"):
