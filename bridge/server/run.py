@@ -59,7 +59,8 @@ class Bridge:
         self.context: ServerContext | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._listeners: dict[str, asyncio.AbstractServer] = {}  # by listen.* name
-        self._reloading: asyncio.Task[bool] | None = None
+        self._reloading: asyncio.Future[None] | None = None
+        self._reload_again = False
         self._stopped = asyncio.Event()
         self.ssl_context: ssl.SSLContext | None = None
         # For /readyz and /metrics: listeners bound (and not shutting down), reload outcomes.
@@ -165,9 +166,19 @@ class Bridge:
     # --- reload ----------------------------------------------------------------------------------
 
     def reload_soon(self) -> None:
-        """SIGHUP: reload, one at a time (a signal during a reload is folded into it)."""
-        if self._reloading is None or self._reloading.done():
-            self._reloading = asyncio.ensure_future(self.reload())
+        """SIGHUP: reload, one at a time; a signal during a reload runs one more after it
+        (the file may have changed again after it was read)."""
+        if self._reloading is not None and not self._reloading.done():
+            self._reload_again = True
+            return
+        self._reloading = asyncio.ensure_future(self._reload_while_asked())
+
+    async def _reload_while_asked(self) -> None:
+        while True:
+            self._reload_again = False
+            await self.reload()
+            if not self._reload_again:
+                return
 
     async def reload(self) -> bool:
         """Re-read the config file and the certificates, and swap atomically; False (and the

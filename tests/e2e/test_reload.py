@@ -292,6 +292,29 @@ def test_a_new_certificate_is_what_a_new_connection_sees(certs: Path, tmp_path: 
     run(body())
 
 
+def test_a_removed_listener_stops_accepting_and_its_connections_drain(certs: Path) -> None:
+    async def body() -> None:
+        async with Origin() as origin:
+            origin.json("/api/price", {"n": 0})
+            text = config_text(BEFORE, upstream_url=origin.url, certs=certs)
+            async with running_bridge(text, certs) as b:
+                port = b.ports["http"]
+                async with httpx.AsyncClient(timeout=5) as client:
+                    async with sse(client, b.url("http", "/prices/A")) as sub:
+                        await sub.next_event()
+                        no_http = text.replace('  http: "127.0.0.1:0"\n  http_mode: serve\n', "")
+                        assert no_http != text
+                        (b.directory / "routes.yaml").write_text(no_http)
+                        assert await b.bridge.reload()
+                        assert "http" not in b.ports
+                        with pytest.raises(OSError):
+                            await asyncio.open_connection("127.0.0.1", port)
+                        origin.set("/api/price", {"n": 1})  # the open stream goes on
+                        assert json.loads((await sub.next_event()).data) == {"n": 1}
+
+    run(body())
+
+
 def test_reload_binds_an_added_admin_listener(certs: Path) -> None:
     async def body() -> None:
         async with Origin() as origin:
@@ -304,6 +327,9 @@ def test_reload_binds_an_added_admin_listener(certs: Path) -> None:
                 async with httpx.AsyncClient(timeout=5) as client:
                     metrics = (await client.get(url)).text
                 assert 'bridge_reloads_total{outcome="ok"} 1.0' in metrics
+                lines = (b.directory / "access.log").read_text().splitlines()
+                [event] = [json.loads(x) for x in lines if '"kind":"reload"' in x]
+                assert "listeners admin ('127.0.0.1', 0)" in event["note"], event
 
     run(body())
 
