@@ -80,6 +80,10 @@ def test_demo_page_in_chromium(certs: Path) -> None:
                         assert await page.inner_text("#protocol") == "h2"
                         sse_ids = demo["ids"]
                         assert sse_ids == sorted(set(sse_ids)), sse_ids
+                        # How its assets came (whichever way this browser took them).
+                        assets = await page.inner_text("#assets")
+                        assert "app.css: " in assets and "app.js: " in assets, assets
+                        assert "none measured" not in assets
                         # The page says how many viewers one poll serves.
                         await wait_for(page, "bridgeDemo.viewers === 1")
                         fanout = await page.inner_text("#fanout")

@@ -164,9 +164,12 @@
     var parts = performance.getEntriesByType("resource").filter(function (entry) {
       return entry.name.indexOf("/static/") !== -1;
     }).map(function (entry) {
+      // Chromium has taken no HTTP/2 push since version 106; Firefox and curl still may.
       var how = entry.initiatorType === "early-hints" ? "preloaded by 103 Early Hints"
         : entry.transferSize === 0 && entry.decodedBodySize > 0 ? "from cache or server push"
+        : entry.initiatorType === "link" ? "preloaded (bridge's Link: rel=preload, or the page's <link>)"
         : "fetched by the page (" + entry.initiatorType + ")";
+      how += entry.nextHopProtocol ? ", " + entry.nextHopProtocol : "";
       return entry.name.replace(/^.*\/static\//, "") + ": " + how;
     });
     $("assets").textContent = parts.length ? parts.join("; ") : "none measured";
