@@ -172,17 +172,16 @@ class BridgeCollector:
         yield polls
 
     def _pushes(self) -> Iterator[Metric]:
-        router: Any = self.bridge.router
-        page = getattr(router, "page", None)
-        promised = getattr(page, "__self__", page)  # router.page may be a bound method
+        promised, declined = push_counts(self.bridge.router)
+        base: dict[str, int] = getattr(self.bridge, "push_base", {})  # routers before a reload
         yield CounterMetricFamily(
             "bridge_pushes_promised", "HTTP/2 server pushes promised.",
-            value=getattr(promised, "promised", 0),
+            value=promised + base.get("promised", 0),
         )  # fmt: skip
         yield CounterMetricFamily(
             "bridge_pushes_declined",
             "Pushes not made: the client refused push, or its stream limit was full.",
-            value=getattr(promised, "declined", 0),
+            value=declined + base.get("declined", 0),
         )
 
     def _reloads(self) -> Iterator[Metric]:
@@ -210,6 +209,13 @@ class _Totals:
             setattr(self, name, value)
         self.poll_buckets = totals.buckets
         self.poll_seconds = totals.poll_seconds
+
+
+def push_counts(router: Any) -> tuple[int, int]:
+    """(promised, declined) of a router's page handler; router.page may be a bound method."""
+    page = getattr(router, "page", None)
+    page = getattr(page, "__self__", page)
+    return getattr(page, "promised", 0), getattr(page, "declined", 0)
 
 
 def subscriber_kind(sub: Any) -> str:

@@ -25,6 +25,7 @@ from .. import settings
 from ..accesslog import AccessLog, install_sigusr1
 from ..certs import ensure_dev_certs
 from ..errors import ConfigError
+from ..metrics import push_counts
 from ..routing.model import Address, Config, Route
 from .connection import ServerConnection
 from .context import ServerContext
@@ -66,6 +67,7 @@ class Bridge:
         # For /readyz and /metrics: listeners bound (and not shutting down), reload outcomes.
         self.ready = False
         self.reloads: dict[str, int] = {}
+        self.push_base: dict[str, int] = {}
         self.config_loaded_at = time.time()
 
     def tls(self, config: Config | None = None) -> ssl.SSLContext:
@@ -265,6 +267,11 @@ class Bridge:
             self.ssl_context.load_cert_chain(*map(str, cert_files))
         router = self._rebuild(config)
         router.https_port = self.ports.get("https")
+        # The old page handler's push counts go on in the base: Prometheus counters must not
+        # drop when its replacement starts at zero.
+        promised, declined = push_counts(self.router)
+        self.push_base["promised"] = self.push_base.get("promised", 0) + promised
+        self.push_base["declined"] = self.push_base.get("declined", 0) + declined
         self.router = router
         ctx.handler = router
         ctx.limits = config.limits
@@ -273,6 +280,7 @@ class Bridge:
             ctx.access_log = access_log
             if old_log is not None:
                 old_log.close()
+            install_sigusr1(asyncio.get_running_loop(), access_log)  # rotation: the new one
         kept, restarted, ended = self.hub.reconfigure(config.routes, config.limits)
         self.config = config
         self.config_loaded_at = time.time()

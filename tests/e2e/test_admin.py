@@ -188,3 +188,24 @@ def test_admin_refuses_other_methods_and_paths(certs: Path) -> None:
                     assert (await admin.get("/readyz")).status_code == 503
 
     run(body())
+
+
+def test_push_counters_survive_a_reload(certs: Path) -> None:
+    from tests.e2e.test_push import H2Page, push_site
+
+    async def body() -> None:
+        async with push_site(certs) as (_, b):
+            page = H2Page()
+            await page.load(b.ports["https"], b.client_ssl(("h2",)))
+            assert len(page.pushed_paths) == 2
+            bridge = b.bridge
+            from bridge.metrics import registry_for, render
+
+            registry = registry_for(bridge)
+            text = render(registry).decode()
+            assert "bridge_pushes_promised_total 2.0" in text, text
+            assert await bridge.reload()  # a new page handler, starting at zero
+            text = render(registry).decode()
+            assert "bridge_pushes_promised_total 2.0" in text, text
+
+    run(body())
