@@ -57,8 +57,10 @@ class RouteTotals:
         self.poll_seconds = 0.0
 
     def add(self, channel: Any) -> None:
+        # getattr with a default: a channel kind that does not count something (say, one fed
+        # by another process's poller) reads as zero rather than failing a scrape.
         for name in COUNTED:
-            self.counts[name] += getattr(channel, name)
-        for index, count in enumerate(channel.poll_buckets):
+            self.counts[name] += getattr(channel, name, 0)
+        for index, count in enumerate(getattr(channel, "poll_buckets", ())):
             self.buckets[index] += count
-        self.poll_seconds += channel.poll_seconds
+        self.poll_seconds += getattr(channel, "poll_seconds", 0.0)
