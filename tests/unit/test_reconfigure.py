@@ -20,8 +20,8 @@ def test_two_streams_that_swap_places_keep_their_channels() -> None:
         h = Harness(seed=1)
         first = route(0)
         second = dataclasses.replace(route(1), path="/q/{s}")  # same params, another path
-        a, a_sink = h.subscribe(first)
-        b, b_sink = h.subscribe(second)
+        _, a_sink = h.subscribe(first)
+        _, b_sink = h.subscribe(second)
         await h.advance(0.1)
         channels = {c.route.path: c for c in h.hub.channels.values()}
         kept, restarted, ended = h.hub.reconfigure(
