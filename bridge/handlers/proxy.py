@@ -40,7 +40,7 @@ class ProxyHandler:
             authority=request.authority,
             http_version=request.http_version,
             upstream=upstream,
-            request_id=exchange.request_id,
+            request_id=exchange.access.request_id,
         )
         declared = _content_length(request.headers)
         if declared is not None and declared > self.max_request_body:

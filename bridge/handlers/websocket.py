@@ -122,8 +122,9 @@ class WebSocketSession:
         """Start our close handshake; the read loop waits `CLOSE_TIMEOUT` for the answer."""
         if self.state is WsState.OPEN:
             self.state = WsState.CLOSING
-            if self.exchange.ws_close is None:
-                self.exchange.ws_close = code  # the access log says who ended it, and why
+            access = self.exchange.access
+            if access.ws_close is None:
+                access.ws_close = code  # the access log says who ended it, and why
             self.sink.detach()  # no hub frame may follow our close frame (RFC 6455 §5.5.1)
             self._write(CloseConnection(code=code, reason=reason))
 
@@ -204,8 +205,9 @@ class WebSocketSession:
         elif isinstance(event, CloseConnection):
             if self.state is WsState.OPEN:
                 # The peer closed (or wsproto found a protocol error): answer with its code.
-                if self.exchange.ws_close is None:
-                    self.exchange.ws_close = int(event.code)
+                access = self.exchange.access
+                if access.ws_close is None:
+                    access.ws_close = int(event.code)
                 self.state = WsState.CLOSING
                 self.sink.detach()
                 self._write(event.response())

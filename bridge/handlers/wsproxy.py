@@ -43,7 +43,7 @@ async def proxy_websocket(exchange: Exchange, upstream: Upstream, target: str) -
         authority=request.authority,
         http_version=request.http_version,
         upstream=upstream,
-        request_id=exchange.request_id,
+        request_id=exchange.access.request_id,
     )
     headers += [
         (b"upgrade", b"websocket"),

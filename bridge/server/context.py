@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from ..accesslog import AccessEntry
+from ..accesslog import AccessEntry, AccessFields
 from ..errorpage import error_body, error_headers
 from ..errors import ErrorCode, StreamError
 from ..requestid import request_id
@@ -53,7 +53,7 @@ class ServerContext:
 
     async def run_exchange(self, exchange: Exchange) -> None:
         self.requests_total += 1
-        exchange.request_id = request_id(exchange.request.headers)
+        exchange.access = AccessFields(request_id(exchange.request.headers))
         try:
             await self.handler(exchange)
             if not exchange.finished and not exchange.aborted and not exchange.detached:
@@ -141,8 +141,8 @@ class ServerContext:
                     events=exchange.events,
                     lagged=exchange.lagged,
                     note=exchange.note,
-                    request_id=exchange.request_id,
-                    close_code=exchange.ws_close,
+                    request_id=exchange.access.request_id,
+                    close_code=exchange.access.ws_close,
                 )
             )
         except Exception:  # a full disk must not take requests down with it
