@@ -87,9 +87,10 @@ class BridgeCollector:
         for conn in ctx.connections if ctx is not None else ():
             protocol = connection_protocol(conn)
             counts[protocol] = counts.get(protocol, 0) + 1
-        for extra in getattr(self.bridge, "extra_connections", ()):  # e.g. an HTTP/3 endpoint
-            for protocol, count in extra().items():
-                counts[protocol] = counts.get(protocol, 0) + count
+        # HTTP/3 connections live in the QUIC endpoint (`Bridge.quic`), not the TCP context.
+        for conn in getattr(getattr(self.bridge, "quic", None), "connections", ()):
+            protocol = connection_protocol(conn)
+            counts[protocol] = counts.get(protocol, 0) + 1
         for protocol, count in sorted(counts.items()):
             open_.add_metric([protocol], count)
         rejected.add_metric([], ctx.rejected_connections if ctx is not None else 0)
