@@ -126,6 +126,18 @@ def test_no_certificate_and_nowhere_to_write_one(tmp_path: Path) -> None:
     ]
 
 
+def test_no_certificate_and_a_file_where_its_folder_would_be(tmp_path: Path) -> None:
+    (tmp_path / "certs").write_text("not a folder\n")  # runs as root too: no permission trick
+    path = write(
+        tmp_path,
+        'listen: {https: ":8443"}\ntls: {cert: certs/s.crt, key: certs/s.key}\n' + APP + ROUTE,
+    )
+    assert problems(path) == [
+        f"2:13: tls.cert: no certificate, and a development one cannot be written to"
+        f" {tmp_path / 'certs'}"
+    ]
+
+
 def test_admin_listener_off_loopback_needs_admin_public(tmp_path: Path) -> None:
     text = 'listen: {http: ":8080", admin: "0.0.0.0:9901"}\n' + APP + ROUTE
     assert problems(write(tmp_path, text)) == [
