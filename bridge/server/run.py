@@ -196,6 +196,9 @@ class Bridge:
         from ..routing.config import load_config
 
         source = self.config.source
+        if not self.ready:
+            log.warning("reload ignored: not serving (starting or shutting down)")
+            return False
         try:
             config = load_config(source)
         except ConfigError as exc:
