@@ -255,6 +255,7 @@ class Bridge:
         except BaseException:
             for name in bound:
                 self._listeners[name].close()
+                self._servers.remove(self._listeners[name])
             self._listeners.update(previous)
             if access_log is not None:
                 access_log.close()
@@ -289,6 +290,7 @@ class Bridge:
         self.config_loaded_at = time.time()
         for server in retired:
             server.close()  # stops accepting; its open connections carry on and drain
+            self._servers.remove(server)
         return describe_changes(old, config, moved, (kept, restarted, ended))
 
     # --- running -------------------------------------------------------------------------------
