@@ -315,6 +315,31 @@ def test_a_removed_listener_stops_accepting_and_its_connections_drain(certs: Pat
     run(body())
 
 
+def test_a_reload_that_cannot_bind_changes_nothing(certs: Path) -> None:
+    import socket
+
+    async def body() -> None:
+        async with Origin() as origin:
+            text = config_text(BEFORE, upstream_url=origin.url, certs=certs)
+            async with running_bridge(text, certs) as b:
+                with socket.socket() as busy:
+                    busy.bind(("127.0.0.1", 0))
+                    busy.listen()
+                    taken = busy.getsockname()[1]
+                    write_config(
+                        b, AFTER, origin, certs, extra_listen=f'admin: "127.0.0.1:{taken}"'
+                    )
+                    assert not await b.bridge.reload()
+                assert b.bridge.reloads == {"failed": 1}
+                assert "admin" not in b.ports
+                # the old table: /gone is still a stream route, /fresh not a route of its own
+                assert [r.path for r in b.bridge.config.routes][1] == "/gone/{x}"
+                async with httpx.AsyncClient(timeout=5) as client:
+                    assert (await client.get(b.url("http", "/echo"))).status_code == 200
+
+    run(body())
+
+
 def test_reload_binds_an_added_admin_listener(certs: Path) -> None:
     async def body() -> None:
         async with Origin() as origin:
