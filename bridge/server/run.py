@@ -245,7 +245,7 @@ class Bridge:
             self.ssl_context = server_context(*cert_files)
         retired: list[asyncio.AbstractServer] = []
         bound: list[str] = []
-        previous = dict(self._listeners)
+        previous, previous_ports = dict(self._listeners), dict(self.ports)
         try:
             for name in moved:
                 address = getattr(config.listen, name)
@@ -257,6 +257,8 @@ class Bridge:
                 self._listeners[name].close()
                 self._servers.remove(self._listeners[name])
             self._listeners.update(previous)
+            self.ports.clear()
+            self.ports.update(previous_ports)
             if access_log is not None:
                 access_log.close()
             raise

@@ -322,6 +322,7 @@ def test_a_reload_that_cannot_bind_changes_nothing(certs: Path) -> None:
         async with Origin() as origin:
             text = config_text(BEFORE, upstream_url=origin.url, certs=certs)
             async with running_bridge(text, certs) as b:
+                ports = dict(b.ports)
                 with socket.socket() as busy:
                     busy.bind(("127.0.0.1", 0))
                     busy.listen()
@@ -329,7 +330,12 @@ def test_a_reload_that_cannot_bind_changes_nothing(certs: Path) -> None:
                     write_config(
                         b, AFTER, origin, certs, extra_listen=f'admin: "127.0.0.1:{taken}"'
                     )
+                    # http moves (it binds), then admin cannot: both are undone
+                    path = b.directory / "routes.yaml"
+                    moved = path.read_text().replace('http: "127.0.0.1:0"', 'http: "127.0.0.2:0"')
+                    path.write_text(moved)
                     assert not await b.bridge.reload()
+                assert b.ports == ports
                 assert b.bridge.reloads == {"failed": 1}
                 assert "admin" not in b.ports
                 # the old table: /gone is still a stream route, /fresh not a route of its own
