@@ -10,19 +10,12 @@ its route's `RouteTotals`, and a route's series is its totals plus its live chan
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any, Protocol
+from typing import Any
 
 # Upstream poll latency buckets, seconds (Prometheus `le` bounds; +Inf is implied).
 POLL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # The channel attributes that are counters (monotonic over the channel's life).
 COUNTED = ("polls", "not_modified", "errors", "published", "fanned_out", "conflated", "closed_slow")
-
-
-class Counted(Protocol):
-    """A channel as the totals see it."""
-
-    poll_buckets: list[int]
-    poll_seconds: float
 
 
 def new_buckets() -> list[int]:
