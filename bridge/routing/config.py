@@ -4,10 +4,11 @@ The file is composed (not constructed) with PyYAML's SafeLoader, so every node k
 and column; the walk below checks the whole contract of ROUTES.md, collects every problem, and
 raises one `ConfigError` listing them all as `routes.yaml:LINE:COL: field.path: message`, the
 file named as it was given. Field paths read like the file: `listen.https`,
-`upstreams.app.url`, `routes[0].stream.every`, `routes[2].push[1]`. Valid but meaningless combinations (`send:` on
-a stream without `websocket`, `http_mode` without `listen.http`) become `Config.warnings`, at
-the same file:line:col; `load_config` also checks the files and folders the config names
-(`preflight.py`), so what `bridge check` passes, `bridge serve` can start.
+`upstreams.app.url`, `routes[0].stream.every`, `routes[2].push[1]`. Valid but meaningless
+combinations (`send:` on a stream without `websocket`, `http_mode` without `listen.http`)
+become `Config.warnings`, at the same file:line:col; `load_config` also checks the files and
+folders the config names (`preflight.py`), so what `bridge check` passes, `bridge serve` can
+start.
 
 YAML 1.1 makes some files mean what their author did not write, and both are refused: PyYAML
 keeps the last of duplicate keys silently, and reads unquoted `on`/`off`/`yes`/`no` as booleans
