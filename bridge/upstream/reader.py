@@ -65,9 +65,12 @@ class ResponseReader:
         "_parser",
         "_reason",
         "_until_close",
+        "_upgrade_ok",
         "complete",
         "keep_alive",
+        "rest",
         "stray",
+        "switched",
     )
 
     def __init__(self) -> None:
@@ -75,12 +78,16 @@ class ResponseReader:
         self._events: deque[tuple[Any, ...]] = deque()
         self.begin("GET")
 
-    def begin(self, method: str) -> None:
-        """Expect the answer to a `method` request."""
+    def begin(self, method: str, *, upgrade: bool = False) -> None:
+        """Expect the answer to a `method` request; `upgrade`: a 101 may end the HTTP part
+        (its head is a HEAD event, and the bytes after it are in `rest`)."""
         if getattr(self, "_no_body", False):
             # llhttp waits for the body a HEAD answer's headers announce: start afresh.
             self._parser = _new_parser(self)
         self._no_body = method == "HEAD"
+        self._upgrade_ok = upgrade
+        self.switched = False
+        self.rest = b""
         self._events.clear()
         self._error: ResponseError | None = None
         self._start_head()
@@ -119,6 +126,10 @@ class ResponseReader:
         version = parser.get_http_version()
         if version not in ("1.1", "1.0"):
             raise ResponseError(f"unsupported HTTP version {version}")
+        if status == 101 and self._upgrade_ok:
+            self.complete = self.switched = True
+            self._events.append((HEAD, status, self._reason, headers, version))
+            return
         if 100 <= status < 200:
             if status == 101:
                 raise ResponseError("unexpected 101 Switching Protocols")
@@ -179,6 +190,10 @@ class ResponseReader:
             self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            if not self.switched:
+                raise ResponseError("unexpected upgrade") from None
+            self.rest = bytes(data[exc.args[0] :])
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if self.stray:
