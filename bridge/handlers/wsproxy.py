@@ -14,11 +14,10 @@ import os
 
 from .. import settings
 from ..errors import ErrorCode, StreamError
-from ..events import Headers
 from ..routing.model import Upstream
 from ..server.exchange import Exchange
-from ..upstream import reader as wire
 from ..upstream.headers import forward_request_headers, response_headers
+from ..upstream.wsupgrade import connect, handshake
 from .util import header
 from .wshandshake import accept_key, handshake_problem
 
@@ -52,17 +51,10 @@ async def proxy_websocket(exchange: Exchange, upstream: Upstream, target: str) -
     ]
     if header(headers, b"sec-websocket-version") is None:
         headers.append((b"sec-websocket-version", b"13"))
-    try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(upstream.host, upstream.port), upstream.timeout
-        )
-    except TimeoutError:
-        raise StreamError(ErrorCode.UPSTREAM_TIMEOUT, "upstream connect timed out") from None
-    except OSError as exc:
-        raise StreamError(ErrorCode.UPSTREAM_UNREACHABLE, str(exc)) from None
+    reader, writer = await connect(upstream)
     try:
         status, answer, rest = await asyncio.wait_for(
-            _handshake(reader, writer, upstream.base_path + target, headers), upstream.timeout
+            handshake(reader, writer, upstream.base_path + target, headers), upstream.timeout
         )
         exchange.upstream_status = status
         if status != 101:
@@ -96,50 +88,6 @@ async def proxy_websocket(exchange: Exchange, upstream: Upstream, target: str) -
         writer.close()
     if not exchange.aborted:
         await exchange.end()
-
-
-async def _handshake(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: str, headers: Headers
-) -> tuple[int, Headers, bytes]:
-    """Ask for the upgrade: (101, headers, the first tunnel bytes), or a refusal (status,
-    headers, its body, kept small: it becomes the client's error page)."""
-    try:
-        writer.write(wire.request_head("GET", target, headers))
-    except (ValueError, UnicodeError) as exc:
-        raise StreamError(ErrorCode.BAD_REQUEST, f"cannot forward request: {exc}") from None
-    await writer.drain()
-    answer = wire.ResponseReader()
-    answer.begin("GET", upgrade=True)
-    status = 0
-    fields: Headers = []
-    body = b""
-    while True:
-        try:
-            event = answer.next()
-            if event is wire.NEED_DATA:
-                data = await reader.read(settings.BODY_CHUNK)
-                if data:
-                    answer.feed(data)
-                elif not status:
-                    raise StreamError(
-                        ErrorCode.UPSTREAM_UNREACHABLE, "upstream closed during handshake"
-                    )
-                else:
-                    answer.feed_eof()  # ends a close-delimited refusal, or finds it cut short
-                continue
-        except wire.ResponseError:
-            raise StreamError(ErrorCode.UPSTREAM_UNREACHABLE, "bad upstream answer") from None
-        kind = event[0]
-        if kind == wire.HEAD:
-            status, fields = event[1], event[3]
-            if status == 101:
-                return 101, fields, answer.rest
-        elif kind == wire.DATA:
-            body += event[1]
-            if len(body) > settings.BODY_CHUNK:
-                raise StreamError(ErrorCode.UPSTREAM_UNREACHABLE, "refusal body too large")
-        elif kind == wire.END:
-            return status, fields, body
 
 
 async def _relay(
