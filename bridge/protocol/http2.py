@@ -251,16 +251,21 @@ class Http2Protocol:
         # h2 caps CONTINUATION frames per header block; RFC 9113 §10.5 calls this abuse.
         if "continuation" in text.lower() or isinstance(exc, h2.exceptions.DenialOfServiceError):
             return self._go_away(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, text)
+        if "preamble" in text.lower():
+            # RFC 9113 §3.4: an invalid preface is a connection error PROTOCOL_ERROR; h2 sends
+            # no GOAWAY for it, so one goes after the server preface h2 has queued.
+            self._conn._data_to_send += _goaway(
+                0, h2.errors.ErrorCodes.PROTOCOL_ERROR, b"invalid connection preface"
+            )
+            self._closed = True
+            return self._close_all("GOAWAY PROTOCOL_ERROR: invalid connection preface")
         self._closed = True  # h2 has queued its own GOAWAY already
         return self._close_all(f"protocol error: {text}")
 
     def _go_away(self, code: h2.errors.ErrorCodes, why: str) -> list[Event]:
         conn = self._conn
         conn.clear_outbound_data_buffer()
-        frame = GoAwayFrame(stream_id=0)
-        frame.last_stream_id = conn.highest_inbound_stream_id
-        frame.error_code = code
-        conn._data_to_send += frame.serialize()  # h2 offers no public GOAWAY-without-state API
+        conn._data_to_send += _goaway(conn.highest_inbound_stream_id, code)
         self._closed = True
         return self._close_all(f"GOAWAY {code.name}: {why}")
 
@@ -571,3 +576,12 @@ def reset_code(code: ErrorCode) -> h2.errors.ErrorCodes:
             return h2.errors.ErrorCodes.INTERNAL_ERROR
         case _:
             assert_never(code)
+
+
+def _goaway(last_stream_id: int, code: h2.errors.ErrorCodes, debug: bytes = b"") -> bytes:
+    """A GOAWAY frame's bytes: h2 offers no public GOAWAY-without-state API."""
+    frame = GoAwayFrame(stream_id=0)
+    frame.last_stream_id = last_stream_id
+    frame.error_code = code
+    frame.additional_data = debug
+    return bytes(frame.serialize())

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from .exchange import Exchange
 
 log = logging.getLogger("bridge.server")
+# Bytes that begin with the HTTP/2 preface's request line go to the HTTP/2 adapter.
+_PREFACE_LINE = len(b"PRI * HTTP/2.0")
 
 
 class ConnState(enum.Enum):
@@ -162,7 +164,10 @@ class ServerConnection(asyncio.BufferedProtocol):
             self._preface = buffered  # could still become the HTTP/2 preface
             return b""
         self._preface = b""
-        self._use(Http2Protocol if buffered.startswith(PREFACE) else Http1Protocol)
+        # The preface's request line with the wrong rest is a client speaking HTTP/2 badly:
+        # the HTTP/2 adapter answers it, with GOAWAY PROTOCOL_ERROR (RFC 9113 §3.4).
+        h2 = buffered.startswith(PREFACE[:_PREFACE_LINE])
+        self._use(Http2Protocol if h2 else Http1Protocol)
         return buffered
 
     def eof_received(self) -> bool | None:
