@@ -238,6 +238,12 @@ class Http1Protocol:
 
     def _take_head(self) -> bool:
         buf = self._buf
+        if buf[:1] in (b"\r", b"\n"):
+            # RFC 9112 §2.2: empty lines before a request line are ignored (some clients
+            # send a CRLF after a body); dropped here, so a flood of them costs no memory.
+            kept = len(buf.lstrip(b"\r\n"))
+            del buf[: len(buf) - kept]
+            self._scanned = 0
         if not buf:
             return False
         if buf[0] not in _TOKEN_START:
@@ -270,8 +276,7 @@ class Http1Protocol:
             raise _Refused(ErrorCode.BAD_REQUEST, "obsolete line folding is not allowed")
         # RFC 9112 §3: method SP target SP version. llhttp accepts runs of spaces; a
         # proxy that forwards the target must not (the next parser may split differently).
-        first = len(head) - len(head.lstrip(b"\r\n")) if head[0] in (13, 10) else 0
-        if head.count(b" ", first, head.find(b"\n", first)) != 2:
+        if head.count(b" ", 0, head.find(b"\n")) != 2:
             raise _Refused(ErrorCode.BAD_REQUEST, "malformed request line")
         self._reset_request()
         try:

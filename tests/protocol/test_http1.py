@@ -470,6 +470,18 @@ def test_head_response_has_no_body_and_keeps_the_connection(bytewise: bool) -> N
 
 
 @feed_modes
+def test_empty_lines_before_a_request_are_ignored(bytewise: bool) -> None:
+    """RFC 9112 §2.2 (a client may send a CRLF after a body); they are dropped, not kept."""
+    pair = H1Pair(bytewise)
+    events = pair.raw(b"\r\n\r\n\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [type(e) for e in events] == [Request, EndBody] and events[0].target == "/a"
+    pair.respond(Response(1, 204), EndBody(1))
+    assert pair.raw(b"\r\n" * 1000) == []
+    assert not pair.server.head_started  # nothing kept
+    assert pair.raw(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")[0].target == "/b"
+
+
+@feed_modes
 def test_largest_signed_64_bit_chunk_size_is_accepted(bytewise: bool) -> None:
     pair = H1Pair(bytewise)
     events = pair.raw(
