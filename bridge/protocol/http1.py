@@ -84,8 +84,106 @@ def _new_parser(callbacks: object) -> httptools.HttpRequestParser:
     return parser
 
 
+class _Message:
+    """What llhttp's callbacks collect about the current request.
+
+    A separate object, not the adapter, so that the parser (which keeps the bound callbacks)
+    and the adapter form no reference cycle: a closed connection is freed at once, without
+    waiting for the cycle collector (bridge raises its thresholds).
+    """
+
+    __slots__ = (
+        "codings",
+        "complete",
+        "conn_tokens",
+        "events",
+        "head_done",
+        "headers",
+        "host",
+        "hosts",
+        "length",
+        "lengths",
+        "target",
+    )
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []  # filled during a feed
+        self.reset()
+
+    def reset(self) -> None:
+        self.target = b""
+        self.headers: Headers = []
+        self.host: bytes | None = None
+        self.hosts = 0
+        self.lengths = 0
+        self.length = 0
+        self.codings: list[bytes] = []
+        self.conn_tokens = b""
+        self.head_done = False
+        self.complete = False  # llhttp's on_message_complete
+
+    def on_url(self, url: bytes) -> None:
+        self.target += url
+        if len(self.target) > settings.MAX_TARGET_BYTES:
+            raise _Refused(ErrorCode.URI_TOO_LONG, "request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_done:
+            return  # a trailer field: parsed (and bounded) but not forwarded
+        name = name.lower()
+        headers = self.headers
+        headers.append((name, value))
+        if len(headers) > settings.MAX_HEADER_COUNT:
+            raise _Refused(ErrorCode.HEADERS_TOO_LARGE, "too many header fields")
+        if name == b"host":
+            self.hosts += 1
+            self.host = value
+        elif name == b"content-length":
+            self.lengths += 1
+            self.length = int(value) if value.isdigit() else -1
+        elif name == b"transfer-encoding":
+            self.codings.append(value)
+        elif name == b"connection":
+            self.conn_tokens += b"," + value.lower()
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.events.append(Body(STREAM_ID, body))
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
 class Http1Protocol:
     """Sans-IO HTTP/1.1 server connection."""
+
+    __slots__ = (
+        "_body_expected",
+        "_body_left",
+        "_buf",
+        "_chunked",
+        "_closed",
+        "_events",
+        "_framing",
+        "_keep_alive",
+        "_left",
+        "_method",
+        "_msg",
+        "_must_close",
+        "_out",
+        "_parser",
+        "_phase",
+        "_response_started",
+        "_scanned",
+        "_tunnel",
+        "_upgrade",
+        "_version",
+        "max_header_bytes",
+        "requests",
+        "scheme",
+    )
 
     http_version = "1.1"
     multiplexed = False
@@ -93,12 +191,13 @@ class Http1Protocol:
     def __init__(self, *, scheme: str, max_header_bytes: int = settings.MAX_HEADER_BYTES) -> None:
         self.scheme = scheme
         self.max_header_bytes = max_header_bytes
-        self._parser = _new_parser(self)
+        self._msg = _Message()
+        self._parser = _new_parser(self._msg)
         self._buf = bytearray()  # received, not yet fed to llhttp
         self._scanned = 0  # how much of `_buf` is known not to hold a head's end
         self._phase = _HEAD
         self._out: list[bytes] = []
-        self._events: list[Event] = []  # filled by llhttp's callbacks during a feed
+        self._events: list[Event] = []  # this feed's events (`_msg.events` is the same list)
         self._closed = False
         self._tunnel = False  # after a 101: bytes are Data, not HTTP
         self.requests = 0
@@ -106,19 +205,11 @@ class Http1Protocol:
         self._reset_response()
 
     def _reset_request(self) -> None:
-        self._target = b""
-        self._headers: Headers = []
-        self._host: bytes | None = None
-        self._hosts = 0
-        self._lengths = 0
-        self._length = 0
-        self._codings: list[bytes] = []
-        self._conn_tokens = b""
+        self._msg.reset()
         self._version = ""
         self._method = ""
         self._left = 0  # Content-Length bytes still to come
         self._chunked: h1wire.ChunkedTracker | None = None
-        self._complete = False  # llhttp's on_message_complete for the current request
         self._upgrade = False
         self._keep_alive = True
         self._body_expected = False
@@ -129,33 +220,9 @@ class Http1Protocol:
         self._body_left = 0
         self._must_close = False
 
-    # --- llhttp callbacks (during `feed_data`) --------------------------------------------------
-
-    def on_url(self, url: bytes) -> None:
-        self._target += url
-        if len(self._target) > settings.MAX_TARGET_BYTES:
-            raise _Refused(ErrorCode.URI_TOO_LONG, "request target too long")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._phase != _HEAD:
-            return  # a trailer field: parsed (and bounded) but not forwarded
-        name = name.lower()
-        headers = self._headers
-        headers.append((name, value))
-        if len(headers) > settings.MAX_HEADER_COUNT:
-            raise _Refused(ErrorCode.HEADERS_TOO_LARGE, "too many header fields")
-        if name == b"host":
-            self._hosts += 1
-            self._host = value
-        elif name == b"content-length":
-            self._lengths += 1
-            self._length = int(value) if value.isdigit() else -1
-        elif name == b"transfer-encoding":
-            self._codings.append(value)
-        elif name == b"connection":
-            self._conn_tokens += b"," + value.lower()
-
-    def on_headers_complete(self) -> None:
+    def _check_head(self, upgrade: bool) -> None:
+        """After llhttp has read a whole head: the checks bridge adds (see the docstring)."""
+        m = self._msg
         parser = self._parser
         version = parser.get_http_version()
         if version == "0.9":
@@ -165,35 +232,29 @@ class Http1Protocol:
         self._version = version
         self._method = parser.get_method().decode("ascii")
         # RFC 9112 §6.3: a message with both is a smuggling shape; a proxy rejects, not guesses.
-        if self._codings and self._lengths:
+        if m.codings and m.lengths:
             raise _Refused(ErrorCode.BAD_REQUEST, "both Content-Length and Transfer-Encoding")
-        if self._lengths > 1 or self._length < 0:
+        if m.lengths > 1 or m.length < 0:
             raise _Refused(ErrorCode.BAD_REQUEST, "duplicate Content-Length")
-        if self._codings:
+        if m.codings:
             # RFC 9112 §6.1: bridge re-frames bodies, so it can only forward one it decodes.
-            if len(self._codings) > 1 or self._codings[0].strip().lower() != b"chunked":
+            if len(m.codings) > 1 or m.codings[0].strip().lower() != b"chunked":
                 raise _Refused(ErrorCode.NOT_IMPLEMENTED, "unsupported transfer coding")
             self._chunked = h1wire.ChunkedTracker()
-        if self._hosts > 1:
+        if m.hosts > 1:
             raise _Refused(ErrorCode.BAD_REQUEST, "duplicate Host")
-        if version == "1.1" and not self._hosts:
+        if version == "1.1" and not m.hosts:
             # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host.
             raise _Refused(ErrorCode.BAD_REQUEST, "missing Host header")
-        tokens = self._conn_tokens
+        tokens = m.conn_tokens
         self._keep_alive = version == "1.1" and not (
             tokens and any(t.strip() == b"close" for t in tokens.split(b","))
         )
-        self._upgrade = bool(parser.should_upgrade())
-        self._body_expected = self._chunked is not None or self._length > 0
-        if self._upgrade and self._body_expected:
+        self._upgrade = upgrade
+        self._body_expected = self._chunked is not None or m.length > 0
+        if upgrade and self._body_expected:
             raise _Refused(ErrorCode.BAD_REQUEST, "an upgrade request with a body")
-        self._left = self._length
-
-    def on_body(self, body: bytes) -> None:
-        self._events.append(Body(STREAM_ID, body))
-
-    def on_message_complete(self) -> None:
-        self._complete = True
+        self._left = m.length
 
     # --- receiving ----------------------------------------------------------------------------
 
@@ -219,7 +280,7 @@ class Http1Protocol:
 
     def _advance(self) -> list[Event]:
         """Feed llhttp what belongs to the current request; its events."""
-        events = self._events = []
+        events = self._events = self._msg.events = []
         try:
             if self._phase == _HEAD and not self._take_head():
                 return events
@@ -279,19 +340,24 @@ class Http1Protocol:
         if head.count(b" ", 0, head.find(b"\n")) != 2:
             raise _Refused(ErrorCode.BAD_REQUEST, "malformed request line")
         self._reset_request()
+        msg = self._msg
+        upgrade = False
         try:
             self._parser.feed_data(head)
         except httptools.HttpParserUpgrade:
+            upgrade = True
+        if not msg.head_done:  # llhttp did not see the head end where bridge did
+            raise _Refused(ErrorCode.BAD_REQUEST, "malformed request head")
+        self._check_head(upgrade)
+        if upgrade:
             # llhttp stops after the head of an Upgrade or CONNECT request; bytes after it
             # are the new protocol's if the handler accepts (101), or the next request's.
-            self._parser = _new_parser(self)
-            self._complete = True
-        if not self._version:  # llhttp did not see the head end where bridge did
-            raise _Refused(ErrorCode.BAD_REQUEST, "malformed request head")
+            self._parser = _new_parser(msg)
+            msg.complete = True
         self.requests += 1
         self._reset_response()
         self._events.append(self._request())
-        if self._complete:
+        if msg.complete:
             self._finish_request()
         else:
             self._phase = _BODY
@@ -320,7 +386,7 @@ class Http1Protocol:
             del buf[:size]
         self._feed(part)
         ended = tracker.done if tracker is not None else not self._left
-        if ended != self._complete:
+        if ended != self._msg.complete:
             raise _Refused(ErrorCode.BAD_REQUEST, "malformed request body")
         if ended:
             self._finish_request()
@@ -334,10 +400,11 @@ class Http1Protocol:
         self._events.append(EndBody(STREAM_ID))
 
     def _request(self) -> Request:
-        target = self._target.decode("latin-1")
-        host = self._host
+        msg = self._msg
+        target = msg.target.decode("latin-1")
+        host = msg.host
         authority = host.decode("latin-1") if host is not None else ""
-        headers = self._headers
+        headers = msg.headers
         if target[:1] != "/" and "://" in target[:8]:
             target, authority = _absolute_form(target)
             # RFC 9112 §3.2.2: the target's authority replaces Host, which is rewritten so
