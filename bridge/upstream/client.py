@@ -173,6 +173,7 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        self.reader.detach()
         if self.transport is not None:
             self.transport.close()
 

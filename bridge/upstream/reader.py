@@ -74,14 +74,14 @@ class ResponseReader:
     )
 
     def __init__(self) -> None:
-        self._parser = _new_parser(self)
+        self._parser: httptools.HttpResponseParser | None = _new_parser(self)
         self._events: deque[tuple[Any, ...]] = deque()
         self.begin("GET")
 
     def begin(self, method: str, *, upgrade: bool = False) -> None:
         """Expect the answer to a `method` request; `upgrade`: a 101 may end the HTTP part
         (its head is a HEAD event, and the bytes after it are in `rest`)."""
-        if getattr(self, "_no_body", False):
+        if getattr(self, "_no_body", False) or self._parser is None:
             # llhttp waits for the body a HEAD answer's headers announce: start afresh.
             self._parser = _new_parser(self)
         self._no_body = method == "HEAD"
@@ -121,6 +121,7 @@ class ResponseReader:
 
     def on_headers_complete(self) -> None:
         parser = self._parser
+        assert parser is not None  # called from inside its feed_data
         status = parser.get_status_code()
         headers = self._headers
         version = parser.get_http_version()
@@ -173,11 +174,17 @@ class ResponseReader:
         self.complete = True
         self._events.append((END,))
 
+    def detach(self) -> None:
+        """The connection is closed: drop the parser, which holds our bound callbacks (a
+        reference cycle), so the connection is freed without the cycle collector."""
+        self._parser = None
+        self.stray = True
+
     # --- feeding -----------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
         """Parse `data`. A ResponseError is raised by `next()` once the events parsed before
         it (a head, good body pieces) have been handed out, in order."""
-        if self.stray or self._error is not None:
+        if self.stray or self._error is not None or self._parser is None:
             return
         try:
             self._feed(data)
@@ -185,11 +192,13 @@ class ResponseReader:
             self._error = exc
 
     def _feed(self, data: bytes) -> None:
+        parser = self._parser
+        assert parser is not None  # `feed` checked
         head_pending = not self._head_done
         if head_pending:
             self._head_bytes += len(data)
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             if not self.switched:
                 raise ResponseError("unexpected upgrade") from None

@@ -132,3 +132,21 @@ def test_request_head_refuses_injection() -> None:
     ]:
         with pytest.raises((ValueError, UnicodeError)):
             wire.request_head(method, target, headers)
+
+
+def test_a_closed_upstream_connection_is_freed_without_the_cycle_collector() -> None:
+    import gc
+
+    from bridge.upstream.client import _Connection
+
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(20):
+            conn = _Connection(("http", "127.0.0.1", 1))
+            conn.reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            conn.close()
+            del conn
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
