@@ -42,6 +42,9 @@ WRITE_HIGH_WATER = 256 * KB
 WRITE_LOW_WATER = 64 * KB
 # Inbound bodies pause reading above this many unconsumed bytes (DESIGN.md).
 READ_HIGH_WATER = 64 * KB
+# HTTP/1.1 pipelined request bytes held while the current request is answered; past this the
+# connection closes after the current response (RFC 9112 §9.3.2: clients retry the rest).
+MAX_PIPELINED_BYTES = 256 * KB
 # One socket read takes at most this many bytes.
 READ_CHUNK = 64 * KB
 # A proxied body is moved in pieces of at most this size.

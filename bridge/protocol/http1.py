@@ -173,6 +173,7 @@ class Http1Protocol:
         "_msg",
         "_must_close",
         "_out",
+        "_overflow",
         "_parser",
         "_phase",
         "_response_started",
@@ -200,6 +201,7 @@ class Http1Protocol:
         self._events: list[Event] = []  # this feed's events (`_msg.events` is the same list)
         self._closed = False
         self._tunnel = False  # after a 101: bytes are Data, not HTTP
+        self._overflow = False  # too many pipelined bytes: discarding, closing after this one
         self.requests = 0
         self._reset_request()
         self._reset_response()
@@ -265,9 +267,15 @@ class Http1Protocol:
             return [Data(STREAM_ID, data)] if data else [EndData(STREAM_ID)]
         if not data:
             return self._eof()
+        if self._overflow:
+            return []  # the connection closes after the current response
         self._buf += data
         if self._phase == _DONE:
-            return []  # a pipelined request: it waits until the response is complete
+            # A pipelined request: it waits until the response is complete, within a bound.
+            if len(self._buf) > settings.MAX_PIPELINED_BYTES:
+                self._overflow = self._must_close = True
+                self._buf = bytearray()
+            return []
         return self._advance()
 
     def _eof(self) -> list[Event]:
@@ -587,7 +595,7 @@ class Http1Protocol:
     @property
     def peer_sending(self) -> bool:
         """The client is (or may still be) sending a request body nobody will read."""
-        return self._body_expected and self._phase == _BODY
+        return (self._body_expected and self._phase == _BODY) or self._overflow
 
     @property
     def head_started(self) -> bool:

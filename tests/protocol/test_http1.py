@@ -469,6 +469,22 @@ def test_head_response_has_no_body_and_keeps_the_connection(bytewise: bool) -> N
     assert not pair.server.closed
 
 
+def test_pipelined_bytes_are_bounded() -> None:
+    """Past MAX_PIPELINED_BYTES waiting behind a response, the rest is dropped and the
+    connection closes after that response (RFC 9112 §9.3.2: the client retries)."""
+    pair = H1Pair(False)
+    pair.raw(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    one = b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+    for _ in range(settings.MAX_PIPELINED_BYTES // len(one) + 10):
+        assert pair.raw(one) == []
+    assert len(pair.server._buf) <= settings.MAX_PIPELINED_BYTES
+    assert pair.server.peer_sending  # so the server layer lingers instead of resetting
+    follow = pair.respond(Response(1, 200, [(b"content-length", b"0")]), EndBody(1))
+    assert follow == [StreamClosed(1), ConnectionClosed("not keep-alive")]
+    parsed = parse_response(pair.server.data_to_send())
+    assert (parsed.status, parsed.header(b"connection")) == (200, b"close")
+
+
 @feed_modes
 def test_empty_lines_before_a_request_are_ignored(bytewise: bool) -> None:
     """RFC 9112 §2.2 (a client may send a CRLF after a body); they are dropped, not kept."""
