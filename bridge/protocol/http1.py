@@ -269,6 +269,13 @@ class Http1Protocol:
             return self._eof()
         if self._overflow:
             return []  # the connection closes after the current response
+        if (
+            self._phase == _HEAD
+            and not self._buf
+            and len(data) <= self.max_header_bytes
+            and _one_whole_head(data)
+        ):
+            return self._advance(data)  # the common case, without copying into the buffer
         self._buf += data
         if self._phase == _DONE:
             # A pipelined request: it waits until the response is complete, within a bound.
@@ -286,11 +293,14 @@ class Http1Protocol:
         events.append(ConnectionClosed("peer closed"))
         return events
 
-    def _advance(self) -> list[Event]:
-        """Feed llhttp what belongs to the current request; its events."""
+    def _advance(self, head: bytes | None = None) -> list[Event]:
+        """Feed llhttp what belongs to the current request (`head`: a whole head that
+        arrived alone, nothing buffered); its events."""
         events = self._events = self._msg.events = []
         try:
-            if self._phase == _HEAD and not self._take_head():
+            if head is not None:
+                self._parse_head(head)
+            elif self._phase == _HEAD and not self._take_head():
                 return events
             if self._phase == _BODY:
                 self._take_body()
@@ -339,6 +349,10 @@ class Http1Protocol:
         else:
             head = bytes(buf[:end])
             del buf[:end]
+        self._parse_head(head)
+        return True
+
+    def _parse_head(self, head: bytes) -> None:
         if b"\n " in head or b"\n\t" in head:
             # RFC 9112 §5.2: a server may reject obs-fold; a proxy must, so that two
             # parsers can never disagree about a header.
@@ -369,7 +383,6 @@ class Http1Protocol:
             self._finish_request()
         else:
             self._phase = _BODY
-        return True
 
     def _take_body(self) -> None:
         buf = self._buf
@@ -638,6 +651,20 @@ class Http1Protocol:
 
     def acknowledge(self, stream_id: int, size: int) -> None:
         """Flow-control credit for consumed body bytes: nothing to do on HTTP/1.1."""
+
+
+def _one_whole_head(data: bytes) -> bool:
+    """`data` is exactly one request head, ending in its (first) empty line, with no bare-LF
+    line end and no leading empty line: it can go to llhttp as it is."""
+    end = len(data) - 3
+    return (
+        end > 0
+        and data[0] in _TOKEN_START
+        and data[0] not in (13, 10)
+        and data.find(b"\n\r\n") == end
+        and data[-4] == 13
+        and b"\n\n" not in data
+    )
 
 
 def _absolute_form(target: str) -> tuple[str, str]:
