@@ -239,7 +239,9 @@ class WebSocketSession:
                 log.exception("send: POST %s failed", target)
                 self.close(1011, "internal error")
                 return
-            if 200 <= status < 300 and answer and self.state is WsState.OPEN:
+            # Any 2xx is an answer, an empty body an empty message (an echo of an empty
+            # message is one); only 204 No Content says there is nothing to send back.
+            if 200 <= status < 300 and status != 204 and self.state is WsState.OPEN:
                 if text:
                     self._write(TextMessage(data=answer.decode("utf-8", "replace")))
                 else:

@@ -17,6 +17,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hyperframe.frame import GoAwayFrame
 
 from .. import settings
@@ -250,6 +251,12 @@ class Http2Protocol:
         # h2 caps CONTINUATION frames per header block; RFC 9113 §10.5 calls this abuse.
         if "continuation" in text.lower() or isinstance(exc, h2.exceptions.DenialOfServiceError):
             return self._go_away(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, text)
+        cause = exc.__cause__
+        if isinstance(cause, HPACKError) and not isinstance(cause, OversizedHeaderListError):
+            # h2 answers every HPACK failure with PROTOCOL_ERROR, but a header block that does
+            # not decode (a table-size update above our SETTINGS_HEADER_TABLE_SIZE, RFC 7541
+            # §4.2 and §6.3; a bad index or Huffman code) is a COMPRESSION_ERROR (RFC 9113 §4.3).
+            return self._go_away(h2.errors.ErrorCodes.COMPRESSION_ERROR, text)
         self._closed = True  # h2 has queued its own GOAWAY already
         return self._close_all(f"protocol error: {text}")
 
