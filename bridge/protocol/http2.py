@@ -111,6 +111,12 @@ class Http2Protocol:
         self._streams: dict[int, _Stream] = {}
         self._closed = False
         self._resets: list[float] = []
+        # Frame boundaries of the inbound byte stream, walked ahead of h2 to count control
+        # frames (see `_control_flood`): bytes still to skip, and a frame header cut by a read.
+        self._walk_skip = len(PREFACE)
+        self._walk_carry = b""
+        self._control_count = 0
+        self._control_window_end = 0.0
         self.enable_push = enable_push
         self.requests = 0
 
@@ -119,6 +125,8 @@ class Http2Protocol:
     def receive_data(self, data: bytes) -> list[Event]:
         if self._closed:
             return []
+        if self._control_flood(data):
+            return self._go_away(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "control frame flood")
         try:
             h2_events = self._conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -237,6 +245,36 @@ class Http2Protocol:
             del resets[: len(resets) - settings.H2_MAX_RESETS - 1]
             if now - resets[0] < settings.H2_RESET_WINDOW:
                 out.extend(self._go_away(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "rapid reset"))
+
+    def _control_flood(self, data: bytes) -> bool:
+        """Do the PING and SETTINGS frames (not ACKs) beginning in `data` take this connection
+        past `H2_MAX_CONTROL_FRAMES` in the current window? (CVE-2019-9512 / -9515)
+
+        Counted from the 9-byte frame headers (RFC 9113 §4.1) before h2 parses anything, so a
+        flood costs a header walk, not h2's work and an ACK per frame.
+        """
+        buf = self._walk_carry + data if self._walk_carry else data
+        pos = self._walk_skip
+        end = len(buf)
+        count = 0
+        while pos + 9 <= end:
+            kind = buf[pos + 3]
+            # SETTINGS is type 0x4, PING 0x6; flag 0x1 is ACK on both (RFC 9113 §6.5, §6.7).
+            if (kind == 0x4 or kind == 0x6) and not buf[pos + 4] & 0x1:
+                count += 1
+            pos += 9 + int.from_bytes(buf[pos : pos + 3], "big")
+        if pos >= end:
+            self._walk_skip, self._walk_carry = pos - end, b""
+        else:
+            self._walk_skip, self._walk_carry = 0, buf[pos:]
+        if not count:
+            return False
+        now = time.monotonic()
+        if now >= self._control_window_end:
+            self._control_window_end = now + settings.H2_CONTROL_WINDOW
+            self._control_count = 0
+        self._control_count += count
+        return self._control_count > settings.H2_MAX_CONTROL_FRAMES
 
     def _oversized_frame_pending(self) -> bool:
         """Does the incomplete frame h2 is buffering announce more than our MAX_FRAME_SIZE?"""

@@ -69,6 +69,7 @@ class ServerConnection(asyncio.BufferedProtocol):
         self._batch: list[bytes] | None = None
         self._batch_bytes = 0
         self._lingering = False  # closed for writing, discarding what the peer still sends
+        self._abort_timer: asyncio.TimerHandle | None = None  # see `_close_transport`
         self._linger_until = 0.0
         self.body_timeout = ctx.limits.header_timeout * 3
 
@@ -146,6 +147,9 @@ class ServerConnection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()  # a pending handle would keep this connection alive
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+            self._abort_timer = None
         self._closing = True
         for exchange in list(self.exchanges.values()):
             exchange.abort()
@@ -154,9 +158,16 @@ class ServerConnection(asyncio.BufferedProtocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        if self.adapter is not None and self.adapter.multiplexed:
+            # HTTP/2 answers some frames by itself (PING and SETTINGS ACKs): a client that
+            # sends them and never reads would grow our write buffer without end. Stop
+            # reading until it drains, as Envoy does above its high watermark.
+            self.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.adapter is not None and self.adapter.multiplexed:
+            self.resume_reading()
         for exchange in list(self.exchanges.values()):
             exchange.writable()
 
@@ -309,6 +320,8 @@ class ServerConnection(asyncio.BufferedProtocol):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
+        if self.write_paused and self.adapter is not None and self.adapter.multiplexed:
+            return  # `resume_writing` resumes it (a consumed body must not undo the pause)
         if self._reading_paused and self.transport is not None and not self._closing:
             self._reading_paused = False
             self.transport.resume_reading()
@@ -417,6 +430,10 @@ class ServerConnection(asyncio.BufferedProtocol):
         adapter = self.adapter
         if adapter is None or adapter.multiplexed or not adapter.peer_sending:
             transport.close()
+            if transport.get_write_buffer_size() and self._abort_timer is None:
+                # A closed transport still waits to write what is buffered; a peer that reads
+                # nothing (a flood of PINGs whose ACKs it never takes) would keep it for ever.
+                self._abort_timer = self.loop.call_later(settings.SEND_TIMEOUT, self.abort)
             return
         self._lingering = True
         if transport.can_write_eof():

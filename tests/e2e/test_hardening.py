@@ -6,11 +6,19 @@ or hand-built frames), raw WebSocket frames (wsproto), a real loopback origin.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import ssl
+import tracemalloc
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import h2.errors
-from hyperframe.frame import HeadersFrame
+import httpx
+from hyperframe.frame import HeadersFrame, PingFrame, SettingsFrame
 
+from bridge import settings
+from bridge.protocol.http2 import PREFACE
 from tests.e2e.test_front_door import (
     ROUTES,
     RawH2,
@@ -18,7 +26,7 @@ from tests.e2e.test_front_door import (
     read_until_closed,
     still_serving,
 )
-from tests.support.harness import config_text, run, running_bridge
+from tests.support.harness import Running, config_text, run, running_bridge
 from tests.support.origin import Origin
 from tests.support.subscribers import ws_http1
 
@@ -104,5 +112,127 @@ def test_empty_2xx_send_answer_is_an_empty_message_204_is_none(certs: Path) -> N
                         if message in ("", b"") or "nothing" in str(message):
                             answers.append(message)
                     assert answers == ["", b""]
+
+    run(body())
+
+
+# --- item 1: PING and SETTINGS floods ---------------------------------------------------------
+
+
+async def tls_socket(
+    b: Running, *, rcvbuf: int = 0
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw h2 TLS connection; `rcvbuf` shrinks the client's kernel receive buffer so that
+    what the server queues for a client that does not read stays in the server's memory."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.wait_for(
+        asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", b.ports["https"])), 5
+    )
+    return await asyncio.wait_for(
+        asyncio.open_connection(sock=sock, ssl=b.client_ssl(("h2",)), server_hostname="localhost"),
+        5,
+    )
+
+
+async def flood(writer: asyncio.StreamWriter, frame: bytes, count: int) -> int:
+    """Write `count` copies of `frame` in 64 KiB writes; stop when the server closes or stops
+    reading (a drain that does not finish). Returns how many were written."""
+    per_write = 65536 // len(frame)
+    chunk = frame * per_write
+    sent = 0
+    while sent < count:
+        try:
+            writer.write(chunk)
+            await asyncio.wait_for(writer.drain(), 2)
+        except (ConnectionError, ssl.SSLError, TimeoutError):
+            break
+        sent += per_write
+    return sent
+
+
+@contextlib.asynccontextmanager
+async def honest_client(b: Running) -> AsyncIterator[list[int]]:
+    """An HTTP/2 client requesting /echo in a loop beside the attacker: its statuses."""
+    statuses: list[int] = []
+
+    async def loop() -> None:
+        async with httpx.AsyncClient(verify=b.client_ssl(), http2=True, timeout=10) as c:
+            for n in range(10_000):  # bounded
+                statuses.append((await c.get(b.url("https", f"/echo?n={n}"))).status_code)
+                await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(loop())
+    try:
+        await served_more(statuses, 0)
+        yield statuses
+        await served_more(statuses, len(statuses))  # and it is still being served
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+    assert statuses and set(statuses) == {200}, statuses
+
+
+async def served_more(statuses: list[int], than: int) -> None:
+    async with asyncio.timeout(20):
+        while len(statuses) <= than:
+            await asyncio.sleep(0.01)
+
+
+def acks(data: bytes, kind: int) -> int:
+    return sum(1 for k, _ in parse_frames(data) if k == kind)
+
+
+def test_ping_flood_from_a_client_that_never_reads_is_bounded(certs: Path) -> None:
+    async def body() -> None:
+        async with (
+            Origin() as origin,
+            running_bridge(config_text(ROUTES, upstream_url=origin.url, certs=certs), certs) as b,
+        ):
+            async with honest_client(b):
+                reader, writer = await tls_socket(b, rcvbuf=4096)
+                writer.write(PREFACE + SettingsFrame(0).serialize())
+                ping = PingFrame(0, opaque_data=b"12345678").serialize()
+                tracemalloc.start()
+                try:
+                    await flood(writer, ping, 200_000)
+                    _, peak = tracemalloc.get_traced_memory()
+                finally:
+                    tracemalloc.stop()
+                data = await read_until_closed(reader, timeout=10)
+                writer.close()
+                await still_serving(b)
+            # Bounded: at most the allowance of ACKs was ever queued for this client, the rest
+            # of the flood was refused unread (without the bound, 200,000 ACKs, 3.4 MB, queue).
+            assert acks(data, 0x6) <= settings.H2_MAX_CONTROL_FRAMES
+            assert peak < 2 * 1024 * 1024, peak
+            codes = goaway_codes(data)
+            assert not codes or codes[-1] == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+
+    run(body())
+
+
+def test_settings_flood_is_cut_off_and_others_keep_being_served(certs: Path) -> None:
+    async def body() -> None:
+        async with (
+            Origin() as origin,
+            running_bridge(config_text(ROUTES, upstream_url=origin.url, certs=certs), certs) as b,
+        ):
+            async with honest_client(b):
+                reader, writer = await tls_socket(b)
+                writer.write(PREFACE)
+                # 100,000 empty SETTINGS (~1.5 s of h2's work unbounded), in one go: a
+                # reading client, so only the work bound can stop it.
+                writer.write(SettingsFrame(0).serialize() * 100_000)
+                drained = asyncio.ensure_future(writer.drain())
+                data = await read_until_closed(reader, timeout=20)
+                drained.cancel()
+                writer.close()
+                await still_serving(b)
+            assert acks(data, 0x4) <= settings.H2_MAX_CONTROL_FRAMES + 1  # + our own SETTINGS
+            assert goaway_codes(data)[-1:] == [h2.errors.ErrorCodes.ENHANCE_YOUR_CALM]
 
     run(body())
