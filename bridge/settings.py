@@ -80,6 +80,16 @@ LINGER_TIMEOUT = 2.0  # closed after this long without a byte from the peer
 LINGER_MAX = 10.0  # and after this long in all
 CLOSE_TIMEOUT = 5.0  # WebSocket close handshake
 
+# --- WebSocket frames from clients -------------------------------------------------------------
+# A fragment bomb (thousands of empty or 1-byte continuation frames) costs wsproto's time per
+# frame while the message stays under max_ws_message: past this many frames one message is
+# closed 1009. A 1 MB message in 1 KiB fragments is 1024 frames.
+WS_MAX_FRAGMENTS = 1024
+# Frames of any kind (pings included) per window from one client; beyond it the connection is
+# closed 1008 at once, without waiting for the close handshake (RFC 6455 §7.1.7).
+WS_MAX_FRAMES = 4096
+WS_FRAME_WINDOW = 1.0
+
 # --- streams -----------------------------------------------------------------------------------
 STREAM_LINGER = 5.0  # a channel keeps polling this long after its last subscriber leaves
 BACKOFF_BASE = 1.0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import ssl
 import tracemalloc
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import h2.errors
 import httpx
+import pytest
 from hyperframe.frame import HeadersFrame, PingFrame, SettingsFrame
 
 from bridge import settings
@@ -234,5 +236,131 @@ def test_settings_flood_is_cut_off_and_others_keep_being_served(certs: Path) -> 
                 await still_serving(b)
             assert acks(data, 0x4) <= settings.H2_MAX_CONTROL_FRAMES + 1  # + our own SETTINGS
             assert goaway_codes(data)[-1:] == [h2.errors.ErrorCodes.ENHANCE_YOUR_CALM]
+
+    run(body())
+
+
+# --- item 2: WebSocket ping floods and fragment bombs -----------------------------------------
+
+
+def masked(opcode: int, payload: bytes = b"", *, fin: bool = True) -> bytes:
+    """A client frame (RFC 6455 §5.2) with the all-zero masking key: the payload as it is."""
+    assert len(payload) < 126
+    return bytes([(0x80 if fin else 0) | opcode, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+
+
+async def ws_over_tls(
+    b: Running, path: str, *, rcvbuf: int = 0
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A hand-written HTTP/1.1 WebSocket handshake over real TLS; the 101 is read."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.wait_for(
+        asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", b.ports["https"])), 5
+    )
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(
+            sock=sock, ssl=b.client_ssl(("http/1.1",)), server_hostname="localhost"
+        ),
+        5,
+    )
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return reader, writer
+
+
+def server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """(opcode, payload) of unmasked server frames."""
+    out = []
+    pos = 0
+    while pos + 2 <= len(data):
+        opcode, length = data[pos] & 0x0F, data[pos + 1] & 0x7F
+        pos += 2
+        if length == 126:
+            length = int.from_bytes(data[pos : pos + 2], "big")
+            pos += 2
+        elif length == 127:
+            length = int.from_bytes(data[pos : pos + 8], "big")
+            pos += 8
+        out.append((opcode, data[pos : pos + length]))
+        pos += length
+    return out
+
+
+@contextlib.asynccontextmanager
+async def honest_subscriber(b: Running, origin: Origin, path: str) -> AsyncIterator[None]:
+    """A WebSocket subscriber beside the attacker: it must get a change made after the attack."""
+    url = f"wss://localhost:{b.ports['https']}{path}"
+    async with ws_http1(url, b.client_ssl(("http/1.1",))) as sub:
+        await sub.next_event()
+        yield
+        origin.set("/api/price", {"p": 2})
+        for _ in range(50):
+            if json.loads((await sub.next_event()).data) == {"p": 2}:
+                break
+        else:
+            raise AssertionError("the honest subscriber got no new event")
+
+
+def close_code(frames: list[tuple[int, bytes]]) -> int | None:
+    closes = [p for op, p in frames if op == 0x8]
+    return int.from_bytes(closes[0][:2], "big") if closes else None
+
+
+def test_websocket_ping_flood_from_a_client_that_never_reads_is_cut_off(certs: Path) -> None:
+    async def body() -> None:
+        async with Origin() as origin:
+            origin.json("/api/price", {"p": 1})
+            async with (
+                running_bridge(
+                    config_text(STREAM_ROUTES, upstream_url=origin.url, certs=certs), certs
+                ) as b,
+                honest_subscriber(b, origin, "/prices/A"),
+            ):
+                reader, writer = await ws_over_tls(b, "/prices/A", rcvbuf=4096)
+                # 20,000 pings of 125 bytes: unbounded, as many 127-byte pongs queue (2.5 MB)
+                tracemalloc.start()
+                try:
+                    await flood(writer, masked(0x9, b"p" * 125), 20_000)
+                    _, peak = tracemalloc.get_traced_memory()
+                finally:
+                    tracemalloc.stop()
+                data = await read_until_closed(reader, timeout=10)
+                writer.close()
+            frames = server_frames(data)
+            pongs = sum(1 for op, _ in frames if op == 0xA)
+            assert pongs < 200, pongs  # one per read of pings at most
+            assert close_code(frames) == 1008
+            assert peak < 1024 * 1024, peak
+
+    run(body())
+
+
+@pytest.mark.parametrize("piece", [b"", b"x"], ids=["empty", "1-byte"])
+def test_websocket_fragment_bomb_is_closed_1009(certs: Path, piece: bytes) -> None:
+    async def body() -> None:
+        async with Origin() as origin:
+            origin.json("/api/price", {"p": 1})
+            async with (
+                running_bridge(
+                    config_text(STREAM_ROUTES, upstream_url=origin.url, certs=certs), certs
+                ) as b,
+                honest_subscriber(b, origin, "/prices/A"),
+            ):
+                reader, writer = await ws_over_tls(b, "/prices/A")
+                # a text message begun, then 300,000 continuation frames that never end it
+                writer.write(masked(0x1, b"a", fin=False))
+                sent = asyncio.ensure_future(flood(writer, masked(0x0, piece, fin=False), 300_000))
+                data = await read_until_closed(reader, timeout=10)
+                await asyncio.wait_for(sent, 10)
+                writer.close()
+            assert close_code(server_frames(data)) == 1009
 
     run(body())
