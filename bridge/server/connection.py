@@ -154,6 +154,8 @@ class ServerConnection(asyncio.BufferedProtocol):
         for exchange in list(self.exchanges.values()):
             exchange.abort()
             self._cancel_handler(exchange)
+        if self.adapter is not None and self.adapter.multiplexed:
+            self.adapter.release()  # queued stream bytes go now, not at the next collection
         self.ctx.release(self)
 
     def pause_writing(self) -> None:

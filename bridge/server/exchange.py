@@ -152,11 +152,14 @@ class Exchange:
         await self.drain()
 
     async def drain(self) -> None:
-        """Wait until the connection and this stream's flow-control window accept more."""
+        """Wait until the connection and this stream's flow-control window accept more.
+
+        On HTTP/2 and HTTP/3 that is until the stream's window has taken all it was given:
+        a stream whose peer keeps its window at zero then holds one piece of ours, not more
+        (a malicious client's hundreds of stalled streams are each bounded by that piece).
+        """
         conn = self.conn
-        while not self.aborted and (
-            conn.write_paused or conn.adapter_pending(self.stream_id) > settings.BODY_CHUNK
-        ):
+        while not self.aborted and (conn.write_paused or conn.adapter_pending(self.stream_id)):
             self._writer = conn.loop.create_future()
             try:
                 await asyncio.wait_for(self._writer, settings.SEND_TIMEOUT)

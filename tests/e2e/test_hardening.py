@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import socket
 import ssl
@@ -14,7 +15,10 @@ import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import h2.config
+import h2.connection
 import h2.errors
+import h2.settings
 import httpx
 import pytest
 from hyperframe.frame import HeadersFrame, PingFrame, SettingsFrame
@@ -43,6 +47,13 @@ routes:
   - path: /{rest*}
     upstream: app
 """
+
+
+def open_connections(b: Running) -> int:
+    """Client connections the bridge holds now (TCP and TLS listeners)."""
+    context = b.bridge.context
+    assert context is not None
+    return len(context.connections)
 
 
 def goaway_codes(data: bytes) -> list[int]:
@@ -362,5 +373,76 @@ def test_websocket_fragment_bomb_is_closed_1009(certs: Path, piece: bytes) -> No
                 await asyncio.wait_for(sent, 10)
                 writer.close()
             assert close_code(server_frames(data)) == 1009
+
+    run(body())
+
+
+# --- item 3: zero-window HTTP/2 streams --------------------------------------------------------
+
+
+def test_zero_window_streams_hold_one_piece_each_and_release_it_on_close(certs: Path) -> None:
+    streams_per_conn, conns = 100, 3
+    piece = b"z" * 65536  # one object, served again and again: the origin allocates nothing
+
+    async def big(request):  # type: ignore[no-untyped-def]
+        async def body() -> AsyncIterator[bytes]:
+            for _ in range(320):
+                yield piece
+
+        return 200, [(b"content-length", str(320 * len(piece)).encode())], body()
+
+    async def stalled_client(b: Running) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await tls_socket(b)
+        conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        # RFC 9113 §6.9.2: an initial window of zero, never opened.
+        conn.local_settings = h2.settings.Settings(
+            client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0}
+        )
+        conn.initiate_connection()
+        for i in range(streams_per_conn):
+            headers = RawH2.request_headers(None, "/big")  # type: ignore[arg-type]
+            conn.send_headers(1 + 2 * i, headers, end_stream=True)
+        writer.write(conn.data_to_send())
+        return reader, writer
+
+    async def body() -> None:
+        async with Origin() as origin:
+            origin.route("/big", big)
+            async with running_bridge(
+                config_text(ROUTES, upstream_url=origin.url, certs=certs), certs
+            ) as b:
+                gc.collect()
+                gc.disable()  # what is released must be released without a collection
+                tracemalloc.start()
+                try:
+                    base, _ = tracemalloc.get_traced_memory()
+                    clients = [await stalled_client(b) for _ in range(conns)]
+                    async with asyncio.timeout(20):
+                        while origin.count("/big") < conns * streams_per_conn:
+                            await asyncio.sleep(0.05)
+                    await asyncio.sleep(1.0)  # every upstream sends until it is held back
+                    stalled, _ = tracemalloc.get_traced_memory()
+                    await still_serving(b)
+                    for _, writer in clients:
+                        writer.close()
+                    async with asyncio.timeout(10):
+                        while open_connections(b):
+                            await asyncio.sleep(0.05)
+                    await asyncio.sleep(1.0)
+                    after, _ = tracemalloc.get_traced_memory()
+                finally:
+                    tracemalloc.stop()
+                    gc.enable()
+            per_stream = (stalled - base) / (conns * streams_per_conn)
+            # One piece in flight (BODY_CHUNK, the handler's own object, not a copy) plus what
+            # the upstream connection reads ahead (READ_HIGH_WATER and one socket read), plus
+            # the stream's own objects; without the bound a second and third piece (~320 KiB).
+            bound = settings.BODY_CHUNK + 2 * settings.READ_HIGH_WATER + 48 * 1024
+            assert per_stream < bound, per_stream
+            # Released when the connections close, with no collection (gc is off): what is
+            # left is the test's own (the origin's logged errors, httpx) and a few buffers.
+            assert after - base < (stalled - base) / 5, (after - base, stalled - base)
 
     run(body())
