@@ -28,6 +28,9 @@ class Limits:
     max_snapshot: int = 1 * MB
     subscriber_buffer: int = 256 * KB
     h2_max_concurrent_streams: int = 128
+    # Live channels (upstream pollers) of one route: every distinct path parameter or `vary`
+    # value is one, so without a cap each unauthenticated request could start a poller.
+    max_channels_per_route: int = 1000
 
 
 # --- request heads -------------------------------------------------------------------------
@@ -92,6 +95,10 @@ WS_FRAME_WINDOW = 1.0
 
 # --- streams -----------------------------------------------------------------------------------
 STREAM_LINGER = 5.0  # a channel keeps polling this long after its last subscriber leaves
+# ... but one that only plain GETs have asked for (no subscriber ever came) stops this soon
+# after the last GET: long enough for a page's GET-then-subscribe, too short to be a way of
+# making bridge poll the upstream for an attacker.
+GET_LINGER = 1.0
 BACKOFF_BASE = 1.0
 BACKOFF_MAX = 30.0
 RETRY_AFTER_MAX = 600.0

@@ -446,3 +446,76 @@ def test_zero_window_streams_hold_one_piece_each_and_release_it_on_close(certs: 
             assert after - base < (stalled - base) / 5, (after - base, stalled - base)
 
     run(body())
+
+
+# --- item 4: upstream amplification through `vary` --------------------------------------------
+
+VARY_ROUTES = """\
+limits:
+  max_channels_per_route: 50
+routes:
+  - path: /prices/{symbol}
+    stream:
+      upstream: app
+      poll: /api/price?s={symbol}
+      every: 200ms
+      vary: [x-user]
+  - path: /{rest*}
+    upstream: app
+"""
+
+
+def test_vary_values_cannot_multiply_upstream_polls(certs: Path) -> None:
+    async def body() -> None:
+        async with Origin() as origin:
+            origin.json("/api/price", {"p": 1})
+            async with running_bridge(
+                config_text(VARY_ROUTES, upstream_url=origin.url, certs=certs), certs
+            ) as b:
+                url = f"wss://localhost:{b.ports['https']}/prices/A"
+                honest = {"x-user": "honest"}
+                ctx = b.client_ssl(("http/1.1",))
+                async with (
+                    ws_http1(url, ctx, additional_headers=honest) as sub,
+                    httpx.AsyncClient(verify=b.client_ssl(), http2=True, timeout=10) as c,
+                ):
+                    await sub.next_event()
+                    # 300 plain GETs, each with its own X-User: 300 stream keys
+                    answers = await asyncio.gather(
+                        *(
+                            c.get(b.url("https", "/prices/A"), headers={"x-user": f"u{n}"})
+                            for n in range(300)
+                        )
+                    )
+                    statuses = [r.status_code for r in answers]
+                    # the honest subscriber's channel is one of the 50
+                    assert statuses.count(200) == 49, statuses
+                    refused = [r for r in answers if r.status_code == 503]
+                    assert len(refused) == 251
+                    assert all(1 <= int(r.headers["retry-after"]) <= 600 for r in refused)
+                    # an existing key is still served at the cap
+                    served = statuses.index(200)
+                    again = await c.get(
+                        b.url("https", "/prices/A"), headers={"x-user": f"u{served}"}
+                    )
+                    assert again.status_code == 200
+                    # GET-only channels stop after GET_LINGER, not STREAM_LINGER (5 s)
+                    await asyncio.sleep(settings.GET_LINGER + 1.0)
+                    polls = origin.count("/api/price")
+                    await asyncio.sleep(1.0)
+                    quiet = origin.count("/api/price") - polls
+                    # only the honest subscriber's channel still polls (every 200 ms)
+                    assert quiet <= 8, quiet
+                    # 49 channels x (first poll + ~GET_LINGER / 200 ms) + the honest one
+                    assert polls < 49 * (settings.GET_LINGER / 0.2 + 3) + 30, polls
+                    origin.set("/api/price", {"p": 2})
+                    for _ in range(50):
+                        if json.loads((await sub.next_event()).data) == {"p": 2}:
+                            break
+                    else:
+                        raise AssertionError("the subscriber got no new event")
+                    # once the GET-only channels are gone, new keys are welcome again
+                    fresh = await c.get(b.url("https", "/prices/A"), headers={"x-user": "late"})
+                    assert fresh.status_code == 200
+
+    run(body())
