@@ -101,7 +101,11 @@ class Exchange:
                 raise StreamError(ErrorCode.CANCELLED, "client went away")
             self._reader = self.conn.loop.create_future()
             try:
-                await asyncio.wait_for(self._reader, timeout or self.conn.body_timeout)
+                # Not `asyncio.wait_for`: on Python 3.11 it swallows a cancellation that
+                # arrives as the future completes (bpo-37658), and a handler told to stop
+                # (a relay whose other half ended) would carry on waiting for the next piece.
+                async with asyncio.timeout(timeout or self.conn.body_timeout):
+                    await self._reader
             except TimeoutError:
                 raise StreamError(ErrorCode.REQUEST_TIMEOUT, "request body too slow") from None
             finally:
@@ -162,7 +166,8 @@ class Exchange:
         while not self.aborted and (conn.write_paused or conn.adapter_pending(self.stream_id)):
             self._writer = conn.loop.create_future()
             try:
-                await asyncio.wait_for(self._writer, settings.SEND_TIMEOUT)
+                async with asyncio.timeout(settings.SEND_TIMEOUT):  # not wait_for: see receive
+                    await self._writer
             except TimeoutError:
                 raise StreamError(ErrorCode.CANCELLED, "client stopped reading") from None
             finally:
