@@ -93,7 +93,7 @@ class WebSocketSession:
     async def run(self, route: Route, last_id: str | None) -> None:
         exchange = self.exchange
         fmt = Format.WS_RAW if self.spec.ws_format == "raw" else Format.WS_ENVELOPE
-        sink = self.sink = ExchangeSink(exchange, self._lagging_close)
+        sink = self.sink = ExchangeSink(exchange, self._lagging_close, tunnel=True)
         subscription = self.handler.hub.subscribe(
             route, self.params, exchange.request.headers, sink, fmt, last_id
         )
@@ -120,7 +120,7 @@ class WebSocketSession:
 
     def _write(self, event: object) -> None:
         if not self.exchange.aborted:
-            self.exchange.write_raw(self.ws.send(event))  # type: ignore[arg-type]
+            self.exchange.write_prerendered(self.ws.send(event))  # type: ignore[arg-type]
 
     def close(self, code: int, reason: str = "") -> None:
         """Start our close handshake; the read loop waits `CLOSE_TIMEOUT` for the answer."""
@@ -174,7 +174,7 @@ class WebSocketSession:
                 return
             self.heard = True
             self.ws.receive_data(data)
-            now = exchange.conn.loop.time()
+            now = exchange.port.loop.time()
             if now >= self.window_end:
                 self.window_end = now + settings.WS_FRAME_WINDOW
                 self.frames = 0
