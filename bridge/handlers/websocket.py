@@ -115,6 +115,7 @@ class WebSocketSession:
             if worker is not None:
                 worker.cancel()
             finish_subscription(exchange, subscription)
+            sink.detach()  # and so lets go of this session (see ExchangeSink.detach)
         if not exchange.aborted:
             await exchange.end()
 

@@ -591,6 +591,9 @@ class Http2Protocol:
         self._closed = True
         self._streams.clear()
         self._conn.clear_outbound_data_buffer()
+        # h2's connection refers to itself (a frame-type -> bound-method table): cyclic
+        # garbage by construction. Nothing parses frames once closed, so drop the table.
+        self._conn._frame_dispatch_table = {}
 
     @property
     def closed(self) -> bool:

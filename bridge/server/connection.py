@@ -183,6 +183,13 @@ class ServerConnection(asyncio.BufferedProtocol):
         self.streams.abort_all()
         if isinstance(self.adapter, Http2Protocol):
             self.adapter.release()  # queued stream bytes go now, not at the next collection
+        # Break the cycles through this connection (dispatcher <-> us, transport <-> us, its
+        # protocol being us) so it is freed by reference counting when the loop lets go of
+        # the transport, with its TLS buffers: not at a full collection, which the raised GC
+        # thresholds (settings.GC_THRESHOLDS) make rare. Exchanges still finishing keep us
+        # alive as their port, without a cycle; with no transport, sends do nothing.
+        self.streams.release()
+        self.transport = None
         self.ctx.release(self)
 
     def pause_writing(self) -> None:

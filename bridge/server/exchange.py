@@ -325,6 +325,17 @@ class Exchange:
                 # The handler is long gone; otherwise `run_exchange` finishes it on return.
                 self.port.ctx.finish_exchange(self)
 
+    def release(self) -> None:
+        """Over and logged: drop the callbacks into the handler's objects. A stream's exchange
+        and its subscription refer to each other (`on_drain`, `on_abort` here; the sink's
+        exchange there), and with bridge's raised GC thresholds such a cycle, and the closed
+        connection it holds, would wait for a full collection."""
+        self.on_drain = None
+        self.on_abort = None
+        self._cleanup = None
+        self.task = None
+        self._inbound = None
+
     @property
     def duration(self) -> float:
         return time.monotonic() - self._t0

@@ -138,6 +138,9 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
         self.closed = True
+        # The transport refers to us as its protocol: without this the pair is a reference
+        # cycle that waits for a full collection (rare under settings.GC_THRESHOLDS).
+        self.transport = None
         self._wake()
 
     def pause_writing(self) -> None:
@@ -464,11 +467,24 @@ class UpstreamPool:
         if limit <= 0:
             raise UpstreamTimeout(f"no time left to connect to {upstream.authority}")
         origin = upstream.origin
+        made: list[_Connection] = []
+
+        def protocol() -> _Connection:
+            made.append(_Connection(origin))
+            return made[0]
+
         try:
-            async with asyncio.timeout(limit):
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(origin), upstream.host, upstream.port
-                )
+            try:
+                async with asyncio.timeout(limit):
+                    _, conn = await loop.create_connection(protocol, upstream.host, upstream.port)
+            except BaseException:
+                # Cancelled (the client left) or timed out once the socket had connected: the
+                # loop closes the transport without telling the protocol, so the pair would
+                # stay a reference cycle until a full collection. Break it here.
+                for orphan in made:
+                    orphan.close()
+                    orphan.transport = None
+                raise
         except TimeoutError:
             raise UpstreamTimeout(f"connect to {upstream.authority} timed out") from None
         except OSError as exc:  # refused, unreachable, DNS (socket.gaierror)
