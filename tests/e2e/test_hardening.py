@@ -575,3 +575,49 @@ def test_reset_connections_leave_no_cyclic_garbage(certs: Path) -> None:
             assert (held - base) / count < 16 * 1024, (held - base) / count
 
     run(body())
+
+
+def test_a_closed_connection_its_client_never_drains_is_aborted(
+    certs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that stops reading with bytes of ours queued: when bridge closes the
+    connection (here its idle timer, after the stalled stream was given up), the transport
+    would wait for ever to write them; it is aborted after SEND_TIMEOUT instead."""
+    monkeypatch.setattr(settings, "SEND_TIMEOUT", 0.5)
+    piece = b"q" * 65536
+
+    async def big(request):  # type: ignore[no-untyped-def]
+        async def body() -> AsyncIterator[bytes]:
+            for _ in range(64):
+                yield piece
+
+        return 200, [(b"content-length", str(64 * len(piece)).encode())], body()
+
+    async def body() -> None:
+        async with Origin() as origin:
+            origin.route("/big", big)
+            routes = "limits:\n  keepalive_timeout: 500ms\n" + ROUTES
+            async with running_bridge(
+                config_text(routes, upstream_url=origin.url, certs=certs), certs
+            ) as b:
+                _reader, writer = await tls_socket(b, rcvbuf=4096)
+                conn = h2.connection.H2Connection(
+                    h2.config.H2Configuration(client_side=True, header_encoding=None)
+                )
+                # every window wide open: bridge writes until its transport buffer is full
+                conn.local_settings = h2.settings.Settings(
+                    client=True,
+                    initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1},
+                )
+                conn.initiate_connection()
+                conn.increment_flow_control_window(2**30)
+                headers = RawH2.request_headers(None, "/big")  # type: ignore[arg-type]
+                conn.send_headers(1, headers, end_stream=True)
+                writer.write(conn.data_to_send())
+                async with asyncio.timeout(10):
+                    while open_connections(b):  # never reading a byte
+                        await asyncio.sleep(0.05)
+                writer.close()
+                await still_serving(b)
+
+    run(body())
