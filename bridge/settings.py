@@ -54,10 +54,11 @@ H2_MAX_FRAME_SIZE = 16 * KB
 # Rapid reset (CVE-2023-44487): more resets than this within the window is abuse.
 H2_MAX_RESETS = 200
 H2_RESET_WINDOW = 10.0
-# PING and SETTINGS floods (CVE-2019-9512 / -9515): each frame costs ~15 µs of h2's time and
-# queues an ACK. A client keeping a connection alive pings every few seconds and sends SETTINGS
-# a handful of times; more than this many within the window gets GOAWAY ENHANCE_YOUR_CALM
-# before h2 sees the frames, so one connection's work per window is bounded (nginx and Envoy
+# PING and SETTINGS floods (CVE-2019-9512 / -9515; PRIORITY and empty DATA frames are counted
+# too, -9513 / -9518): each frame costs ~15 µs of h2's time and PING/SETTINGS queue an ACK.
+# A client keeping a connection alive pings every few seconds, sends SETTINGS a handful of
+# times and PRIORITY a few per request; more than this many within the window gets GOAWAY
+# ENHANCE_YOUR_CALM before h2 sees the frames, so one connection's work per window is bounded (nginx and Envoy
 # close on floods the same way). Besides this, an HTTP/2 connection stops reading while its
 # write buffer is above WRITE_HIGH_WATER, so the ACKs of a client that never reads stay bounded.
 H2_MAX_CONTROL_FRAMES = 1000

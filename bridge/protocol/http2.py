@@ -255,22 +255,31 @@ class Http2Protocol:
                 out.extend(self._go_away(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "rapid reset"))
 
     def _control_flood(self, data: bytes) -> bool:
-        """Do the PING and SETTINGS frames (not ACKs) beginning in `data` take this connection
-        past `H2_MAX_CONTROL_FRAMES` in the current window? (CVE-2019-9512 / -9515)
+        """Do the frames beginning in `data` that cost us work and carry nothing for a handler
+        take this connection past `H2_MAX_CONTROL_FRAMES` in the current window?
 
-        Counted from the 9-byte frame headers (RFC 9113 §4.1) before h2 parses anything, so a
-        flood costs a header walk, not h2's work and an ACK per frame.
+        PING and SETTINGS that are not ACKs (each one answered: CVE-2019-9512 / -9515),
+        PRIORITY (CVE-2019-9513), and empty DATA frames that do not end their stream
+        (CVE-2019-9518). Counted from the 9-byte frame headers (RFC 9113 §4.1) before h2 parses
+        anything, so a flood costs a header walk, not h2's work and an answer per frame.
         """
         buf = self._walk_carry + data if self._walk_carry else data
         pos = self._walk_skip
         end = len(buf)
         count = 0
         while pos + 9 <= end:
+            length = int.from_bytes(buf[pos : pos + 3], "big")
             kind = buf[pos + 3]
-            # SETTINGS is type 0x4, PING 0x6; flag 0x1 is ACK on both (RFC 9113 §6.5, §6.7).
-            if (kind == 0x4 or kind == 0x6) and not buf[pos + 4] & 0x1:
+            flags = buf[pos + 4]
+            # Types: DATA 0x0 (flag 0x1 END_STREAM), PRIORITY 0x2, SETTINGS 0x4 and PING 0x6
+            # (flag 0x1 ACK on both): RFC 9113 §6.1, §6.3, §6.5, §6.7.
+            if (
+                ((kind == 0x4 or kind == 0x6) and not flags & 0x1)
+                or kind == 0x2
+                or (kind == 0x0 and not length and not flags & 0x1)
+            ):
                 count += 1
-            pos += 9 + int.from_bytes(buf[pos : pos + 3], "big")
+            pos += 9 + length
         if pos >= end:
             self._walk_skip, self._walk_carry = pos - end, b""
         else:

@@ -23,7 +23,7 @@ import h2.errors
 import h2.settings
 import httpx
 import pytest
-from hyperframe.frame import HeadersFrame, PingFrame, SettingsFrame
+from hyperframe.frame import DataFrame, HeadersFrame, PingFrame, PriorityFrame, SettingsFrame
 
 from bridge import settings
 from bridge.protocol.http2 import PREFACE
@@ -619,5 +619,31 @@ def test_a_closed_connection_its_client_never_drains_is_aborted(
                         await asyncio.sleep(0.05)
                 writer.close()
                 await still_serving(b)
+
+    run(body())
+
+
+@pytest.mark.parametrize("kind", ["priority", "empty-data"])
+def test_priority_and_empty_data_floods_get_enhance_your_calm(certs: Path, kind: str) -> None:
+    async def body() -> None:
+        async with (
+            Origin() as origin,
+            running_bridge(config_text(ROUTES, upstream_url=origin.url, certs=certs), certs) as b,
+            honest_client(b),
+        ):
+            client = await RawH2.open(b)
+            try:
+                if kind == "priority":  # CVE-2019-9513: PRIORITY frames for idle streams
+                    frame = PriorityFrame(3, depends_on=1, stream_weight=16).serialize()
+                else:  # CVE-2019-9518: empty DATA frames on an open request body
+                    post = [(b":method", b"POST"), *client.request_headers("/echo")[1:]]
+                    client.conn.send_headers(1, post)  # the body never ends
+                    await client.flush()
+                    frame = DataFrame(1, data=b"").serialize()
+                client.writer.write(frame * 20_000)
+                data = await read_until_closed(client.reader, timeout=10)
+            finally:
+                client.close()
+            assert goaway_codes(data)[-1:] == [h2.errors.ErrorCodes.ENHANCE_YOUR_CALM]
 
     run(body())
