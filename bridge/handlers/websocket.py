@@ -226,7 +226,8 @@ class WebSocketSession:
                         whole = BytesMessage(data=b"".join(parts))  # type: ignore[arg-type]
                     try:
                         # A full queue stops reading: backpressure on the client, bounded.
-                        await asyncio.wait_for(self.outbox.put(whole), QUEUE_TIMEOUT)
+                        async with asyncio.timeout(QUEUE_TIMEOUT):  # not wait_for (3.11)
+                            await self.outbox.put(whole)
                     except TimeoutError:
                         self.close(CloseReason.POLICY_VIOLATION, "too many messages in flight")
         elif isinstance(event, Ping):
