@@ -153,7 +153,8 @@ class Hub:
     ) -> Item | None:
         """The current snapshot for a plain GET (`Item.state` is the whole body). With no
         state yet, starts the channel and waits for its first answer (at most `timeout`;
-        None if it failed or did not come). The channel then lingers as usual."""
+        None if it failed or did not come). A channel no subscriber has joined then stops
+        `settings.GET_LINGER` after the last such GET; a subscribed one lingers as usual."""
         channel = self._for_get(route, params, headers)
         try:
             return await channel.wait_ready(timeout)
