@@ -36,7 +36,7 @@ from tests.e2e.test_front_door import (
 )
 from tests.support.harness import Running, config_text, run, running_bridge
 from tests.support.origin import Origin
-from tests.support.subscribers import ws_http1
+from tests.support.subscribers import ws_http1, ws_http2
 
 STREAM_ROUTES = """\
 routes:
@@ -647,5 +647,34 @@ def test_priority_and_empty_data_floods_get_enhance_your_calm(certs: Path, kind:
             finally:
                 client.close()
             assert goaway_codes(data)[-1:] == [h2.errors.ErrorCodes.ENHANCE_YOUR_CALM]
+
+    run(body())
+
+
+def test_websocket_fragment_bomb_over_http2_closes_that_stream_only(certs: Path) -> None:
+    async def body() -> None:
+        async with Origin() as origin:
+            origin.json("/api/price", {"p": 1})
+            async with (
+                running_bridge(
+                    config_text(STREAM_ROUTES, upstream_url=origin.url, certs=certs), certs
+                ) as b,
+                ws_http2(b.ports["https"], "/prices/A", b.client_ssl(("h2",))) as h2ws,
+            ):
+                bomber = h2ws.first
+                honest = await h2ws.open_stream("/prices/A")  # same connection, RFC 8441
+                await bomber.sub.next_event()
+                await honest.sub.next_event()
+                bomber.send_raw(masked(0x1, b"a", fin=False))
+                for _ in range(5):  # 5,000 empty fragments, 30 KB: within the stream's window
+                    bomber.send_raw(masked(0x0, fin=False) * 1000)
+                await asyncio.wait_for(bomber.close_received.wait(), 10)
+                assert bomber.closed == 1009
+                origin.set("/api/price", {"p": 2})
+                for _ in range(50):
+                    if json.loads((await honest.sub.next_event()).data) == {"p": 2}:
+                        break
+                else:
+                    raise AssertionError("the other stream got no new event")
 
     run(body())
