@@ -441,8 +441,10 @@ class ServerConnection(asyncio.BufferedProtocol):
             return  # the linger timer or the peer's EOF closes it
         adapter = self.adapter
         if adapter is None or not adapter.peer_sending:
+            # Asked before closing: a closed (or lost) asyncio TLS transport cannot tell.
+            unsent = 0 if transport.is_closing() else transport.get_write_buffer_size()
             transport.close()
-            if transport.get_write_buffer_size() and self._abort_timer is None:
+            if unsent and self._abort_timer is None:
                 # A closed transport still waits to write what is buffered; a peer that reads
                 # nothing (a flood of PINGs whose ACKs it never takes) would keep it for ever.
                 self._abort_timer = self.loop.call_later(settings.SEND_TIMEOUT, self.abort)

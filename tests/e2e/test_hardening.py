@@ -484,6 +484,16 @@ def test_vary_values_cannot_multiply_upstream_polls(certs: Path) -> None:
                     httpx.AsyncClient(verify=b.client_ssl(), http2=True, timeout=10) as c,
                 ):
                     await sub.next_event()
+                    hub = b.bridge.hub
+                    most = 0
+
+                    async def watch() -> None:
+                        nonlocal most
+                        for _ in range(100_000):  # bounded; cancelled after the burst
+                            most = max(most, len(hub.channels))
+                            await asyncio.sleep(0)
+
+                    watcher = asyncio.create_task(watch())
                     # 300 plain GETs, each with its own X-User: 300 stream keys
                     answers = await asyncio.gather(
                         *(
@@ -491,18 +501,16 @@ def test_vary_values_cannot_multiply_upstream_polls(certs: Path) -> None:
                             for n in range(300)
                         )
                     )
+                    watcher.cancel()
                     statuses = [r.status_code for r in answers]
-                    # the honest subscriber's channel is one of the 50
-                    assert statuses.count(200) == 49, statuses
+                    served = statuses.count(200)
+                    # never more than the cap alive at once, the honest subscriber's included
+                    assert most <= 50, most
+                    # (more than 49 only if the burst outlasted GET_LINGER on a loaded machine)
+                    assert 49 <= served < 150, statuses
                     refused = [r for r in answers if r.status_code == 503]
-                    assert len(refused) == 251
+                    assert len(refused) == 300 - served
                     assert all(1 <= int(r.headers["retry-after"]) <= 600 for r in refused)
-                    # an existing key is still served at the cap
-                    served = statuses.index(200)
-                    again = await c.get(
-                        b.url("https", "/prices/A"), headers={"x-user": f"u{served}"}
-                    )
-                    assert again.status_code == 200
                     # GET-only channels stop after GET_LINGER, not STREAM_LINGER (5 s)
                     await asyncio.sleep(settings.GET_LINGER + 1.0)
                     polls = origin.count("/api/price")
@@ -510,8 +518,8 @@ def test_vary_values_cannot_multiply_upstream_polls(certs: Path) -> None:
                     quiet = origin.count("/api/price") - polls
                     # only the honest subscriber's channel still polls (every 200 ms)
                     assert quiet <= 8, quiet
-                    # 49 channels x (first poll + ~GET_LINGER / 200 ms) + the honest one
-                    assert polls < 49 * (settings.GET_LINGER / 0.2 + 3) + 30, polls
+                    # each GET's channel: a first poll + ~GET_LINGER / 200 ms; + the honest one
+                    assert polls < served * (settings.GET_LINGER / 0.2 + 3) + 30, polls
                     origin.set("/api/price", {"p": 2})
                     for _ in range(50):
                         if json.loads((await sub.next_event()).data) == {"p": 2}:
@@ -528,7 +536,12 @@ def test_vary_values_cannot_multiply_upstream_polls(certs: Path) -> None:
 # --- item 5: garbage after connection churn ---------------------------------------------------
 
 
-def test_reset_connections_leave_no_cyclic_garbage(certs: Path) -> None:
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_reset_connections_leave_no_cyclic_garbage(
+    certs: Path, loop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both loops: their TLS transports differ in what a lost connection still answers.
+    monkeypatch.setenv("BRIDGE_TEST_LOOP", loop)
     count = 500  # 100 of each kind: HTTP/1.1 and HTTP/2 GETs, SSE over both, WebSocket
     root = Path(__file__).resolve().parents[2]
 
