@@ -80,6 +80,7 @@ class ServerContext:
         self.tally.record(exchange.route, exchange.log_kind, status, exchange.duration)
         self.log_exchange(exchange)
         exchange.port.exchange_done(exchange)
+        exchange.release()
 
     def _fail(self, exchange: Exchange, exc: StreamError) -> None:
         if exc.code is ErrorCode.CANCELLED or exchange.aborted:

@@ -79,3 +79,22 @@ def test_a_removed_stream_tells_sse_subscribers_when_to_come_back() -> None:
         assert h.hub.retired["/p/{s}"].counts["polls"] >= 1  # its counts live on
 
     run(body)
+
+
+def test_the_per_route_channel_cap_follows_routes_that_moved() -> None:
+    import pytest
+
+    from bridge.errors import StreamError
+
+    async def body() -> None:
+        h = Harness(seed=1, max_channels_per_route=1)
+        first = route(0)
+        h.subscribe(first, "A")
+        await h.advance(0.1)
+        other = dataclasses.replace(route(0), path="/q/{s}")
+        h.hub.reconfigure([other, moved(first, 1)], Limits(max_channels_per_route=1))
+        h.subscribe(other, "B")  # route 0 is another route now: its cap is free
+        with pytest.raises(StreamError):
+            h.subscribe(moved(first, 1), "C")  # the moved route still holds its one channel
+
+    run(body)
