@@ -74,18 +74,15 @@ def _check(path: str) -> int:
 
 
 def _serve(path: str) -> int:
-    from .server.run import Bridge, run
+    from .app import create_bridge
+    from .server.run import run
 
     config = _load(path)
     if config is None:
         return 1
 
     async def go() -> None:
-        bridge = Bridge(config)
-        from .app import install
-
-        install(bridge)
-        await bridge.serve_forever()
+        await create_bridge(config).serve_forever()
 
     try:
         run(go)
