@@ -26,7 +26,8 @@ from aioquic.h3.connection import ErrorCode as H3Code
 from aioquic.h3.connection import FrameType, H3Connection, encode_frame
 from aioquic.quic.connection import stream_is_unidirectional
 
-from .. import settings
+from .. import framing, settings
+from ..errorpage import error_body, error_headers
 from ..errors import ErrorCode
 from ..events import (
     Body,
@@ -43,7 +44,6 @@ from ..events import (
     StreamReset,
     WindowOpened,
 )
-from .errorpage import error_body, error_headers
 from .quic import ServerQuic
 
 # Fields RFC 9114 §4.2 forbids in HTTP/3 (connection-specific); dropped when passed on.
@@ -57,6 +57,15 @@ _SEND_MARK = settings.BODY_CHUNK
 def data_frame_header(size: int) -> bytes:
     """RFC 9114 §7.2.1: a DATA frame is varint type 0x0, varint length, payload."""
     return b"\x00" + encode_uint_var(size)
+
+
+def data_frame(data: bytes) -> bytes:
+    return data_frame_header(len(data)) + data
+
+
+# Unlike HTTP/2's, an HTTP/3 DATA frame names no stream (the QUIC stream carries it), so the
+# same framed bytes serve every subscriber: the hub frames each event once for all of them.
+DATA_FRAMED = framing.register("http/3 DATA", data_frame)
 
 
 @dataclass(slots=True)
@@ -252,7 +261,7 @@ class Http3Protocol:
         if self._closed or stream is None:
             return out
         if isinstance(event, (Body, Data)):
-            if event.data and not stream.local_ended:
+            if event.data and stream.response_started and not stream.local_ended:
                 self._h3.send_data(sid, event.data, end_stream=False)
                 self._mark(sid)
         elif isinstance(event, Response):
@@ -393,19 +402,26 @@ class Http3Protocol:
         stream.unread -= size
         self._quic.consumed(stream_id, size)
 
-    def frame_prerendered(self, stream_id: int, data: bytes) -> bool:
-        """Hot path: `data` as one DATA frame straight onto the QUIC stream; False if the
-        stream cannot take it (the caller then has nothing to do: the stream is gone).
+    def body_framing(self, stream_id: int) -> framing.Framing:
+        """DATA frames, for bodies and tunnels alike (RFC 9220 §3: tunnel bytes are DATA)."""
+        return DATA_FRAMED
 
-        aioquic's `send_data` only checks the stream's state and logs; framing here saves
-        its per-call overhead for the fan-out, which writes one event to thousands of streams.
-        """
+    def frame_prerendered(
+        self, stream_id: int, data: bytes, *, framed: bool = False
+    ) -> bytes | None:
+        """`data` as one DATA frame (unchanged when `framed`), or None when the stream takes
+        no body now (no head yet, ended, gone). The driver puts it on the QUIC stream with
+        `write_framed`: aioquic's `send_data` only checks the stream's state and logs, so
+        the fan-out, writing one event to thousands of streams, skips it."""
         stream = self._streams.get(stream_id)
         if stream is None or self._closed or not stream.response_started or stream.local_ended:
-            return False
-        self._quic.send_stream_data(stream_id, data_frame_header(len(data)) + data)
+            return None
+        return data if framed else data_frame(data)
+
+    def write_framed(self, stream_id: int, framed: bytes) -> None:
+        """Queue DATA frames from `frame_prerendered` on the stream."""
+        self._quic.send_stream_data(stream_id, framed)
         self._mark(stream_id)
-        return True
 
     def _mark(self, sid: int) -> None:
         if self.pending(sid) > _SEND_MARK:

@@ -362,15 +362,21 @@ def test_frame_prerendered_is_a_data_frame(certs: Path) -> None:
     pair = ready(certs)
     sid = pair.request()
     pair.take()
-    assert not pair.server.frame_prerendered(sid, b"early")  # no head yet
-    pair.server.send(Response(sid, 200, [(b"content-type", b"text/event-stream")]))
+    server = pair.server
+    assert server.frame_prerendered(sid, b"early") is None  # no head yet
+    server.send(Response(sid, 200, [(b"content-type", b"text/event-stream")]))
     for n in range(3):
-        assert pair.server.frame_prerendered(sid, b"data: %d\n\n" % n)
-    big = b"y" * 70000  # a two-byte-plus length varint
-    assert pair.server.frame_prerendered(sid, big)
+        framed = server.frame_prerendered(sid, b"data: %d\n\n" % n)
+        assert framed is not None
+        server.write_framed(sid, framed)
+    big = b"y" * 70000  # a four-byte length varint
+    shared = server.body_framing(sid).frame(big)  # what the hub caches for every stream
+    assert shared[:5] == b"\x00\x80\x01\x11\x70"
+    assert server.frame_prerendered(sid, shared, framed=True) == shared
+    server.write_framed(sid, shared)
     pair.pump(100)
     assert body_of(pair.take_client(), sid) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n" + big
-    assert not pair.server.frame_prerendered(sid + 4, b"x")  # unknown stream
+    assert server.frame_prerendered(sid + 4, b"x") is None  # unknown stream
 
 
 # --- push -------------------------------------------------------------------------------------
