@@ -70,6 +70,7 @@ class QuicServerConnection:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._transmit_soon = False
+        self._draining = False  # shutting down: close once the last response is delivered
         self._handshake_deadline = self.loop.time() + ctx.limits.tls_handshake_timeout
         # A PING this often while requests are open keeps QUIC's idle timer from ending them.
         self._ping_every = max(1.0, quic.configuration.idle_timeout / 3)
@@ -127,7 +128,19 @@ class QuicServerConnection:
         dispatch = self.streams.dispatch
         for event in self.adapter.drained():
             dispatch(event)
+        if self._draining and not self.streams.exchanges and self._all_delivered():
+            self.close()
+            return
         self._rearm(now)
+
+    def _all_delivered(self) -> bool:
+        """Has the client acknowledged every response byte? aioquic's CONNECTION_CLOSE
+        discards what is still queued, so a graceful close waits for this."""
+        return all(
+            stream.sender.is_finished or stream.sender.reset_pending
+            for sid, stream in self.quic._streams.items()
+            if sid % 4 == 0  # client-initiated bidirectional: requests and their responses
+        )
 
     def _schedule(self) -> None:
         # One transmit per loop iteration: a head, body and end leave in the fewest packets,
@@ -233,9 +246,6 @@ class QuicServerConnection:
 
     def exchange_done(self, exchange: Exchange) -> None:
         self.streams.exchange_done(exchange)
-        if self.ctx.shutting_down and not self.streams.exchanges and self.adapter.idle:
-            self.close()
-            return
         self.transmit()
 
     def flush(self) -> None:
@@ -248,14 +258,12 @@ class QuicServerConnection:
 
     def shutdown(self) -> None:
         """Graceful stop: GOAWAY now (RFC 9114 §5.2; QUIC clients retry refused requests on a
-        new connection), in-flight requests finish, then the connection closes."""
+        new connection), in-flight requests finish and are acknowledged, then it closes."""
         if self.state is QuicState.CLOSED:
             return
-        if not self.streams.exchanges:
-            self.close()
-            return
+        self._draining = True
         self.adapter.go_away()
-        self.transmit()
+        self.transmit()  # closes at once when nothing is in flight
 
     def close(self) -> None:
         """CONNECTION_CLOSE (H3_NO_ERROR, after a GOAWAY) and leave at once."""

@@ -25,6 +25,8 @@ from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import QuicEvent, StreamReset
 
+from .subscribers import SseSubscriber, WsSubscriber
+
 TIMEOUT = 10.0
 
 
@@ -200,3 +202,105 @@ async def h3_connect(
         yield client  # type: ignore[misc]
     finally:
         await asyncio.wait_for(opening.__aexit__(None, None, None), TIMEOUT)
+
+
+@contextlib.asynccontextmanager
+async def h3_sse(
+    client: H3ClientProtocol, path: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> AsyncIterator[SseSubscriber]:
+    """An SSE subscriber on one HTTP/3 stream of `client`."""
+    sub = SseSubscriber()
+    stream = client.open("GET", path, [(b"accept", b"text/event-stream"), *(headers or [])])
+    sub.status = await stream.head()
+    sub.http_version = "HTTP/3"
+    sub.connected.set()
+
+    async def pump() -> None:
+        try:
+            for _ in range(1_000_000):
+                piece = await stream.read(timeout=3600)
+                if not piece:
+                    return
+                sub.received += len(piece)
+                for event in sub.parser.feed(piece):
+                    sub.events.put_nowait(event)
+        finally:
+            sub.closed.set()
+
+    task = asyncio.create_task(pump())
+    sub.stream = stream  # type: ignore[attr-defined]
+    try:
+        yield sub
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        stream.cancel()  # as a browser closing its EventSource
+
+
+class H3WebSocket:
+    """An RFC 9220 WebSocket: an extended CONNECT stream of `client`, wsproto for its frames."""
+
+    def __init__(self, client: H3ClientProtocol, stream: H3Stream) -> None:
+        from wsproto.connection import Connection, ConnectionType
+
+        self.client = client
+        self.stream = stream
+        self.ws = Connection(ConnectionType.CLIENT)
+        self.sub = WsSubscriber()
+        self.closed: int | None = None
+        self.close_received = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def _pump(self) -> None:
+        from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+
+        for _ in range(1_000_000):
+            data = await self.stream.read(timeout=3600)
+            if not data:
+                return
+            self.ws.receive_data(data)
+            for event in self.ws.events():
+                if isinstance(event, (TextMessage, BytesMessage)):
+                    self.sub.deliver(event.data)
+                elif isinstance(event, Ping):
+                    self.stream.send(self.ws.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    self.closed = event.code
+                    self.close_received.set()
+
+    def send(self, message: str | bytes) -> None:
+        from wsproto.events import BytesMessage, TextMessage
+
+        event = (
+            TextMessage(data=message) if isinstance(message, str) else BytesMessage(data=message)
+        )
+        self.stream.send(self.ws.send(event))
+
+
+@contextlib.asynccontextmanager
+async def h3_websocket(
+    client: H3ClientProtocol, path: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> AsyncIterator[H3WebSocket]:
+    # RFC 9220 §3: :protocol only after the server's SETTINGS_ENABLE_CONNECT_PROTOCOL = 1.
+    for _ in range(200):
+        received = client.h3.received_settings
+        if received is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert received is not None and received.get(0x8) == 1, "no ENABLE_CONNECT_PROTOCOL"
+    stream = client.open(
+        "CONNECT",
+        path,
+        [(b":protocol", b"websocket"), (b"sec-websocket-version", b"13"), *(headers or [])],
+        end=False,
+    )
+    ws = H3WebSocket(client, stream)
+    ws.status = await stream.head()  # type: ignore[attr-defined]
+    ws.task = asyncio.create_task(ws._pump())
+    try:
+        yield ws
+    finally:
+        ws.task.cancel()
+        with contextlib.suppress(BaseException):
+            await ws.task

@@ -1,0 +1,253 @@
+"""HTTP/3 end to end: aioquic's asyncio client (tests/support/h3client.py) against a bridge
+with `listen.http3` on a loopback UDP port, real TLS, a real loopback origin.
+
+Proxy (GET, a streamed 1 MB POST), SSE with resume, WebSocket over RFC 9220, push only to a
+client that grants push ids, Alt-Svc on the TCP side, the access log, garbage datagrams next
+to an honest client, graceful shutdown, and niquests (qh3) as an outside client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import socket
+from pathlib import Path
+
+import httpx
+
+from tests.support.h3client import h3_connect, h3_sse, h3_websocket
+from tests.support.harness import config_text, run, running_bridge
+from tests.support.origin import Origin, OriginRequest, pattern_bytes
+
+CSS = b"body { color: #321; }\n" * 40
+
+ROUTES = """\
+routes:
+  - path: /prices/{symbol}
+    stream:
+      upstream: app
+      poll: /api/price?s={symbol}
+      every: 200ms
+      event: price
+      history: 5
+      protocols: [sse, websocket]
+  - path: /page
+    upstream: app
+    push: [/static/app.css]
+  - path: /{rest*}
+    upstream: app
+"""
+
+
+def serve(origin: Origin) -> None:
+    origin.json("/api/price", {"v": 0})
+
+    async def page(request: OriginRequest) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        return 200, [(b"content-type", b"text/html")], b"<html>page</html>"
+
+    async def css(request: OriginRequest) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        return 200, [(b"content-type", b"text/css"), (b"cache-control", b"max-age=60")], CSS
+
+    origin.route("/page", page)
+    origin.route("/static/app.css", css)
+
+
+def h3_bridge(origin: Origin, certs: Path):  # type: ignore[no-untyped-def]
+    serve(origin)
+    return running_bridge(
+        config_text(ROUTES, upstream_url=origin.url, certs=certs, http3=True), certs
+    )
+
+
+def access_lines(b) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
+    text = (b.directory / "access.log").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_proxy_get_post_and_alt_svc(certs: Path) -> None:
+    async def body() -> None:
+        async with Origin() as origin, h3_bridge(origin, certs) as b:
+            port = b.ports["http3"]
+            async with h3_connect(port, b.ca) as client:
+                r = await client.get("/echo?i=1", [(b"user-agent", b"h3-test")])
+                assert r.status == 200
+                echo = json.loads(r.body)
+                assert echo["target"] == "/echo?i=1"
+                headers = dict(echo["headers"])
+                assert headers["via"] == "3 bridge"  # RFC 9110 §7.6.3: the hop we received
+                assert headers["x-forwarded-proto"] == "https"
+                # A streamed 1 MB upload: the body leaves in pieces while the window moves.
+                payload = pattern_bytes(0, 1024 * 1024 + 7)
+                stream = client.open("POST", "/echo", end=False)
+                for start in range(0, len(payload), 100_000):
+                    stream.send(payload[start : start + 100_000])
+                    await asyncio.sleep(0)
+                stream.send(b"", end=True)
+                assert await stream.head() == 200
+                echo = json.loads(await stream.body())
+                assert echo["body_length"] == len(payload)
+                assert echo["body_sha256"] == hashlib.sha256(payload).hexdigest()
+                # Several requests at once on one connection.
+                answers = await asyncio.gather(*(client.get(f"/echo?n={n}") for n in range(8)))
+                assert [a.status for a in answers] == [200] * 8
+            # The TCP side advertises HTTP/3 on its port (RFC 7838, RFC 9114 §3.1.1).
+            async with httpx.AsyncClient(verify=b.client_ssl(), http2=True) as c:
+                for http2 in (False, True):
+                    tcp = await c.get(b.url("https", "/echo"))
+                    assert tcp.headers["alt-svc"] == f'h3=":{port}"; ma=86400'
+                    del http2
+                plain = await c.get(b.url("http", "/echo"))
+                assert "alt-svc" not in plain.headers  # cleartext: no h3 for http:// origins
+            lines = [line for line in access_lines(b) if line["protocol"] == "HTTP/3"]
+            assert {line["target"] for line in lines} >= {"/echo?i=1", "/echo"}
+            assert lines[0]["user_agent"] == "h3-test"
+
+    run(body())
+
+
+def test_sse_changes_and_resume(certs: Path) -> None:
+    async def body() -> None:
+        async with Origin() as origin, h3_bridge(origin, certs) as b:
+            async with h3_connect(b.ports["http3"], b.ca) as client:
+                async with h3_sse(client, "/prices/A") as sub:
+                    assert sub.status == 200
+                    first = await sub.next_event()
+                    assert json.loads(first.data) == {"v": 0}
+                    origin.set("/api/price", {"v": 1})
+                    assert json.loads((await sub.next_event()).data) == {"v": 1}
+                # Away for two changes; Last-Event-ID brings exactly those.
+                for v in (2, 3):
+                    origin.set("/api/price", {"v": v})
+                    await asyncio.sleep(0.6)
+                async with h3_sse(
+                    client, "/prices/A", [(b"last-event-id", first.id.encode())]
+                ) as sub:
+                    missed = [await sub.next_event() for _ in range(3)]
+                    assert [json.loads(e.data) for e in missed] == [{"v": 1}, {"v": 2}, {"v": 3}]
+                    assert await sub.no_event(0.5)
+            for _ in range(100):  # the line is written once the server saw the stream end
+                stream_lines = [line for line in access_lines(b) if line["kind"] == "stream"]
+                if len(stream_lines) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert [line["protocol"] for line in stream_lines] == ["HTTP/3", "HTTP/3"]
+
+    run(body())
+
+
+def test_websocket_over_extended_connect(certs: Path) -> None:
+    async def body() -> None:
+        async with Origin() as origin, h3_bridge(origin, certs) as b:
+            async with (
+                h3_connect(b.ports["http3"], b.ca) as client,
+                h3_websocket(client, "/prices/W") as ws,
+            ):
+                assert ws.status == 200  # type: ignore[attr-defined]  # RFC 9220: 2xx, not 101
+                first = await ws.sub.next_event()
+                assert json.loads(first.data) == {"v": 0}
+                origin.set("/api/price", {"v": 5})
+                assert json.loads((await ws.sub.next_event()).data) == {"v": 5}
+                # A second WebSocket and a plain request share the connection.
+                async with h3_websocket(client, "/prices/V") as other:
+                    assert json.loads((await other.sub.next_event()).data) == {"v": 5}
+                    assert (await client.get("/echo")).status == 200
+
+    run(body())
+
+
+def test_push_only_to_a_client_that_grants_push_ids(certs: Path) -> None:
+    async def body() -> None:
+        async with Origin() as origin, h3_bridge(origin, certs) as b:
+            async with h3_connect(b.ports["http3"], b.ca, push=True) as client:
+                r = await client.get("/page")
+                assert r.status == 200 and r.body == b"<html>page</html>"
+                assert [dict(h)[b":status"] for h in r.informational] == [b"103"]
+                for _ in range(200):
+                    done = [
+                        e
+                        for events in client.pushed.values()
+                        for e in events
+                        if getattr(e, "stream_ended", False)
+                    ]
+                    if done:
+                        break
+                    await asyncio.sleep(0.01)
+                (promise,) = client.promises.values()
+                assert dict(promise)[b":path"] == b"/static/app.css"
+                (push_id,) = client.pushed
+                pushed = b"".join(getattr(e, "data", b"") for e in client.pushed[push_id])
+                assert pushed == CSS
+            # No MAX_PUSH_ID: no promise and no error, and Early Hints still arrive.
+            async with h3_connect(b.ports["http3"], b.ca, push=False) as client:
+                r = await client.get("/page")
+                assert r.status == 200 and r.body == b"<html>page</html>"
+                assert [dict(h)[b":status"] for h in r.informational] == [b"103"]
+                await asyncio.sleep(0.2)
+                assert not client.promises and not client.pushed
+            assert any(line["pushed"] for line in access_lines(b))
+
+    run(body())
+
+
+def test_garbage_datagrams_do_not_disturb_an_honest_client(certs: Path) -> None:
+    async def body() -> None:
+        async with Origin() as origin, h3_bridge(origin, certs) as b:
+            port = b.ports["http3"]
+            quic = b.bridge.quic
+            assert quic is not None
+            noise = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            target = ("127.0.0.1", port)
+            initial = first_initial()
+            async with h3_connect(port, b.ca) as client:
+                cids = list(quic._by_cid)
+                for round_ in range(20):
+                    for size in (0, 1, 5, 30, 600, 1200, 1400):
+                        noise.sendto(os.urandom(size), target)
+                    # Short-header packets aimed at the live connection's ids: they fail
+                    # decryption and are dropped, the connection lives on.
+                    for cid in cids:
+                        forged = bytes([0x40 | (os.urandom(1)[0] & 0x3F)]) + cid + os.urandom(40)
+                        noise.sendto(forged, target)
+                    # A real client's Initial, truncated: no connection may start from it.
+                    noise.sendto(initial[: 100 + round_ * 50], target)
+                    r = await client.get(f"/echo?round={round_}")
+                    assert r.status == 200
+                assert quic.dropped_in > 0
+                assert len(quic.connections) == 1
+            noise.close()
+
+    run(body())
+
+
+def first_initial() -> bytes:
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+
+    client = QuicConnection(configuration=QuicConfiguration(is_client=True, alpn_protocols=["h3"]))
+    client.connect(("127.0.0.1", 9), now=0.0)
+    return client.datagrams_to_send(now=0.0)[0][0]
+
+
+def test_graceful_shutdown_sends_goaway_and_finishes_in_flight(certs: Path) -> None:
+    async def body() -> None:
+        async with Origin() as origin:
+            serve(origin)
+
+            async def slow(request: OriginRequest) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+                await asyncio.sleep(0.5)
+                return 200, [], b"finished"
+
+            origin.route("/slow", slow)
+            text = config_text(ROUTES, upstream_url=origin.url, certs=certs, http3=True)
+            async with running_bridge(text, certs) as b, h3_connect(b.ports["http3"], b.ca) as c:
+                stream = c.open("GET", "/slow")
+                await asyncio.sleep(0.1)
+                stopping = asyncio.create_task(b.bridge.stop(grace=5.0))
+                assert await stream.head() == 200
+                assert await stream.body() == b"finished"
+                await asyncio.wait_for(stopping, 10)
+                assert c._quic._close_event is not None  # the server closed the connection
+
+    run(body())
