@@ -269,6 +269,7 @@ class QuicServerConnection:
         """CONNECTION_CLOSE (H3_NO_ERROR, after a GOAWAY) and leave at once."""
         if self.state is QuicState.CLOSED:
             return
+        self._draining = False
         self.adapter.shutdown()
         self.transmit()
         self._gone()

@@ -251,3 +251,41 @@ def test_graceful_shutdown_sends_goaway_and_finishes_in_flight(certs: Path) -> N
                 assert c._quic._close_event is not None  # the server closed the connection
 
     run(body())
+
+
+def test_niquests_finds_http3_through_alt_svc(certs: Path) -> None:
+    """An outside client (niquests on qh3): the first answer comes over TCP with Alt-Svc, the
+    next ones, a page and an SSE stream, over HTTP/3."""
+    import niquests
+
+    def fetch(https: int) -> list[tuple[int, int, bytes]]:
+        seen = []
+        with niquests.Session() as session:
+            for _ in range(2):
+                r = session.get(f"https://127.0.0.1:{https}/echo", verify=str(certs / "ca.crt"))
+                seen.append((r.status_code, r.http_version, r.content[:1]))
+            r = session.get(
+                f"https://127.0.0.1:{https}/prices/N",
+                headers={"accept": "text/event-stream"},
+                verify=str(certs / "ca.crt"),
+                stream=True,
+                timeout=10,
+            )
+            events = b""
+            for chunk in r.iter_content(None):
+                events += chunk
+                if b"data:" in events:
+                    break
+            r.close()
+            seen.append((r.status_code, r.http_version, events))
+        return seen
+
+    async def body() -> None:
+        async with Origin() as origin, h3_bridge(origin, certs) as b:
+            seen = await asyncio.wait_for(asyncio.to_thread(fetch, b.ports["https"]), 30)
+            (first, second, stream) = seen
+            assert first[:2] == (200, 20) and second[:2] == (200, 30)  # HTTP/2, then HTTP/3
+            assert stream[:2] == (200, 30)
+            assert b'data: {"v": 0}' in stream[2]
+
+    run(body())
