@@ -57,6 +57,9 @@ H3_MAX_STREAMS = 128
 # this many bytes in the socket's buffer before more are dropped (QUIC retransmits them).
 QUIC_RETRY_ABOVE = 64
 QUIC_SEND_QUEUE = 1 * MB
+# The UDP socket's kernel buffers: one socket carries every QUIC connection, and a burst of
+# handshakes (1200-byte Initials) overflows Linux's default ~208 KB receive buffer at once.
+QUIC_SOCKET_BUFFER = 4 * MB
 # Rapid reset (CVE-2023-44487): more resets than this within the window is abuse.
 H2_MAX_RESETS = 200
 H2_RESET_WINDOW = 10.0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import TYPE_CHECKING
 
 from aioquic.quic.configuration import QuicConfiguration
@@ -36,16 +37,18 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         ctx: ServerContext,
         configuration: QuicConfiguration,
         *,
-        retry_above: int = settings.QUIC_RETRY_ABOVE,
-        send_queue: int = settings.QUIC_SEND_QUEUE,
-        stream_window: int = settings.H3_STREAM_WINDOW,
+        retry_above: int | None = None,
+        send_queue: int | None = None,
+        stream_window: int | None = None,
     ) -> None:
         self.ctx = ctx
         self.configuration = configuration
         self.loop = asyncio.get_running_loop()
+        if retry_above is None:
+            retry_above = settings.QUIC_RETRY_ABOVE
         self.gate = QuicGate(configuration.supported_versions, retry_above=retry_above)
-        self.send_queue = send_queue
-        self.stream_window = stream_window
+        self.send_queue = settings.QUIC_SEND_QUEUE if send_queue is None else send_queue
+        self.stream_window = settings.H3_STREAM_WINDOW if stream_window is None else stream_window
         self.transport: asyncio.DatagramTransport | None = None
         self._by_cid: dict[bytes, QuicServerConnection] = {}
         self.connections: set[QuicServerConnection] = set()
@@ -59,6 +62,13 @@ class QuicEndpoint(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                try:  # the kernel caps it at net.core.rmem_max / wmem_max
+                    sock.setsockopt(socket.SOL_SOCKET, option, settings.QUIC_SOCKET_BUFFER)
+                except OSError:
+                    pass
 
     def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
         header = peek_header(data)

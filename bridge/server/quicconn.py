@@ -68,7 +68,7 @@ class QuicServerConnection:
         self.state = QuicState.HANDSHAKE
         self.cids: set[bytes] = set()
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._timer_at = 0.0  # when `_timer` fires (uvloop's handles for past times lack when())
         self._transmit_soon = False
         self._draining = False  # shutting down: close once the last response is delivered
         self._handshake_deadline = self.loop.time() + ctx.limits.tls_handshake_timeout
@@ -160,11 +160,11 @@ class QuicServerConnection:
         else:
             self._next_ping = 0.0
         if at is None:
-            return
+            return  # a pending handle stays; it finds nothing to do
         timer = self._timer
         if timer is not None:
-            if self._timer_at == at:
-                return
+            if self._timer_at <= at:
+                return  # it fires first and re-arms for the rest: no timer-heap churn
             timer.cancel()
         self._timer_at = at
         self._timer = self.loop.call_at(at, self._expired)
@@ -178,15 +178,21 @@ class QuicServerConnection:
             if self.state is QuicState.HANDSHAKE and now >= self._handshake_deadline:
                 self.abort()
                 return
+            due = False
             if self._next_ping and now >= self._next_ping:
                 self._ping_id += 1
                 self.quic.send_ping(self._ping_id)
                 self._next_ping = now + self._ping_every
+                due = True
             timer_at = self.quic.get_timer()
             if timer_at is not None and now >= timer_at:
                 self.quic.handle_timer(now=now)
                 self._process_events()
-            self.transmit()
+                due = True
+            if due:
+                self.transmit()
+            else:
+                self._rearm(now)  # an earlier deadline that no longer holds
         except Exception:
             log.exception("QUIC timer failed for %s", self.client_ip)
             self.abort()

@@ -112,6 +112,9 @@ class Bridge:
     async def _listen_quic(self, address: Address) -> int:
         ctx = self.context
         assert ctx is not None
+        # aioquic logs every connection's version, ALPN and close at INFO: per-connection
+        # noise in an operator's log (bridge's access log already has one line per request).
+        logging.getLogger("quic").setLevel(logging.WARNING)
         cert, key = self.tls_paths()
         configuration = server_configuration(
             str(cert), str(key), idle_timeout=ctx.limits.keepalive_timeout

@@ -16,7 +16,9 @@ import socket
 from pathlib import Path
 
 import httpx
+import pytest
 
+from bridge import settings
 from tests.support.h3client import h3_connect, h3_sse, h3_websocket
 from tests.support.harness import config_text, run, running_bridge
 from tests.support.origin import Origin, OriginRequest, pattern_bytes
@@ -287,5 +289,21 @@ def test_niquests_finds_http3_through_alt_svc(certs: Path) -> None:
             assert first[:2] == (200, 20) and second[:2] == (200, 30)  # HTTP/2, then HTTP/3
             assert stream[:2] == (200, 30)
             assert b'data: {"v": 0}' in stream[2]
+
+    run(body())
+
+
+def test_handshake_through_retry_under_load(certs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With many handshakes in flight (here: any), a new client must first echo a Retry token
+    (RFC 9000 §8.1.2); aioquic's client does, and is served."""
+    monkeypatch.setattr(settings, "QUIC_RETRY_ABOVE", 0)
+
+    async def body() -> None:
+        async with Origin() as origin, h3_bridge(origin, certs) as b:
+            quic = b.bridge.quic
+            assert quic is not None and quic.gate.retry_above == 0
+            async with h3_connect(b.ports["http3"], b.ca) as client:
+                assert (await client.get("/echo")).status == 200
+                assert client._quic._retry_source_connection_id is not None  # it was retried
 
     run(body())
