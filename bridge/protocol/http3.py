@@ -17,7 +17,7 @@ adapter:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import assert_never
+from typing import TYPE_CHECKING, assert_never
 
 import aioquic.h3.events as h3e
 import aioquic.quic.events as qe
@@ -151,7 +151,9 @@ class Http3Protocol:
         if isinstance(ev, h3e.HeadersReceived):
             stream = self._streams.get(ev.stream_id)
             if stream is None:
-                if ev.stream_id > self._highest_request:
+                # QUIC streams arrive in any order, so a lower id can still be new; trailers
+                # of a stream already over carry no :method (RFC 9114 §4.3.1).
+                if any(name == b":method" for name, _ in ev.headers):
                     self._request(ev, out)
                 return
             # Trailers (RFC 9114 §4.1): no handler needs a client's; the end still counts.
@@ -171,7 +173,7 @@ class Http3Protocol:
 
     def _request(self, ev: h3e.HeadersReceived, out: list[Event]) -> None:
         sid = ev.stream_id
-        self._highest_request = sid
+        self._highest_request = max(self._highest_request, sid)
         if self._going_away or len(self._streams) >= self.max_concurrent_streams:
             # RFC 9114 §4.1.1: a request not processed at all is rejected, and may be retried.
             self._abort(sid, H3Code.H3_REQUEST_REJECTED)
@@ -511,3 +513,10 @@ def h3_code(code: ErrorCode) -> int:
             return H3Code.H3_INTERNAL_ERROR
         case _:
             assert_never(code)
+
+
+if TYPE_CHECKING:
+    from .base import StreamProtocol
+
+    def _implements(adapter: Http3Protocol) -> StreamProtocol:
+        return adapter  # mypy checks that Http3Protocol is a StreamProtocol

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import NetworkAddress
+from aioquic.quic.packet import QuicHeader
 
 from .. import settings
 from ..protocol.quic import QuicGate, ServerQuic, Verdict, peek_header
@@ -82,6 +83,12 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         if self.ctx.shutting_down:
             self.dropped_in += 1
             return
+        try:
+            self._new_connection(data, header, addr)
+        except Exception:  # a peer's datagram must never take the listener down
+            log.exception("refused a QUIC connection from %s", addr[0])
+
+    def _new_connection(self, data: bytes, header: QuicHeader, addr: NetworkAddress) -> None:
         admission = self.gate.admit(data, header, addr, self.loop.time(), self.handshaking)
         if admission.verdict is Verdict.REPLY:
             self.sendto(admission.reply, addr)

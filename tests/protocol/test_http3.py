@@ -539,3 +539,17 @@ def test_random_bytes_are_not_a_header_or_are_dropped(size: int) -> None:
         header = peek_header(data)
         if header is not None:
             assert gate.admit(data, header, CLIENT, 0.0, 0).verdict in (Verdict.DROP, Verdict.REPLY)
+
+
+def test_requests_arriving_out_of_order_are_all_served(certs: Path) -> None:
+    pair = ready(certs)
+    head = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"h"), (b":path", b"/")]
+    first = pair.client_quic.get_next_available_stream_id()
+    pair.client.send_headers(first, head, end_stream=True)
+    early = [d for d, _ in pair.client_quic.datagrams_to_send(now=pair.now)]
+    second = pair.client_quic.get_next_available_stream_id()
+    pair.client.send_headers(second, head, end_stream=True)
+    late = [d for d, _ in pair.client_quic.datagrams_to_send(now=pair.now)]
+    for datagram in late + early:  # the network reordered them
+        pair._server_receive(datagram)
+    assert [r.stream_id for r in of(pair.take(), Request)] == [second, first]
