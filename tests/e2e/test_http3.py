@@ -21,7 +21,7 @@ import pytest
 from bridge import settings
 from tests.support.h3client import h3_connect, h3_sse, h3_websocket
 from tests.support.harness import config_text, run, running_bridge
-from tests.support.origin import Origin, OriginRequest, pattern_bytes
+from tests.support.origin import Origin, OriginRequest, pattern_bytes, streamed
 
 CSS = b"body { color: #321; }\n" * 40
 
@@ -305,5 +305,50 @@ def test_handshake_through_retry_under_load(certs: Path, monkeypatch: pytest.Mon
             async with h3_connect(b.ports["http3"], b.ca) as client:
                 assert (await client.get("/echo")).status == 200
                 assert client._quic._retry_source_connection_id is not None  # it was retried
+
+    run(body())
+
+
+def test_large_download_is_paced_by_the_client_and_limits_hold(certs: Path) -> None:
+    """A 4 MB response streams through a client that reads slowly (the per-stream send queue
+    stays bounded), and an upload over `max_request_body` gets 413 as on TCP."""
+    size = 4 * 1024 * 1024
+
+    async def big(request: OriginRequest):  # type: ignore[no-untyped-def]
+        return 200, [(b"content-type", b"application/octet-stream")], streamed(size)
+
+    async def body() -> None:
+        async with Origin() as origin:
+            serve(origin)
+            origin.route("/big", big)
+            routes = "limits:\n  max_request_body: 64KB\n" + ROUTES
+            text = config_text(routes, upstream_url=origin.url, certs=certs, http3=True)
+            async with (
+                running_bridge(text, certs) as b,
+                h3_connect(b.ports["http3"], b.ca, window=64 * 1024) as c,
+            ):
+                quic = b.bridge.quic
+                assert quic is not None
+                stream = c.open("GET", "/big")
+                assert await stream.head() == 200
+                digest = hashlib.sha256()
+                got = 0
+                queued = 0
+                for _ in range(100_000):
+                    piece = await stream.read()
+                    if not piece:
+                        break
+                    digest.update(piece)
+                    got += len(piece)
+                    if got % (256 * 1024) < len(piece):
+                        await asyncio.sleep(0.05)  # a slow reader: its window stays shut
+                        (conn,) = quic.connections
+                        queued = max(queued, conn.adapter.pending(stream.stream_id))
+                assert got == size
+                assert digest.hexdigest() == hashlib.sha256(pattern_bytes(0, size)).hexdigest()
+                # bridge stops reading the upstream while the stream's queue is full
+                assert 0 < queued <= 2 * settings.BODY_CHUNK
+                r = await c.request("POST", "/echo", body=b"x" * (200 * 1024))
+                assert r.status == 413
 
     run(body())

@@ -92,6 +92,9 @@ class H3Stream:
                 raise ConnectionError(f"stream reset ({self.reset})")
             if isinstance(event, h3e.DataReceived):
                 self.ended = event.stream_ended
+                if self.client.credit is not None:  # a window that follows what was read
+                    self.client.credit(self.stream_id, len(event.data) + 16)  # + DATA framing
+                    self.client.transmit()
                 if event.data:
                     return event.data
             elif isinstance(event, h3e.HeadersReceived):  # trailers
@@ -125,6 +128,7 @@ class H3ClientProtocol(QuicConnectionProtocol):
         self.streams: dict[int, H3Stream] = {}
         self.promises: dict[int, list[tuple[bytes, bytes]]] = {}
         self.pushed: dict[int, list[h3e.H3Event]] = defaultdict(list)
+        self.credit = getattr(self._quic, "consumed", None)
 
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, StreamReset):
@@ -193,9 +197,15 @@ def client_configuration(ca: Path) -> QuicConfiguration:
 
 @contextlib.asynccontextmanager
 async def h3_connect(
-    port: int, ca: Path, *, push: bool = False, host: str = "127.0.0.1"
+    port: int, ca: Path, *, push: bool = False, host: str = "127.0.0.1", window: int = 0
 ) -> AsyncIterator[H3ClientProtocol]:
+    """`window`: a slow client, whose receive window per stream only moves as the test reads
+    (bridge's own consumption-paced `ServerQuic` works on the client side too)."""
     kind = type("H3Client", (H3ClientProtocol,), {"push_allowed": push})
+    if window:
+        async with _paced_connect(host, port, ca, kind, window) as client:
+            yield client
+        return
     opening = connect(host, port, configuration=client_configuration(ca), create_protocol=kind)
     client = await asyncio.wait_for(opening.__aenter__(), TIMEOUT)  # the handshake, bounded
     try:
@@ -304,3 +314,28 @@ async def h3_websocket(
         ws.task.cancel()
         with contextlib.suppress(BaseException):
             await ws.task
+
+
+@contextlib.asynccontextmanager
+async def _paced_connect(
+    host: str, port: int, ca: Path, kind: type, window: int
+) -> AsyncIterator[H3ClientProtocol]:
+    from bridge.protocol.quic import ServerQuic
+
+    config = client_configuration(ca)
+    config.max_stream_data = window
+    quic = ServerQuic(stream_window=window, configuration=config)
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: kind(quic), local_addr=("127.0.0.1", 0)
+    )
+    client: H3ClientProtocol = protocol  # type: ignore[assignment]
+    try:
+        client.connect((host, port))
+        await asyncio.wait_for(client.wait_connected(), TIMEOUT)
+        yield client
+    finally:
+        client.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(client.wait_closed(), TIMEOUT)
+        transport.close()
