@@ -14,6 +14,7 @@ from collections.abc import Callable
 from ..framing import Framing
 from ..hub.subscription import Subscription
 from ..server.exchange import Exchange
+from ..server.port import HotPath
 
 
 class ExchangeSink:
@@ -30,7 +31,7 @@ class ExchangeSink:
         # life (`tunnel`: WebSocket frames, never framed as a body).
         hot = exchange.hot_path(tunnel=tunnel)
         self.framing: Framing = hot.framing
-        self._hot = hot
+        self._hot: HotPath | None = hot  # until `open`: then only its writer is kept
         # Until the response head is out, events (the snapshot a newcomer gets at once) wait.
         self.write: Callable[[bytes], None] = self._early.append
         self.buffered: Callable[[], int] = hot.buffered
@@ -51,7 +52,10 @@ class ExchangeSink:
             exchange.port.write_prerendered(exchange.stream_id, waiting, framed=True)
         else:
             exchange.port.flush()
-        self.write = self._hot.write
+        hot = self._hot
+        if hot is not None:
+            self.write = hot.write
+            self._hot = None  # one object less per subscriber for the stream's life
 
     def detach(self) -> None:
         """Stop writing the hub's events without ending the stream: a WebSocket that sent its
