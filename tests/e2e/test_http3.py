@@ -352,3 +352,39 @@ def test_large_download_is_paced_by_the_client_and_limits_hold(certs: Path) -> N
                 assert r.status == 413
 
     run(body())
+
+
+def test_websocket_passes_through_to_an_upstream_websocket(certs: Path) -> None:
+    """A proxied WebSocket (not a stream route) over RFC 9220 reaches the upstream's own
+    WebSocket server as an HTTP/1.1 Upgrade, frames relayed both ways."""
+    import websockets
+
+    async def echo(ws) -> None:  # type: ignore[no-untyped-def]
+        async for message in ws:
+            await ws.send(message)
+
+    async def body() -> None:
+        server = await websockets.serve(echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]  # type: ignore[index]
+        try:
+            text = config_text(
+                "routes:\n  - path: /{rest*}\n    upstream: app\n",
+                upstream_url=f"http://127.0.0.1:{port}",
+                certs=certs,
+                http3=True,
+            )
+            async with (
+                running_bridge(text, certs) as b,
+                h3_connect(b.ports["http3"], b.ca) as client,
+                h3_websocket(client, "/chat") as ws,
+            ):
+                assert ws.status == 200  # type: ignore[attr-defined]
+                ws.send("over rfc 9220")
+                assert await asyncio.wait_for(ws.sub.raw.get(), 5) == "over rfc 9220"
+                ws.send(b"\x00\x01")
+                assert await asyncio.wait_for(ws.sub.raw.get(), 5) == b"\x00\x01"
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(body())
