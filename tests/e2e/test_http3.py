@@ -388,3 +388,35 @@ def test_websocket_passes_through_to_an_upstream_websocket(certs: Path) -> None:
             await server.wait_closed()
 
     run(body())
+
+
+def test_idle_connection_closes_but_a_quiet_stream_is_kept_alive(certs: Path) -> None:
+    """QUIC's idle timeout is `limits.keepalive_timeout`, as on TCP; a stream with nothing to
+    say for longer (no heartbeat here) is kept open by bridge's PINGs."""
+
+    async def body() -> None:
+        async with Origin() as origin:
+            serve(origin)
+            routes = "limits:\n  keepalive_timeout: 2s\n" + ROUTES.replace(
+                "history: 5", "history: 5\n      heartbeat: 1h"
+            )
+            text = config_text(routes, upstream_url=origin.url, certs=certs, http3=True)
+            async with running_bridge(text, certs) as b:
+                quic = b.bridge.quic
+                assert quic is not None
+                async with h3_connect(b.ports["http3"], b.ca) as idle:
+                    assert (await idle.get("/echo")).status == 200
+                    for _ in range(100):
+                        if not quic.connections:
+                            break
+                        await asyncio.sleep(0.05)
+                    assert not quic.connections  # closed after 2 s without a request
+                    assert idle._quic._close_event is not None
+                async with h3_connect(b.ports["http3"], b.ca) as client:
+                    async with h3_sse(client, "/prices/Q") as sub:
+                        assert json.loads((await sub.next_event()).data) == {"v": 0}
+                        await asyncio.sleep(3.5)  # longer than the idle timeout, in silence
+                        origin.set("/api/price", {"v": 9})
+                        assert json.loads((await sub.next_event()).data) == {"v": 9}
+
+    run(body())
