@@ -420,3 +420,33 @@ def test_idle_connection_closes_but_a_quiet_stream_is_kept_alive(certs: Path) ->
                         assert json.loads((await sub.next_event()).data) == {"v": 9}
 
     run(body())
+
+
+def test_abandoned_handshake_is_dropped_after_the_handshake_timeout(certs: Path) -> None:
+    """A client that sends one Initial and vanishes holds state only for
+    `limits.tls_handshake_timeout`, as a TCP one does."""
+
+    async def body() -> None:
+        async with Origin() as origin:
+            serve(origin)
+            routes = "limits:\n  tls_handshake_timeout: 1s\n" + ROUTES
+            text = config_text(routes, upstream_url=origin.url, certs=certs, http3=True)
+            async with running_bridge(text, certs) as b:
+                quic = b.bridge.quic
+                assert quic is not None
+                noise = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                noise.sendto(first_initial(), ("127.0.0.1", b.ports["http3"]))
+                for _ in range(100):
+                    if quic.connections:
+                        break
+                    await asyncio.sleep(0.01)
+                assert len(quic.connections) == 1 and quic.handshaking == 1
+                for _ in range(100):
+                    if not quic.connections:
+                        break
+                    await asyncio.sleep(0.05)
+                assert not quic.connections and quic.handshaking == 0
+                assert b.bridge.context is not None and not b.bridge.context.connections
+                noise.close()
+
+    run(body())
