@@ -310,9 +310,9 @@ def test_handshake_through_retry_under_load(certs: Path, monkeypatch: pytest.Mon
 
 
 def test_large_download_is_paced_by_the_client_and_limits_hold(certs: Path) -> None:
-    """A 4 MB response streams through a client that reads slowly (the per-stream send queue
+    """A 2 MB response streams through a client that reads slowly (the per-stream send queue
     stays bounded), and an upload over `max_request_body` gets 413 as on TCP."""
-    size = 4 * 1024 * 1024
+    size = 2 * 1024 * 1024
 
     async def big(request: OriginRequest):  # type: ignore[no-untyped-def]
         return 200, [(b"content-type", b"application/octet-stream")], streamed(size)
