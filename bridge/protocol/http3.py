@@ -102,6 +102,7 @@ class Http3Protocol:
         self._closed = False
         self._going_away = False
         self._highest_request = -1
+        self._delivered = 0  # body bytes the current StreamDataReceived gave to handlers
         self.max_concurrent_streams = max_concurrent_streams
         self.max_header_bytes = max_header_bytes
         self.enable_push = enable_push
@@ -131,12 +132,10 @@ class Http3Protocol:
         h3_events = self._h3.handle_event(event)
         h3_stream = self._h3._stream.get(sid)
         after = len(h3_stream.buffer) if h3_stream is not None else 0
-        body = 0
-        for ev in h3_events:
-            if isinstance(ev, h3e.DataReceived) and ev.stream_id in self._streams and ev.data:
-                body += len(ev.data)
+        self._delivered = 0
         for ev in h3_events:
             self._translate(ev, out)
+        body = self._delivered  # handed to handlers as Body/Data: credited on `acknowledge`
         if sid in self._streams or stream_is_unidirectional(sid):
             # Framing and headers are consumed now; a frame aioquic still buffers is not, so
             # a never-ending HEADERS frame stops at the stream window. Body bytes wait for the
@@ -166,6 +165,7 @@ class Http3Protocol:
                 return  # already credited in `_stream_data`
             if ev.data:
                 stream.unread += len(ev.data)
+                self._delivered += len(ev.data)
                 out.append(Data(sid, ev.data) if stream.tunnel else Body(sid, ev.data))
             if ev.stream_ended:
                 self._remote_end(sid, out)

@@ -553,3 +553,21 @@ def test_requests_arriving_out_of_order_are_all_served(certs: Path) -> None:
     for datagram in late + early:  # the network reordered them
         pair._server_receive(datagram)
     assert [r.stream_id for r in of(pair.take(), Request)] == [second, first]
+
+
+def test_body_in_the_request_packet_is_credited_only_when_read(certs: Path) -> None:
+    """HEADERS and the first body bytes in one packet: the body still waits for the handler
+    before the client gets its window back (no credit twice)."""
+    pair = ready(certs)
+    sid = pair.client_quic.get_next_available_stream_id()
+    head = [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"h"), (b":path", b"/")]
+    pair.client.send_headers(sid, head)
+    pair.client.send_data(sid, b"x" * 1000, end_stream=False)
+    pair.pump()
+    assert [len(e.data) for e in of(pair.take(), Body)] == [1000]
+    quic = pair.server_quic
+    assert quic is not None
+    consumed = quic._consumed[sid]
+    assert consumed < 1000  # framing and headers only
+    pair.server.acknowledge(sid, 1000)
+    assert quic._consumed[sid] == consumed + 1000
