@@ -16,6 +16,8 @@ adapter:
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, assert_never
 
@@ -23,7 +25,7 @@ import aioquic.h3.events as h3e
 import aioquic.quic.events as qe
 from aioquic.buffer import encode_uint_var
 from aioquic.h3.connection import ErrorCode as H3Code
-from aioquic.h3.connection import FrameType, H3Connection, encode_frame
+from aioquic.h3.connection import FrameType, H3Connection, HeadersState, encode_frame
 from aioquic.quic.connection import stream_is_unidirectional
 
 from .. import framing, settings
@@ -92,6 +94,7 @@ class Http3Protocol:
         max_concurrent_streams: int = settings.H3_MAX_STREAMS,
         max_header_bytes: int = settings.MAX_HEADER_BYTES,
         enable_push: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.scheme = scheme
         self._quic = quic
@@ -103,6 +106,9 @@ class Http3Protocol:
         self._going_away = False
         self._highest_request = -1
         self._delivered = 0  # body bytes the current StreamDataReceived gave to handlers
+        # Request streams whose head has begun but not completed, and since when (`clock`).
+        self._heads: dict[int, float] = {}
+        self.clock = clock
         self.max_concurrent_streams = max_concurrent_streams
         self.max_header_bytes = max_header_bytes
         self.enable_push = enable_push
@@ -136,6 +142,14 @@ class Http3Protocol:
         for ev in h3_events:
             self._translate(ev, out)
         body = self._delivered  # handed to handlers as Body/Data: credited on `acknowledge`
+        if (
+            after
+            and sid not in self._streams
+            and sid % 4 == 0  # a client's request stream
+            and h3_stream is not None
+            and h3_stream.headers_recv_state is HeadersState.INITIAL
+        ):
+            self._heads.setdefault(sid, self.clock())  # a request head has begun
         if sid in self._streams or stream_is_unidirectional(sid):
             # Framing and headers are consumed now; a frame aioquic still buffers is not, so
             # a never-ending HEADERS frame stops at the stream window. Body bytes wait for the
@@ -173,6 +187,7 @@ class Http3Protocol:
 
     def _request(self, ev: h3e.HeadersReceived, out: list[Event]) -> None:
         sid = ev.stream_id
+        self._heads.pop(sid, None)
         self._highest_request = max(self._highest_request, sid)
         if self._going_away or len(self._streams) >= self.max_concurrent_streams:
             # RFC 9114 §4.1.1: a request not processed at all is rejected, and may be retried.
@@ -232,6 +247,7 @@ class Http3Protocol:
             self._finish(sid, out)
 
     def _peer_reset(self, sid: int, out: list[Event]) -> None:
+        self._heads.pop(sid, None)
         stream = self._streams.pop(sid, None)
         if stream is None:
             return
@@ -451,6 +467,19 @@ class Http3Protocol:
         return stream is not None and stream.tunnel
 
     # --- lifetime -------------------------------------------------------------------------------
+
+    def head_deadline(self, timeout: float) -> float | None:
+        """When the oldest unfinished request head runs out of `timeout` (clock time)."""
+        return min(self._heads.values()) + timeout if self._heads else None
+
+    def expire_heads(self, timeout: float) -> None:
+        """Reset request streams whose head has taken longer than `timeout`, as TCP answers a
+        slow head with 408 (RFC 9114 §8.1: H3_REQUEST_INCOMPLETE, the request never formed)."""
+        now = self.clock()
+        for sid, since in list(self._heads.items()):
+            if now - since >= timeout:
+                del self._heads[sid]
+                self._abort(sid, H3Code.H3_REQUEST_INCOMPLETE)
 
     def go_away(self) -> None:
         """RFC 9114 §5.2: GOAWAY with the first request id we will not process; requests in

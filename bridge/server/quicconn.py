@@ -7,7 +7,8 @@ shared `StreamDispatcher`, and sends what aioquic lets out, through the endpoint
 
 One timer per connection, re-armed after every receive and send: the earliest of aioquic's own
 `get_timer()` (acks, loss detection, pacing, idle timeout, the closing period), the handshake
-deadline (`limits.tls_handshake_timeout`), and a keep-alive PING while requests are open
+deadline (`limits.tls_handshake_timeout`), a request head's (`limits.header_timeout`, as on
+TCP), and a keep-alive PING while requests are open
 (QUIC's idle timeout would otherwise end a quiet SSE stream or tunnel that TCP keeps).
 
 State (`QuicState`): HANDSHAKE until TLS completes, OPEN, then CLOSED (our CONNECTION_CLOSE
@@ -60,8 +61,9 @@ class QuicServerConnection:
         self.client_ip = str(addr[0])
         self.body_timeout = ctx.limits.header_timeout * 3
         self.adapter = Http3Protocol(
-            quic, max_concurrent_streams=ctx.limits.h2_max_concurrent_streams
+            quic, max_concurrent_streams=ctx.limits.h2_max_concurrent_streams, clock=self.loop.time
         )
+        self._header_timeout = ctx.limits.header_timeout
         self.streams = StreamDispatcher(
             self, on_request=_nothing, on_idle=_nothing, on_closing=self._peer_closing
         )
@@ -153,6 +155,9 @@ class QuicServerConnection:
         at = self.quic.get_timer()
         if self.state is QuicState.HANDSHAKE:
             at = self._handshake_deadline if at is None else min(at, self._handshake_deadline)
+        heads = self.adapter.head_deadline(self._header_timeout)
+        if heads is not None:
+            at = heads if at is None else min(at, heads)
         if self.streams.exchanges:
             if not self._next_ping:
                 self._next_ping = now + self._ping_every
@@ -183,6 +188,10 @@ class QuicServerConnection:
                 self._ping_id += 1
                 self.quic.send_ping(self._ping_id)
                 self._next_ping = now + self._ping_every
+                due = True
+            heads = self.adapter.head_deadline(self._header_timeout)
+            if heads is not None and now >= heads:
+                self.adapter.expire_heads(self._header_timeout)
                 due = True
             timer_at = self.quic.get_timer()
             if timer_at is not None and now >= timer_at:
@@ -304,5 +313,5 @@ class QuicServerConnection:
 
 
 def _nothing() -> None:
-    """QUIC needs no header timer (a request head is one HEADERS frame, bounded by the
-    stream window) and no keep-alive timer (QUIC's own idle timeout closes an idle one)."""
+    """No per-connection header or keep-alive timer to move: the adapter times each request
+    head by itself (`head_deadline`), and QUIC's own idle timeout closes an idle connection."""

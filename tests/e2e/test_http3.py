@@ -450,3 +450,26 @@ def test_abandoned_handshake_is_dropped_after_the_handshake_timeout(certs: Path)
                 noise.close()
 
     run(body())
+
+
+def test_slow_request_head_is_reset_after_header_timeout(certs: Path) -> None:
+    """As on TCP (408), a request head that does not complete within `limits.header_timeout`
+    ends: the stream is reset with H3_REQUEST_INCOMPLETE; the connection serves on."""
+    from tests.support.h3client import H3Stream
+
+    async def body() -> None:
+        async with Origin() as origin:
+            serve(origin)
+            routes = "limits:\n  header_timeout: 1s\n" + ROUTES
+            text = config_text(routes, upstream_url=origin.url, certs=certs, http3=True)
+            async with running_bridge(text, certs) as b, h3_connect(b.ports["http3"], b.ca) as c:
+                sid = c._quic.get_next_available_stream_id()
+                stream = c.streams[sid] = H3Stream(c, sid)
+                c._quic.send_stream_data(sid, b"\x01\x40\x64" + b"\x00" * 20)  # part of a HEADERS
+                c.transmit()
+                with pytest.raises(ConnectionError):
+                    await stream.head(timeout=5)
+                assert stream.reset == 0x10D  # H3_REQUEST_INCOMPLETE
+                assert (await c.get("/echo")).status == 200
+
+    run(body())

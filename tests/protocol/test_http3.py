@@ -571,3 +571,30 @@ def test_body_in_the_request_packet_is_credited_only_when_read(certs: Path) -> N
     assert consumed < 1000  # framing and headers only
     pair.server.acknowledge(sid, 1000)
     assert quic._consumed[sid] == consumed + 1000
+
+
+def test_a_request_head_that_never_completes_is_reset_after_the_header_timeout(
+    certs: Path,
+) -> None:
+    pair = ready(certs)
+    now = [0.0]
+    pair.server.clock = lambda: now[0]
+    sid = pair.client_quic.get_next_available_stream_id()
+    # Most of a HEADERS frame (type 0x1, length 100) and then nothing (RFC 9114 §4.1).
+    pair.client_quic.send_stream_data(sid, b"\x01\x40\x64" + b"\x00" * 20)
+    pair.pump()
+    assert not of(pair.take(), Request)
+    assert pair.server.head_deadline(10.0) == 10.0
+    now[0] = 9.0
+    pair.server.expire_heads(10.0)
+    assert pair.server.head_deadline(10.0) == 10.0  # not yet
+    now[0] = 10.5
+    pair.server.expire_heads(10.0)
+    pair.pump()
+    assert pair.server.head_deadline(10.0) is None
+    resets = [e for e in pair.client_quic_events if isinstance(e, QuicStreamReset)]
+    assert [(r.stream_id, r.error_code) for r in resets] == [(sid, H3Code.H3_REQUEST_INCOMPLETE)]
+    # A complete request afterwards is served as usual, and leaves no head timing.
+    other = pair.request()
+    assert [r.stream_id for r in of(pair.take(), Request)] == [other]
+    assert pair.server.head_deadline(10.0) is None
