@@ -20,6 +20,9 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, QuicEvent
 from aioquic.quic.events import StreamReset as QuicStreamReset
 from aioquic.quic.packet import QuicProtocolVersion
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from bridge import settings
 from bridge.errors import ErrorCode
@@ -598,3 +601,20 @@ def test_a_request_head_that_never_completes_is_reset_after_the_header_timeout(
     other = pair.request()
     assert [r.stream_id for r in of(pair.take(), Request)] == [other]
     assert pair.server.head_deadline(10.0) is None
+
+
+@hsettings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(junk=st.binary(min_size=1, max_size=300), uni=st.booleans())
+def test_random_stream_bytes_never_raise(certs: Path, junk: bytes, uni: bool) -> None:
+    """Whatever a client writes on a request or unidirectional stream, the adapter answers
+    with events (a request, a reset, a closed connection) and never an exception."""
+    pair = ready(certs)
+    sid = pair.client_quic.get_next_available_stream_id(is_unidirectional=uni)
+    pair.client_quic.send_stream_data(sid, junk, end_stream=True)
+    pair.pump()  # raises if the adapter does
+    for event in pair.take():
+        assert isinstance(
+            event, (Request, Body, EndBody, StreamReset, StreamClosed, ConnectionClosed)
+        )
