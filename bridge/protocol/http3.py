@@ -26,6 +26,8 @@ import aioquic.quic.events as qe
 from aioquic.buffer import encode_uint_var
 from aioquic.h3.connection import ErrorCode as H3Code
 from aioquic.h3.connection import FrameType, H3Connection, HeadersState, encode_frame
+from aioquic.h3.connection import ProtocolError as H3ProtocolError
+from aioquic.h3.exceptions import H3Error
 from aioquic.quic.connection import stream_is_unidirectional
 
 from .. import framing, settings
@@ -278,6 +280,19 @@ class Http3Protocol:
         out: list[Event] = []
         if self._closed or stream is None:
             return out
+        try:
+            self._send(event, sid, stream, out)
+        except (H3ProtocolError, H3Error):
+            # Our own bug (a header aioquic refuses, a second head): that stream ends, the
+            # connection and its other streams go on.
+            self._streams.pop(sid, None)
+            self._release(sid, stream)
+            self._abort(sid, H3Code.H3_INTERNAL_ERROR)
+            out.append(StreamReset(sid, ErrorCode.INTERNAL_ERROR))
+            out.append(StreamClosed(sid))
+        return out
+
+    def _send(self, event: Event, sid: int, stream: _Stream, out: list[Event]) -> None:
         if isinstance(event, (Body, Data)):
             if event.data and stream.response_started and not stream.local_ended:
                 self._h3.send_data(sid, event.data, end_stream=False)
@@ -302,7 +317,6 @@ class Http3Protocol:
             self._push(event, sid, out)
         else:
             raise TypeError(f"cannot send {event!r} over HTTP/3")
-        return out
 
     def _send_reset(self, sid: int, stream: _Stream, code: ErrorCode, out: list[Event]) -> None:
         # CANCELLED means "nothing to send" (errors.py), e.g. a push whose asset failed: a

@@ -618,3 +618,19 @@ def test_random_stream_bytes_never_raise(certs: Path, junk: bytes, uni: bool) ->
         assert isinstance(
             event, (Request, Body, EndBody, StreamReset, StreamClosed, ConnectionClosed)
         )
+
+
+def test_a_second_response_head_resets_only_that_stream(certs: Path) -> None:
+    pair = ready(certs)
+    sid = pair.request()
+    other = pair.request()
+    pair.take()
+    pair.send(Response(sid, 200, []))
+    pair.server.send(Response(sid, 200, []))  # a handler bug; aioquic takes it as trailers
+    out = pair.server.send(Response(sid, 200, []))  # and refuses a third HEADERS frame
+    assert StreamReset(sid, ErrorCode.INTERNAL_ERROR) in out and StreamClosed(sid) in out
+    pair.send(Response(other, 204, []))
+    pair.send(EndBody(other))
+    heads = [h for h in of(pair.take_client(), h3e.HeadersReceived) if h.stream_id == other]
+    assert dict(heads[0].headers)[b":status"] == b"204"
+    assert not pair.server.closed
