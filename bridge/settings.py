@@ -57,6 +57,10 @@ H3_MAX_STREAMS = 128
 # this many bytes in the socket's buffer before more are dropped (QUIC retransmits them).
 QUIC_RETRY_ABOVE = 64
 QUIC_SEND_QUEUE = 1 * MB
+# Client connection ids answered with a Retry are remembered (at most this many, this long) so
+# a resent first Initial is retried again rather than started as a handshake nobody finishes.
+QUIC_RETRY_MEMORY = 4096
+QUIC_RETRY_MEMORY_SECONDS = 10.0
 # The UDP socket's kernel buffers: one socket carries every QUIC connection, and a burst of
 # handshakes (1200-byte Initials) overflows Linux's default ~208 KB receive buffer at once.
 QUIC_SOCKET_BUFFER = 4 * MB

@@ -17,6 +17,7 @@ get back decisions (`Admission`) and datagrams to send. `bridge.server.datagram`
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 
@@ -91,6 +92,9 @@ class QuicGate:
     def __init__(self, supported_versions: list[int], *, retry_above: int) -> None:
         self.supported_versions = supported_versions
         self.retry_above = retry_above
+        self.retrying = False
+        # Client ids we answered with a Retry, and when (bounded, oldest forgotten first).
+        self._retried: OrderedDict[bytes, float] = OrderedDict()
         self._tokens = QuicRetryTokenHandler()
 
     def admit(
@@ -113,6 +117,12 @@ class QuicGate:
             return Admission(Verdict.REPLY, reply, why="version negotiation")
         if header.packet_type != QuicPacketType.INITIAL or len(data) < MIN_INITIAL_SIZE:
             return Admission(Verdict.DROP, why="not a full-size Initial")
+        # Retry mode with hysteresis: on at `retry_above` handshakes, off below half of it,
+        # so it does not flap with every handshake that completes.
+        if handshaking >= self.retry_above:
+            self.retrying = True
+        elif handshaking < self.retry_above // 2:
+            self.retrying = False
         if header.token:
             try:
                 original = self._tokens.validate_token(
@@ -122,7 +132,7 @@ class QuicGate:
                     now=now,
                 )
             except ValueError:
-                if handshaking < self.retry_above:
+                if not self.retrying:
                     # A NEW_TOKEN from an earlier connection (we send none) or a stale one:
                     # under light load just take the client as if it had none.
                     return Admission(Verdict.ACCEPT, original_cid=header.destination_cid)
@@ -131,8 +141,11 @@ class QuicGate:
             return Admission(
                 Verdict.ACCEPT, original_cid=original, retry_cid=header.destination_cid
             )
-        if handshaking >= self.retry_above:
-            # §8.1: prove the address before we spend a handshake's CPU and memory on it.
+        if self.retrying or self._was_retried(header.destination_cid, now):
+            # §8.1: prove the address before we spend a handshake's CPU and memory on it. A
+            # client resends its first Initial when our Retry is slow to arrive; once load
+            # has dropped, accepting that copy would start a handshake (a signature, the
+            # costliest step) for a connection the client has abandoned for the retried one.
             source_cid = os.urandom(CID_LENGTH)
             token = self._tokens.create_token(
                 address=addr,
@@ -147,8 +160,25 @@ class QuicGate:
                 original_destination_cid=header.destination_cid,
                 retry_token=token,
             )
+            self._remember_retry(header.destination_cid, now)
             return Admission(Verdict.REPLY, reply, why="retry")
         return Admission(Verdict.ACCEPT, original_cid=header.destination_cid)
+
+    def _remember_retry(self, cid: bytes, now: float) -> None:
+        retried = self._retried
+        retried[cid] = now
+        retried.move_to_end(cid)
+        while len(retried) > settings.QUIC_RETRY_MEMORY:
+            retried.popitem(last=False)
+
+    def _was_retried(self, cid: bytes, now: float) -> bool:
+        at = self._retried.get(cid)
+        if at is None:
+            return False
+        if now - at > settings.QUIC_RETRY_MEMORY_SECONDS:
+            del self._retried[cid]
+            return False
+        return True
 
 
 def _invalid_token_close(header: QuicHeader) -> bytes:

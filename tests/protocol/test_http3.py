@@ -634,3 +634,38 @@ def test_a_second_response_head_resets_only_that_stream(certs: Path) -> None:
     heads = [h for h in of(pair.take_client(), h3e.HeadersReceived) if h.stream_id == other]
     assert dict(heads[0].headers)[b":status"] == b"204"
     assert not pair.server.closed
+
+
+def test_retry_mode_has_hysteresis(certs: Path) -> None:
+    gate = QuicGate([QuicProtocolVersion.VERSION_1], retry_above=10)
+
+    def verdict(handshaking: int) -> Verdict:
+        data = _initial(certs)  # a new client each time
+        header = peek_header(data)
+        assert header is not None
+        return gate.admit(data, header, CLIENT, 0.0, handshaking).verdict
+
+    assert verdict(9) is Verdict.ACCEPT
+    assert verdict(10) is Verdict.REPLY  # Retry from here
+    assert verdict(9) is Verdict.REPLY and verdict(5) is Verdict.REPLY  # still retrying
+    assert verdict(4) is Verdict.ACCEPT  # below half: off again
+    assert verdict(9) is Verdict.ACCEPT
+
+
+def test_a_resent_initial_after_a_retry_is_retried_again(certs: Path) -> None:
+    """The client resent its first Initial before our Retry arrived; load has dropped since.
+    Accepting the copy would start a handshake the client abandoned: it is retried again."""
+    gate = QuicGate([QuicProtocolVersion.VERSION_1], retry_above=10)
+    data = _initial(certs)
+    header = peek_header(data)
+    assert header is not None
+    assert gate.admit(data, header, CLIENT, 0.0, 20).verdict is Verdict.REPLY
+    again = gate.admit(data, header, CLIENT, 0.5, 0)
+    assert again.verdict is Verdict.REPLY and again.why == "retry"
+    other = _initial(certs)
+    other_header = peek_header(other)
+    assert other_header is not None
+    assert gate.admit(other, other_header, CLIENT, 0.5, 0).verdict is Verdict.ACCEPT
+    # Remembered for a bounded time only.
+    later = settings.QUIC_RETRY_MEMORY_SECONDS + 1
+    assert gate.admit(data, header, CLIENT, later, 0).verdict is Verdict.ACCEPT
