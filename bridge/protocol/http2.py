@@ -42,6 +42,7 @@ from ..events import (
     StreamReset,
     WindowOpened,
 )
+from .fields import request_from_fields
 
 # Fields RFC 9113 §8.2.2 forbids in HTTP/2; dropped when a handler passes them on.
 _CONNECTION_SPECIFIC = frozenset(
@@ -190,42 +191,13 @@ class Http2Protocol:
             self._conn.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
             self._count_reset(out)
             return
-        method = target = authority = scheme = ""
-        protocol = None
-        headers: list[tuple[bytes, bytes]] = []
-        host = ""
-        for name, value in ev.headers or ():
-            if name[:1] == b":":
-                text = value.decode("latin-1")
-                if name == b":method":
-                    method = text
-                elif name == b":path":
-                    target = text
-                elif name == b":authority":
-                    authority = text
-                elif name == b":scheme":
-                    scheme = text
-                elif name == b":protocol":
-                    protocol = text
-            else:
-                if name == b"host":
-                    host = value.decode("latin-1")
-                headers.append((name, value))
-        stream = _Stream(connect=method == "CONNECT", data_prefix=_data_prefix(sid))
+        request, _ = request_from_fields(
+            sid, ev.headers or (), scheme=self.scheme, http_version="2"
+        )
+        stream = _Stream(connect=request.method == "CONNECT", data_prefix=_data_prefix(sid))
         self._streams[sid] = stream
         self.requests += 1
-        out.append(
-            Request(
-                stream_id=sid,
-                method=method,
-                target=target,
-                authority=authority or host,
-                scheme=scheme or self.scheme,
-                headers=headers,
-                http_version="2",
-                protocol=protocol,
-            )
-        )
+        out.append(request)
         if ev.stream_ended:
             self._remote_end(sid, out)
 

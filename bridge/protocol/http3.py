@@ -48,6 +48,7 @@ from ..events import (
     StreamReset,
     WindowOpened,
 )
+from .fields import request_from_fields
 from .quic import ServerQuic
 
 # Fields RFC 9114 §4.2 forbids in HTTP/3 (connection-specific); dropped when passed on.
@@ -195,47 +196,14 @@ class Http3Protocol:
             # RFC 9114 §4.1.1: a request not processed at all is rejected, and may be retried.
             self._abort(sid, H3Code.H3_REQUEST_REJECTED)
             return
-        method = target = authority = scheme = ""
-        protocol = None
-        host = ""
-        size = 0
-        headers: list[tuple[bytes, bytes]] = []
-        for name, value in ev.headers:
-            size += len(name) + len(value) + 32  # RFC 9114 §4.2.2 counts 32 per field
-            if name[:1] == b":":
-                text = value.decode("latin-1")
-                if name == b":method":
-                    method = text
-                elif name == b":path":
-                    target = text
-                elif name == b":authority":
-                    authority = text
-                elif name == b":scheme":
-                    scheme = text
-                elif name == b":protocol":
-                    protocol = text
-            else:
-                if name == b"host":
-                    host = value.decode("latin-1")
-                headers.append((name, value))
-        stream = _Stream(connect=method == "CONNECT")
+        request, size = request_from_fields(sid, ev.headers, scheme=self.scheme, http_version="3")
+        stream = _Stream(connect=request.method == "CONNECT")
         self._streams[sid] = stream
         self.requests += 1
         if size > self.max_header_bytes:
             self.send(StreamReset(sid, ErrorCode.HEADERS_TOO_LARGE))
             return
-        out.append(
-            Request(
-                stream_id=sid,
-                method=method,
-                target=target,
-                authority=authority or host,
-                scheme=scheme or self.scheme,
-                headers=headers,
-                http_version="3",
-                protocol=protocol,
-            )
-        )
+        out.append(request)
         if ev.stream_ended:
             self._remote_end(sid, out)
 
