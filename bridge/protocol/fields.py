@@ -1,6 +1,6 @@
-"""Request heads of the multiplexed versions: HTTP/2 and HTTP/3 carry the request line as
-pseudo-header fields (RFC 9113 §8.3, RFC 9114 §4.3.1) in the same shape, so both adapters turn a
-decoded field list into a `Request` here."""
+"""Heads of the multiplexed versions: HTTP/2 and HTTP/3 carry the request and status lines as
+pseudo-header fields (RFC 9113 §8.3, RFC 9114 §4.3) in the same shape and forbid the same
+connection-specific fields, so both adapters build and read their field lists here."""
 
 from __future__ import annotations
 
@@ -49,3 +49,19 @@ def request_from_fields(
         protocol=protocol,
     )
     return request, size
+
+
+# RFC 9113 §8.2.2 and RFC 9114 §4.2: connection-specific fields are malformed in these versions;
+# dropped when a handler passes them on (TE is allowed only as "trailers").
+CONNECTION_SPECIFIC = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+
+
+def response_fields(status: int, headers: Headers) -> Headers:
+    head = [(b":status", str(status).encode())]
+    for name, value in headers:
+        if name in CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
+            continue
+        head.append((name, value))
+    return head

@@ -42,12 +42,8 @@ from ..events import (
     StreamReset,
     WindowOpened,
 )
-from .fields import request_from_fields
+from .fields import request_from_fields, response_fields
 
-# Fields RFC 9113 §8.2.2 forbids in HTTP/2; dropped when a handler passes them on.
-_CONNECTION_SPECIFIC = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
@@ -344,9 +340,9 @@ class Http2Protocol:
                 raise ValueError("101 does not exist in HTTP/2")
             if stream.connect and 200 <= event.status < 300:
                 stream.tunnel = True
-            conn.send_headers(sid, self._head(event.status, event.headers))
+            conn.send_headers(sid, response_fields(event.status, event.headers))
         elif isinstance(event, InformationalResponse):
-            conn.send_headers(sid, self._head(event.status, event.headers))
+            conn.send_headers(sid, response_fields(event.status, event.headers))
         elif isinstance(event, (EndBody, EndData)):
             stream.end_pending = True
             self._flush(sid, out)
@@ -355,7 +351,7 @@ class Http2Protocol:
             # a 499 response would be cached as the pushed resource, RST_STREAM is not.
             if not stream.response_started and event.code is not ErrorCode.CANCELLED:
                 body = error_body(event.code)
-                conn.send_headers(sid, self._head(event.code.status, error_headers(body)))
+                conn.send_headers(sid, response_fields(event.code.status, error_headers(body)))
                 stream.response_started = True
                 stream.pending.append(body)
                 stream.pending_size += len(body)
@@ -367,14 +363,6 @@ class Http2Protocol:
             self._push(event, sid, out)
         else:
             raise TypeError(f"cannot send {event!r} over HTTP/2")
-
-    def _head(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        head = [(b":status", str(status).encode())]
-        for name, value in headers:
-            if name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
-                continue
-            head.append((name, value))
-        return head
 
     def _flush(self, sid: int, out: list[Event]) -> None:
         stream = self._streams.get(sid)

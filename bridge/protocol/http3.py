@@ -48,13 +48,9 @@ from ..events import (
     StreamReset,
     WindowOpened,
 )
-from .fields import request_from_fields
+from .fields import request_from_fields, response_fields
 from .quic import ServerQuic
 
-# Fields RFC 9114 §4.2 forbids in HTTP/3 (connection-specific); dropped when passed on.
-_CONNECTION_SPECIFIC = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
 # A stream whose queue is above this is "blocked" until it drains back below it.
 _SEND_MARK = settings.BODY_CHUNK
 
@@ -271,10 +267,10 @@ class Http3Protocol:
             stream.response_started = True
             if stream.connect and 200 <= event.status < 300:
                 stream.tunnel = True
-            self._h3.send_headers(sid, self._head(event.status, event.headers))
+            self._h3.send_headers(sid, response_fields(event.status, event.headers))
         elif isinstance(event, InformationalResponse):
             if not stream.response_started:
-                self._h3.send_headers(sid, self._head(event.status, event.headers))
+                self._h3.send_headers(sid, response_fields(event.status, event.headers))
         elif isinstance(event, (EndBody, EndData)):
             if not stream.local_ended:
                 self._h3.send_data(sid, b"", end_stream=True)
@@ -292,7 +288,7 @@ class Http3Protocol:
         if not stream.response_started and code is not ErrorCode.CANCELLED:
             body = error_body(code)
             stream.response_started = True
-            self._h3.send_headers(sid, self._head(code.status, error_headers(body)))
+            self._h3.send_headers(sid, response_fields(code.status, error_headers(body)))
             self._h3.send_data(sid, body, end_stream=True)
             self._local_end(sid, stream, out)
             return
@@ -300,14 +296,6 @@ class Http3Protocol:
         self._release(sid, stream)
         self._abort(sid, h3_code(code))
         out.append(StreamClosed(sid))
-
-    def _head(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        head = [(b":status", str(status).encode())]
-        for name, value in headers:
-            if name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
-                continue
-            head.append((name, value))
-        return head
 
     def _local_end(self, sid: int, stream: _Stream, out: list[Event]) -> None:
         stream.local_ended = True
