@@ -84,11 +84,8 @@ class BridgeCollector:
             "bridge_connections_rejected", "Connections refused over max_connections."
         )
         counts: dict[str, int] = dict.fromkeys(("http/1.1", "h2"), 0)
+        # QUIC connections are admitted to the same context: their adapter says "h3".
         for conn in ctx.connections if ctx is not None else ():
-            protocol = connection_protocol(conn)
-            counts[protocol] = counts.get(protocol, 0) + 1
-        # HTTP/3 connections live in the QUIC endpoint (`Bridge.quic`), not the TCP context.
-        for conn in getattr(getattr(self.bridge, "quic", None), "connections", ()):
             protocol = connection_protocol(conn)
             counts[protocol] = counts.get(protocol, 0) + 1
         for protocol, count in sorted(counts.items()):

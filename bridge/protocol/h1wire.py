@@ -9,8 +9,13 @@ one header become two (or end the head), so every head is checked, once, after t
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import TypeVar
+
+import httptools
 
 from ..events import Headers
+
+_Parser = TypeVar("_Parser", httptools.HttpRequestParser, httptools.HttpResponseParser)
 
 # RFC 9112 §7.1 sets no bound; this is the largest size a signed 64-bit parser can hold, and
 # a size past it is what parsers that disagree about overflow are smuggled through (nginx
@@ -137,3 +142,22 @@ class ChunkedTracker:
 
 
 _HEX = {ord(c): int(c, 16) for c in "0123456789abcdefABCDEF"}
+
+
+def strict(parser: _Parser) -> _Parser:
+    """`parser` with every llhttp leniency off, said explicitly rather than trusted to the
+    defaults: each one is a request-smuggling shape in front of another parser (bare LF,
+    lone CR, spaces after a chunk size, data after `Connection: close`...)."""
+    parser.set_dangerous_leniencies(
+        lenient_headers=False,
+        lenient_chunked_length=False,
+        lenient_keep_alive=False,
+        lenient_transfer_encoding=False,
+        lenient_version=False,
+        lenient_data_after_close=False,
+        lenient_optional_lf_after_cr=False,
+        lenient_optional_cr_before_lf=False,
+        lenient_optional_crlf_after_chunk=False,
+        lenient_spaces_after_chunk_size=False,
+    )
+    return parser

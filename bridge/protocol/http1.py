@@ -68,20 +68,7 @@ class _Refused(Exception):
 
 
 def _new_parser(callbacks: object) -> httptools.HttpRequestParser:
-    parser = httptools.HttpRequestParser(callbacks)
-    parser.set_dangerous_leniencies(
-        lenient_headers=False,
-        lenient_chunked_length=False,
-        lenient_keep_alive=False,
-        lenient_transfer_encoding=False,
-        lenient_version=False,
-        lenient_data_after_close=False,
-        lenient_optional_lf_after_cr=False,
-        lenient_optional_cr_before_lf=False,
-        lenient_optional_crlf_after_chunk=False,
-        lenient_spaces_after_chunk_size=False,
-    )
-    return parser
+    return h1wire.strict(httptools.HttpRequestParser(callbacks))
 
 
 class _Message:

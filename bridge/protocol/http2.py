@@ -42,11 +42,8 @@ from ..events import (
     StreamReset,
     WindowOpened,
 )
+from .fields import request_from_fields, response_fields
 
-# Fields RFC 9113 §8.2.2 forbids in HTTP/2; dropped when a handler passes them on.
-_CONNECTION_SPECIFIC = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
@@ -190,42 +187,13 @@ class Http2Protocol:
             self._conn.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
             self._count_reset(out)
             return
-        method = target = authority = scheme = ""
-        protocol = None
-        headers: list[tuple[bytes, bytes]] = []
-        host = ""
-        for name, value in ev.headers or ():
-            if name[:1] == b":":
-                text = value.decode("latin-1")
-                if name == b":method":
-                    method = text
-                elif name == b":path":
-                    target = text
-                elif name == b":authority":
-                    authority = text
-                elif name == b":scheme":
-                    scheme = text
-                elif name == b":protocol":
-                    protocol = text
-            else:
-                if name == b"host":
-                    host = value.decode("latin-1")
-                headers.append((name, value))
-        stream = _Stream(connect=method == "CONNECT", data_prefix=_data_prefix(sid))
+        request, _ = request_from_fields(
+            sid, ev.headers or (), scheme=self.scheme, http_version="2"
+        )
+        stream = _Stream(connect=request.method == "CONNECT", data_prefix=_data_prefix(sid))
         self._streams[sid] = stream
         self.requests += 1
-        out.append(
-            Request(
-                stream_id=sid,
-                method=method,
-                target=target,
-                authority=authority or host,
-                scheme=scheme or self.scheme,
-                headers=headers,
-                http_version="2",
-                protocol=protocol,
-            )
-        )
+        out.append(request)
         if ev.stream_ended:
             self._remote_end(sid, out)
 
@@ -372,9 +340,9 @@ class Http2Protocol:
                 raise ValueError("101 does not exist in HTTP/2")
             if stream.connect and 200 <= event.status < 300:
                 stream.tunnel = True
-            conn.send_headers(sid, self._head(event.status, event.headers))
+            conn.send_headers(sid, response_fields(event.status, event.headers))
         elif isinstance(event, InformationalResponse):
-            conn.send_headers(sid, self._head(event.status, event.headers))
+            conn.send_headers(sid, response_fields(event.status, event.headers))
         elif isinstance(event, (EndBody, EndData)):
             stream.end_pending = True
             self._flush(sid, out)
@@ -383,7 +351,7 @@ class Http2Protocol:
             # a 499 response would be cached as the pushed resource, RST_STREAM is not.
             if not stream.response_started and event.code is not ErrorCode.CANCELLED:
                 body = error_body(event.code)
-                conn.send_headers(sid, self._head(event.code.status, error_headers(body)))
+                conn.send_headers(sid, response_fields(event.code.status, error_headers(body)))
                 stream.response_started = True
                 stream.pending.append(body)
                 stream.pending_size += len(body)
@@ -395,14 +363,6 @@ class Http2Protocol:
             self._push(event, sid, out)
         else:
             raise TypeError(f"cannot send {event!r} over HTTP/2")
-
-    def _head(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        head = [(b":status", str(status).encode())]
-        for name, value in headers:
-            if name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
-                continue
-            head.append((name, value))
-        return head
 
     def _flush(self, sid: int, out: list[Event]) -> None:
         stream = self._streams.get(sid)

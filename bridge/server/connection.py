@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from .. import settings
 from ..errors import ErrorCode
-from ..events import Body, Event, StreamReset
+from ..events import Body, Event, Response, StreamReset
 from ..framing import UNFRAMED
 from ..protocol.base import ByteStreamProtocol
 from ..protocol.http1 import Http1Protocol
@@ -91,6 +91,7 @@ class ServerConnection(asyncio.BufferedProtocol):
         self._abort_timer: asyncio.TimerHandle | None = None  # see `_close_transport`
         self._linger_until = 0.0
         self.body_timeout = ctx.limits.header_timeout * 3
+        self._alt_svc = ctx.alt_svc if scheme == "https" else None
 
     @property
     def multiplexed(self) -> bool:
@@ -227,6 +228,10 @@ class ServerConnection(asyncio.BufferedProtocol):
         adapter = self.adapter
         if adapter is None or self.transport is None:
             return
+        if self._alt_svc is not None and isinstance(event, Response):
+            # HTTP/3 is on: every HTTPS response advertises it (RFC 7838 §3), whatever the
+            # handler; handlers need not know that another transport exists.
+            event = Response(event.stream_id, event.status, [*event.headers, self._alt_svc])
         dispatch = self.streams.dispatch
         for follow in adapter.send(event):
             dispatch(follow)

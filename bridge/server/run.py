@@ -26,9 +26,11 @@ from ..accesslog import AccessLog, install_sigusr1
 from ..certs import ensure_dev_certs
 from ..errors import ConfigError
 from ..metrics import push_counts
+from ..protocol.quic import server_configuration
 from ..routing.model import Address, Config, Route
 from .connection import ServerConnection
 from .context import ServerContext
+from .datagram import QuicEndpoint
 from .tls import server_context
 
 if TYPE_CHECKING:
@@ -69,6 +71,11 @@ class Bridge:
         self.reloads: dict[str, int] = {}
         self.push_base: dict[str, int] = {}
         self.config_loaded_at = time.time()
+        self.quic: QuicEndpoint | None = None
+
+    def tls_paths(self) -> tuple[Path, Path]:
+        """The certificate and key TCP and QUIC both serve (dev ones made when absent)."""
+        return self._cert_files(self.config)
 
     def tls(self, config: Config | None = None) -> ssl.SSLContext:
         return server_context(*self._cert_files(config or self.config))
@@ -99,9 +106,9 @@ class Bridge:
         if "https" in self.ports:
             self.router.https_port = self.ports["https"]
         if listen.http3 is not None:
-            # Accepted by the loader (it is in the contract) but not served yet: say so rather
-            # than let an operator believe QUIC is up. No Alt-Svc is sent, so clients stay on TCP.
-            log.warning("listen.http3 is not implemented in this version; HTTP/3 stays off")
+            # The loader requires listen.https with it: Alt-Svc is how clients find HTTP/3.
+            port = self.ports["http3"] = await self._listen_quic(listen.http3)
+            self.context.alt_svc = (b"alt-svc", b'h3=":%d"; ma=86400' % port)
         routes = len(config.routes)
         names = ", ".join(f"{k}={v}" for k, v in self.ports.items())
         log.info("bridge listening (%s); %d routes", names, routes)
@@ -140,6 +147,25 @@ class Bridge:
         self._servers.append(server)
         return server.sockets[0].getsockname()[1]
 
+    async def _listen_quic(self, address: Address) -> int:
+        ctx = self.context
+        assert ctx is not None
+        # aioquic logs every connection's version, ALPN and close at INFO: per-connection
+        # noise in an operator's log (bridge's access log already has one line per request).
+        logging.getLogger("quic").setLevel(logging.WARNING)
+        cert, key = self.tls_paths()
+        configuration = server_configuration(
+            str(cert), str(key), idle_timeout=ctx.limits.keepalive_timeout
+        )
+        host, port = address
+        _transport, endpoint = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: QuicEndpoint(ctx, configuration),
+            local_addr=(host or "0.0.0.0", port),
+            reuse_port=False,
+        )
+        self.quic = endpoint
+        return endpoint.port
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish within `grace` (default
         `limits.shutdown_grace`), then close. Stream subscribers are ended at once: SSE with
@@ -160,6 +186,9 @@ class Bridge:
                 await asyncio.sleep(0.05)
             for conn in list(ctx.connections):
                 conn.abort()
+        if self.quic is not None:
+            # Last: QUIC connections said goodbye through this socket.
+            self.quic.close()
         await self.pool.close()
         if self.access_log is not None:
             self.access_log.close()
