@@ -316,6 +316,10 @@ class Bridge:
             if old_log is not None:
                 old_log.close()
             install_sigusr1(asyncio.get_running_loop(), access_log)  # rotation: the new one
+        if config.listen.http3 is not None or old.listen.http3 is not None:
+            # The QUIC endpoint is not rebound by a reload (its socket and its TLS configuration
+            # are made once at start): say so, rather than let the operator think it changed.
+            log.warning("reload: HTTP/3 keeps its listener and certificate until a restart")
         kept, restarted, ended = self.hub.reconfigure(config.routes, config.limits)
         self.config = config
         self.config_loaded_at = time.time()
