@@ -65,9 +65,10 @@ class Lease(Protocol):
 
 
 class Broker(Protocol):
-    def subscribe(self, key: str, listener: Listener) -> None:
-        """Deliver the key's history (`on_history`, maybe later) and then every new record to
-        `listener`, until `unsubscribe`."""
+    def subscribe(self, key: str, listener: Listener, history: int) -> None:
+        """Deliver the key's last `history` records (`on_history`, maybe later) and then every
+        new record to `listener`, until `unsubscribe`. `history` also bounds what the broker
+        stores for the key."""
 
     def unsubscribe(self, key: str, listener: Listener) -> None: ...
 
@@ -102,7 +103,7 @@ class LocalBroker:
     def __init__(self) -> None:
         self._listeners: dict[str, Listener] = {}
 
-    def subscribe(self, key: str, listener: Listener) -> None:
+    def subscribe(self, key: str, listener: Listener, history: int) -> None:
         self._listeners[key] = listener
         listener.on_history(())  # history lives in the channel itself
 

@@ -229,7 +229,7 @@ class Channel:
             asyncio.create_task(self._lead_loop(), name=f"lead {self.name}"),
             asyncio.create_task(self._tick_loop(), name=f"tick {self.name}"),
         ]
-        self.broker.subscribe(self.key, self)
+        self.broker.subscribe(self.key, self, self.spec.history)
 
     def _idle(self) -> bool:
         return not self.subscribers and not self.waiters and not self._arriving
@@ -490,7 +490,7 @@ class Channel:
 
     def _heartbeat(self) -> None:
         self.last_sent = self.clock.now()
-        for sub in tuple(self.subscribers):
+        for sub in (*self._arriving, *self.subscribers):  # those waiting for history too
             sub.offer(HEARTBEAT)
 
     def _heartbeat_after(self) -> float:
