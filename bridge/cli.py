@@ -23,6 +23,10 @@ def main(argv: list[str] | None = None) -> int:
         cmd.add_argument(
             "-c", "--config", default="routes.yaml", help="config file (default: ./routes.yaml)"
         )
+        if name == "serve":
+            cmd.add_argument(
+                "--workers", default="1", help="processes, or auto for one per core (default 1)"
+            )
     demo = sub.add_parser("demo", help="run the embedded polling demo app with bridge in front")
     demo.add_argument("--port", type=int, default=8443, help="HTTPS port for bridge (default 8443)")
     certs = sub.add_parser("certs", help="generate a development CA and server certificate")
@@ -37,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         return _check(args.config)
     if args.command == "serve":
-        return _serve(args.config)
+        return _serve(args.config, args.workers)
     if args.command == "certs":
         from .certs import generate_for_cli
 
@@ -73,15 +77,20 @@ def _check(path: str) -> int:
     return 0
 
 
-def _serve(path: str) -> int:
+def _serve(path: str, workers: str = "1") -> int:
     from .server.run import Bridge, run
+    from .server.workers import plan, worker_index
 
     config = _load(path)
     if config is None:
         return 1
+    config = plan(path, config, workers)  # --workers N > 1: this process supervises
+    if isinstance(config, int):
+        return config
 
     async def go() -> None:
         bridge = Bridge(config)
+        bridge.reuse_port = worker_index() is not None  # the workers share their ports
         from .app import install
 
         install(bridge)

@@ -42,6 +42,7 @@ class Bridge:
         self._stopped = asyncio.Event()
         self.ssl_context: ssl.SSLContext | None = None
         self.hub: object | None = None
+        self.reuse_port = False  # SO_REUSEPORT listeners (`--workers`: server/workers.py)
 
     def tls(self) -> ssl.SSLContext:
         cert, key = self.config.tls.cert, self.config.tls.key
@@ -96,6 +97,7 @@ class Bridge:
             ssl_handshake_timeout=ctx.limits.tls_handshake_timeout if tls else None,
             backlog=4096,
             reuse_address=True,
+            reuse_port=self.reuse_port or None,
         )
         for sock in server.sockets:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

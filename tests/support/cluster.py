@@ -28,7 +28,9 @@ from typing import Any
 from .harness import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
-_LISTENING = re.compile(r"bridge listening \(([^)]*)\)")
+# A single process says where it listens; a supervisor (--workers) where its workers do.
+_LISTENING = re.compile(r"(?:bridge listening|supervising \d+ workers) \(([^)]*)\)")
+_WORKER = re.compile(r"worker (\d+) started \(pid (\d+)\)")
 
 
 def free_port() -> int:
@@ -148,7 +150,11 @@ class BridgeNode:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"bridge exited with {self.proc.returncode}:\n{self.log()}")
         matches = list(_LISTENING.finditer(self.log()))
-        return matches[-1] if matches else None
+        return matches[0] if matches else None
+
+    def workers(self) -> dict[int, int]:
+        """Worker index → pid of its latest start (from the supervisor's log)."""
+        return {int(i): int(pid) for i, pid in _WORKER.findall(self.log())}
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
