@@ -427,8 +427,14 @@ class Channel:
     async def _lead_loop(self) -> None:
         """Poll whenever this process holds the key's lease (with one process: always)."""
         while True:
-            lease = await self.broker.lease(self.key, self)
-            await lease.hold(self._poll)
+            try:
+                lease = await self.broker.lease(self.key, self)
+                await lease.hold(self._poll)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not end the stream's polling for good
+                self.log.exception("stream %s: leadership failed; trying again", self.name)
+                await self.clock.sleep(settings.BACKOFF_BASE)
 
     async def _poll(self) -> None:
         latest = self.latest
