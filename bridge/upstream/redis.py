@@ -322,6 +322,13 @@ class RedisBroker:
             k.ready.set()
         elif records:
             k.listener.on_record(records[-1])  # late: only the current state still matters
+        if statuses and statuses[0][1].get(b"ok") == b"0":
+            # The leader's last word was a failure, recently: a plain GET here waiting for a
+            # first state should hear it now, not at the leader's next attempt.
+            age = time.time() - _id_key(statuses[0][0])[0] / 1000
+            if age < settings.BACKOFF_MAX + self.lease_seconds:
+                detail = statuses[0][1].get(b"detail", b"").decode("utf-8", "replace")
+                k.listener.on_status(Status(False, detail))
         self._joined.set()
 
     def _advance(self, k: _Key, entry_id: bytes) -> bool:

@@ -23,7 +23,7 @@ from tests.support.cluster import BridgeNode, RedisServer, node_config
 from tests.support.harness import config_text, run, running_bridge
 from tests.support.sse import SseEvent
 from tests.support.subscribers import SseSubscriber, sse
-from tests.support.upstream import Upstream
+from tests.support.upstream import Upstream, retry_after
 
 LEASE = 0.6
 EVERY = 0.2
@@ -266,5 +266,27 @@ routes:
                     assert any("reachable again" in m or "connected" in m for m in messages)
         finally:
             await asyncio.to_thread(redis.stop)
+
+    run(body(), timeout=60)
+
+
+def test_poll_failures_reach_plain_gets_on_every_process() -> None:
+    async def body() -> None:
+        async with cluster(2) as (_redis, upstream, nodes), httpx.AsyncClient(timeout=30) as client:
+            # Retry-After: the leader's next attempt is far off; only what it already told
+            # Redis can reach the follower in time.
+            upstream.set_status("/feed/f", 503, headers=[retry_after(30)])
+            leader_node, follower = nodes
+            first = await client.get(leader_node.url("/feed/f"))
+            assert first.status_code in (502, 504)  # the leader's own poll failed
+            assert await asyncio.to_thread(leader_node.leads)
+            # The follower does not poll; it hears of the failure through Redis and answers
+            # at once, not after waiting out its 10 s for a first state.
+            started = time.monotonic()
+            second = await client.get(follower.url("/feed/f"))
+            assert second.status_code == first.status_code
+            assert time.monotonic() - started < 5.0
+            assert not await asyncio.to_thread(follower.leads)
+            assert upstream.count("/feed/f") >= 1
 
     run(body(), timeout=60)
