@@ -101,9 +101,11 @@ def poll_headers(spec: StreamSpec, vary: Headers) -> Headers:
 
 def stream_key(spec: StreamSpec, target: str, vary: Headers) -> str:
     """The key every process agrees on: a digest of what the upstream sees (origin, filled-in
-    poll target, vary values) and of what shapes the records (emit, event, poll mode), so two
-    routes polling the same URL share a poller only if they would publish the same records.
-    A digest, because vary values may be per-user secrets and the key goes to Redis."""
+    poll target, vary values) and of the rest of the stream's settings (emit, event, poll
+    mode, history, heartbeat), so two routes polling the same URL share a channel only if it
+    would behave the same for both. Not the route's index: processes may order their routes
+    differently during a rolling config change. A digest, because vary values may be per-user
+    secrets and the key goes to Redis."""
     upstream = spec.upstream
     longpoll = spec.longpoll
     mode = f"every={spec.every}" if longpoll is None else repr(longpoll)
@@ -118,6 +120,8 @@ def stream_key(spec: StreamSpec, target: str, vary: Headers) -> str:
             spec.emit,
             spec.event,
             mode,
+            spec.history,
+            spec.heartbeat,
         )
     )
     return hashlib.sha256(what.encode("utf-8", "surrogateescape")).hexdigest()[:32]

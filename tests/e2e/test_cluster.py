@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bridge import settings
 from tests.support.cluster import BridgeNode, RedisServer, node_config
 from tests.support.harness import config_text, run, running_bridge
 from tests.support.sse import SseEvent
@@ -288,5 +289,30 @@ def test_poll_failures_reach_plain_gets_on_every_process() -> None:
             assert time.monotonic() - started < 5.0
             assert not await asyncio.to_thread(follower.leads)
             assert upstream.count("/feed/f") >= 1
+
+    run(body(), timeout=60)
+
+
+def test_the_leader_keeps_polling_while_another_process_is_interested() -> None:
+    async def body() -> None:
+        async with cluster(2) as (_redis, upstream, nodes), httpx.AsyncClient(timeout=10) as client:
+            feed = Feed(upstream, "/feed/l")
+            first, second = nodes
+            async with sse(client, first.url("/feed/l")) as sub:
+                await sub.next_event()
+                assert await asyncio.to_thread(first.leads)
+                async with sse(client, second.url("/feed/l")) as other:
+                    await other.next_event()
+                # Only the leader's process has a subscriber left, then none: its own linger
+                # (5 s) ends, but the other process's interest entry has not expired yet...
+            async with sse(client, second.url("/feed/l")) as other:
+                await other.next_event()
+                await asyncio.sleep(settings.STREAM_LINGER + 1.0)
+                # ...and is refreshed while it has a subscriber: the leader keeps polling for
+                # it instead of handing the stream over.
+                assert await asyncio.to_thread(first.leads)
+                assert not await asyncio.to_thread(second.leads)
+                feed.set(1)
+                assert [value(e) for e in await until(other, 1)] == [1]
 
     run(body(), timeout=60)

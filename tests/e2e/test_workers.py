@@ -134,6 +134,16 @@ async def _check(node: BridgeNode, upstream: Upstream) -> None:
     await _serving(node.url("/plain"))
     await asyncio.to_thread(_wait_listening, replaced[1], node.http)
 
+    # SIGHUP goes on to every worker (each reloads, or, without a reload handler, exits and
+    # is restarted); the port keeps being served either way.
+    supervisor.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "SIGHUP: passing it on to 2 workers" not in node.log():
+        assert time.monotonic() < deadline, node.log()
+        await asyncio.sleep(0.1)
+    replaced = await _wait_workers(node, 2)
+    await _serving(node.url("/plain"))
+
     # SIGTERM to the supervisor reaches every worker; all exit.
     supervisor.send_signal(signal.SIGTERM)
     code = await asyncio.to_thread(supervisor.wait, 30)

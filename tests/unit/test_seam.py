@@ -35,6 +35,8 @@ def test_the_key_is_what_the_upstream_sees_not_the_route() -> None:
         assert patch is not None and key != stream_key(patch, "/api?s=A", [])
         other = route(upstream=replace(UP, port=10)).stream
         assert other is not None and key != stream_key(other, "/api?s=A", [])
+        longer = route(history=7).stream  # a channel keeps one history bound
+        assert longer is not None and key != stream_key(longer, "/api?s=A", [])
 
     run(body)
 
@@ -65,8 +67,11 @@ def test_a_change_that_could_not_be_published_is_found_again() -> None:
         assert sink.values() == [{"v": 1}]
         broker.down = 2
         h.upstream.set({"v": 2})
-        await h.advance(1.2)  # the poll sees v2; the publish fails
-        assert broker.refused and sink.values() == [{"v": 1}]
+        for _ in range(200):  # until the poll sees v2 and its publish fails
+            await h.advance(0.01)
+            if broker.refused:
+                break
+        assert len(broker.refused) == 1 and sink.values() == [{"v": 1}]
         await h.advance(60)  # backoff, a second refusal, then published
         assert len(broker.refused) == 2
         events = sink.events()
