@@ -1,36 +1,60 @@
-"""Wires the feature handlers (streams, WebSocket, push) into a `Bridge` before it starts.
+"""The composition root: the one place that knows every part and wires them together.
 
-The one place that knows every feature; `bridge serve`, `bridge demo` and the tests call it.
+`build_app` makes the request side of a bridge from its config — the upstream pool, the hub,
+the route table, every handler and the router over them — and `create_bridge` puts it behind
+the listeners. `bridge serve`, `bridge demo`, the tests and the benchmarks all start here, so
+no part is patched into another after construction.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from .handlers.assets import AssetCache
+from .handlers.page import PageHandler
+from .handlers.proxy import ProxyHandler
+from .handlers.router import Router
+from .handlers.stream import StreamHandler
+from .handlers.websocket import WebSocketHandler
 from .hub.broker import Broker, LocalBroker
-from .routing.model import BrokerConfig
+from .hub.hub import Hub
+from .routing.model import BrokerConfig, Config
+from .routing.table import RouteTable
 from .server.run import Bridge
+from .upstream.client import UpstreamPool
 
 
-def install(bridge: Bridge) -> None:
-    bridge.extensions.append(_wire)
+@dataclass(frozen=True, slots=True)
+class App:
+    """Everything that answers requests, built for one config."""
+
+    pool: UpstreamPool
+    hub: Hub
+    router: Router
 
 
-def _wire(bridge: Bridge) -> None:
-    from .handlers.assets import AssetCache
-    from .handlers.page import PageHandler
-    from .handlers.stream import StreamHandler
-    from .handlers.websocket import WebSocketHandler
-    from .hub.hub import Hub
+def build_app(config: Config, pool: UpstreamPool | None = None) -> App:
+    pool = pool or UpstreamPool()
+    limits = config.limits
+    hub = Hub(pool, limits=limits, broker=make_broker(config.broker))
+    table = RouteTable(config.routes)
+    proxy = ProxyHandler(pool, max_request_body=limits.max_request_body)
+    websocket = WebSocketHandler(hub, pool, max_message=limits.max_ws_message)
+    page = PageHandler(proxy, AssetCache(pool), table=table)
+    router = Router(
+        config,
+        table,
+        proxy,
+        stream=StreamHandler(hub, websocket=websocket),
+        page=page,
+        pushed=page.serve_pushed,
+    )
+    return App(pool=pool, hub=hub, router=router)
 
-    router = bridge.router
-    assert router is not None
-    limits = bridge.config.limits
-    hub = Hub(bridge.pool, limits=limits, broker=make_broker(bridge.config.broker))
-    bridge.hub = hub
-    websocket = WebSocketHandler(hub, bridge.pool, max_message=limits.max_ws_message)
-    router.stream = StreamHandler(hub, websocket=websocket)
-    page = PageHandler(router.proxy, AssetCache(bridge.pool), table=router.table)
-    router.page = page
-    router.pushed = page.serve_pushed
+
+def create_bridge(config: Config) -> Bridge:
+    app = build_app(config)
+    return Bridge(config, pool=app.pool, hub=app.hub, handler=app.router)
 
 
 def make_broker(config: BrokerConfig | None) -> Broker:

@@ -78,7 +78,8 @@ def _check(path: str) -> int:
 
 
 def _serve(path: str, workers: str = "1") -> int:
-    from .server.run import Bridge, run
+    from .app import create_bridge
+    from .server.run import run
     from .server.workers import plan, worker_index
 
     config = _load(path)
@@ -89,11 +90,8 @@ def _serve(path: str, workers: str = "1") -> int:
         return config
 
     async def go() -> None:
-        bridge = Bridge(config)
+        bridge = create_bridge(config)
         bridge.reuse_port = worker_index() is not None  # the workers share their ports
-        from .app import install
-
-        install(bridge)
         await bridge.serve_forever()
 
     try:

@@ -57,10 +57,10 @@ def demo_config_text(*, port: int, app_port: int, certs: Path) -> str:
 
 
 def run_demo(*, port: int = 8443) -> int:
-    from ..app import install
+    from ..app import create_bridge
     from ..certs import ensure_dev_certs
     from ..routing.config import load_config
-    from ..server.run import Bridge, run
+    from ..server.run import run
     from .app import start_demo_app
 
     certs = Path("certs").resolve()
@@ -71,8 +71,7 @@ def run_demo(*, port: int = 8443) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "routes.yaml"
             path.write_text(demo_config_text(port=port, app_port=app.port, certs=certs))
-            bridge = Bridge(load_config(path))
-            install(bridge)
+            bridge = create_bridge(load_config(path))
             await bridge.start()
             https = bridge.ports["https"]
             print(

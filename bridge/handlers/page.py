@@ -141,7 +141,7 @@ class PageHandler:
         try:
             if upstream is None or route.stream is not None:
                 raise StreamError(ErrorCode.CANCELLED, "not an asset")
-            queue = self._handoff.get((exchange.conn, path))
+            queue = self._handoff.get((exchange.port, path))
             if queue:
                 fetch = queue.pop(0)
                 asset = await asyncio.shield(fetch)
@@ -220,7 +220,7 @@ class _PagePush:
         # No await since the push: the promised stream's task has not run yet and will find it.
         future = fetch if isinstance(fetch, asyncio.Future) else asyncio.ensure_future(fetch())
         future.add_done_callback(_retrieve)
-        key = (self.exchange.conn, path)
+        key = (self.exchange.port, path)
         self.page._handoff.setdefault(key, []).append(future)
         self._handed.append((key, future))
         self.pushed[path] = future

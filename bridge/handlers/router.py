@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from ..errorpage import error_headers
 from ..errors import ErrorCode, StreamError
-from ..protocol.errorpage import error_headers
 from ..routing.model import Config, Route
 from ..routing.paths import PathError, normalize_path, split_target
 from ..routing.table import RouteTable
@@ -28,6 +28,7 @@ class Router:
     def __init__(
         self,
         config: Config,
+        table: RouteTable,
         proxy: ProxyHandler,
         *,
         stream: StreamHandler | None = None,
@@ -36,7 +37,7 @@ class Router:
         https_port: int | None = None,
     ) -> None:
         self.config = config
-        self.table = RouteTable(config.routes)
+        self.table = table
         self.proxy = proxy
         self.stream = stream
         self.page = page

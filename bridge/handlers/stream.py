@@ -19,7 +19,7 @@ from ..errors import ErrorCode, StreamError
 from ..events import Headers
 from ..hub.hub import Hub
 from ..hub.item import Format
-from ..hub.render import chunk, sse_retry
+from ..hub.render import sse_retry
 from ..routing.model import Route
 from ..server.exchange import Exchange
 from .sink import ExchangeSink, finish_subscription
@@ -80,18 +80,13 @@ class StreamHandler:
         self, exchange: Exchange, route: Route, params: dict[str, str], last_id: str | None
     ) -> None:
         request = exchange.request
-        # HTTP/1.1 bodies go out as chunks; the chunk framing is pre-rendered with the event.
-        chunked = request.http_version == "1.1"
-        fmt = Format.SSE_CHUNKED if chunked else Format.SSE
 
         def end(final: bytes | None) -> None:
-            # The hub ends this subscriber (stuck, or shutting down).
-            if final and not exchange.aborted:
-                exchange.write_raw(chunk(final) if chunked else final)
+            # The hub ends this subscriber (stuck, or shutting down); the sink wrote `final`.
             exchange.end_detached()
 
-        sink = ExchangeSink(exchange, end)
-        subscription = self.hub.subscribe(route, params, request.headers, sink, fmt, last_id)
+        sink = ExchangeSink(exchange, end, tunnel=False)
+        subscription = self.hub.subscribe(route, params, request.headers, sink, Format.SSE, last_id)
         exchange.log_kind = "stream"
         exchange.on_drain = subscription.on_drain
         exchange.on_abort = subscription.cancel
@@ -102,8 +97,7 @@ class StreamHandler:
         exchange.request = replace(request, headers=_log_headers(request.headers))
         exchange.start_response(200, list(_SSE_HEADERS))
         # A jittered reconnect hint, so a restart does not bring every client back at once.
-        hint = sse_retry(subscription.channel.retry_ms())
-        sink.open(chunk(hint) if chunked else hint)
+        sink.open(sse_retry(subscription.channel.retry_ms()))
 
     async def snapshot(self, exchange: Exchange, route: Route, params: dict[str, str]) -> None:
         request = exchange.request

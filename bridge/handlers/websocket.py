@@ -89,7 +89,7 @@ class WebSocketSession:
     async def run(self, route: Route, last_id: str | None) -> None:
         exchange = self.exchange
         fmt = Format.WS_RAW if self.spec.ws_format == "raw" else Format.WS_ENVELOPE
-        sink = self.sink = ExchangeSink(exchange, self._lagging_close)
+        sink = self.sink = ExchangeSink(exchange, self._lagging_close, tunnel=True)
         subscription = self.handler.hub.subscribe(
             route, self.params, exchange.request.headers, sink, fmt, last_id
         )
@@ -116,7 +116,7 @@ class WebSocketSession:
 
     def _write(self, event: object) -> None:
         if not self.exchange.aborted:
-            self.exchange.write_raw(self.ws.send(event))  # type: ignore[arg-type]
+            self.exchange.write_prerendered(self.ws.send(event))  # type: ignore[arg-type]
 
     def close(self, code: int, reason: str = "") -> None:
         """Start our close handshake; the read loop waits `CLOSE_TIMEOUT` for the answer."""

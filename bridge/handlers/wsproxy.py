@@ -12,14 +12,12 @@ import asyncio
 import base64
 import os
 
-import h11
-
 from .. import settings
 from ..errors import ErrorCode, StreamError
-from ..events import Headers
 from ..routing.model import Upstream
 from ..server.exchange import Exchange
 from ..upstream.headers import forward_request_headers, response_headers
+from ..upstream.wsupgrade import connect, handshake
 from .util import header
 from .wshandshake import accept_key, handshake_problem
 
@@ -53,17 +51,10 @@ async def proxy_websocket(exchange: Exchange, upstream: Upstream, target: str) -
     ]
     if header(headers, b"sec-websocket-version") is None:
         headers.append((b"sec-websocket-version", b"13"))
-    try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(upstream.host, upstream.port), upstream.timeout
-        )
-    except TimeoutError:
-        raise StreamError(ErrorCode.UPSTREAM_TIMEOUT, "upstream connect timed out") from None
-    except OSError as exc:
-        raise StreamError(ErrorCode.UPSTREAM_UNREACHABLE, str(exc)) from None
+    reader, writer = await connect(upstream)
     try:
         status, answer, rest = await asyncio.wait_for(
-            _handshake(reader, writer, upstream.base_path + target, headers), upstream.timeout
+            handshake(reader, writer, upstream.base_path + target, headers), upstream.timeout
         )
         exchange.upstream_status = status
         if status != 101:
@@ -97,55 +88,6 @@ async def proxy_websocket(exchange: Exchange, upstream: Upstream, target: str) -
         writer.close()
     if not exchange.aborted:
         await exchange.end()
-
-
-async def _handshake(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: str, headers: Headers
-) -> tuple[int, Headers, bytes]:
-    client = h11.Connection(h11.CLIENT)
-    writer.write(client.send(h11.Request(method="GET", target=target, headers=headers)))
-    await writer.drain()
-    while True:
-        event = client.next_event()
-        if event is h11.NEED_DATA:
-            data = await reader.read(settings.BODY_CHUNK)
-            if not data:
-                raise StreamError(
-                    ErrorCode.UPSTREAM_UNREACHABLE, "upstream closed during handshake"
-                )
-            try:
-                client.receive_data(data)
-            except h11.RemoteProtocolError:
-                raise StreamError(ErrorCode.UPSTREAM_UNREACHABLE, "bad upstream answer") from None
-            continue
-        if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
-            rest, _ = client.trailing_data
-            return 101, [(bytes(n), bytes(v)) for n, v in event.headers], rest
-        if isinstance(event, h11.Response):
-            answer = [(bytes(n), bytes(v)) for n, v in event.headers]
-            return event.status_code, answer, await _refusal_body(client, reader)
-        if isinstance(event, h11.InformationalResponse):
-            continue
-
-
-async def _refusal_body(client: h11.Connection, reader: asyncio.StreamReader) -> bytes:
-    """The body of a refused handshake, for the client; an error page, so kept small."""
-    body = b""
-    while True:
-        try:
-            event = client.next_event()
-            if event is h11.NEED_DATA:
-                # b"" at EOF too: h11 ends a close-delimited body, or finds it cut short.
-                client.receive_data(await reader.read(settings.BODY_CHUNK))
-                continue
-        except h11.RemoteProtocolError:
-            raise StreamError(ErrorCode.UPSTREAM_UNREACHABLE, "bad upstream answer") from None
-        if isinstance(event, h11.Data):
-            body += bytes(event.data)
-            if len(body) > settings.BODY_CHUNK:
-                raise StreamError(ErrorCode.UPSTREAM_UNREACHABLE, "refusal body too large")
-        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-            return body
 
 
 async def _relay(

@@ -1,9 +1,11 @@
 """An `Item`: one published change of a stream, rendered at most once per wire format.
 
 Pushpin's lesson (publishitem.h): publish one item, render it per transport, and hand the
-same bytes to every subscriber of that transport. `rendered[fmt]` holds those bytes (None
-until the first subscriber of that format needs them); `Subscription.offer` reads the list
-directly, so the common case is one index and one `write`.
+same bytes to every subscriber of that transport. `rendered[slot]` holds those bytes (None
+until the first subscriber of that slot needs them); `Subscription.offer` reads the list
+directly, so the common case is one index and one `write`. A slot is a `Format` and a shared
+`Framing` (bridge/framing.py) together: the framing is the protocol's, opaque here, so an
+HTTP/1.1 chunk is framed once per event and not once per subscriber.
 
 Ids: `"<epoch>-<seq>"`, both zero-padded decimal — the epoch is the channel's start time in
 wall-clock milliseconds (13 digits until the year 2286), the sequence number 6 digits. Ids
@@ -17,12 +19,12 @@ from __future__ import annotations
 import enum
 import hashlib
 
+from ..framing import FRAMINGS, MAX_FRAMINGS, UNFRAMED, Framing
 from .render import (
     SSE_HEARTBEAT,
     WS_BINARY,
     WS_HEARTBEAT,
     WS_TEXT,
-    chunk,
     is_utf8,
     sse_frame,
     ws_envelope,
@@ -31,15 +33,24 @@ from .render import (
 
 
 class Format(enum.IntEnum):
-    """How a subscriber wants its bytes; the value indexes `Item.rendered`."""
+    """What a subscriber reads; with a `Framing`, it picks the slot of `Item.rendered`."""
 
     SSE = 0  # the text/event-stream bytes
-    SSE_CHUNKED = 1  # the same as one HTTP/1.1 chunk: b"%x\r\n" + sse + b"\r\n"
-    WS_ENVELOPE = 2  # one text frame: {"id", "event", "data"}
-    WS_RAW = 3  # one frame with the body alone: text if valid UTF-8, else binary
+    WS_ENVELOPE = 1  # one text frame: {"id", "event", "data"}
+    WS_RAW = 2  # one frame with the body alone: text if valid UTF-8, else binary
 
 
 _FORMATS = len(Format)
+_SLOTS = _FORMATS * MAX_FRAMINGS
+
+
+def slot(fmt: Format, framing: Framing = UNFRAMED) -> int:
+    """The index into `Item.rendered` for `fmt` wrapped in `framing`."""
+    return int(fmt) + _FORMATS * framing.index
+
+
+def slot_format(index: int) -> Format:
+    return Format(index % _FORMATS)
 
 
 class Item:
@@ -71,7 +82,7 @@ class Item:
         # latest item needs it, and history must not hold `history` full copies.
         self._state: bytes | None = data if state is None else state
         self.content_type = content_type
-        self.rendered: list[bytes | None] = [None] * _FORMATS
+        self.rendered: list[bytes | None] = [None] * _SLOTS
         self._snapshot: Item | None = None
         self._etag: bytes | None = None
 
@@ -99,18 +110,21 @@ class Item:
     def has_state(self) -> bool:
         return self._state is not None
 
-    def render(self, fmt: int) -> bytes:
-        """The bytes for `fmt` (a `Format`), rendered on first use and cached."""
-        rendered = self.rendered[fmt]
+    def render(self, index: int) -> bytes:
+        """The bytes for slot `index` (see `slot`), rendered on first use and cached."""
+        rendered = self.rendered[index]
         if rendered is None:
-            rendered = self.rendered[fmt] = self._render(fmt)
+            fmt = index % _FORMATS
+            if fmt == index:
+                rendered = self._render(fmt)
+            else:  # framed: the unframed rendering first, itself cached for other framings
+                rendered = FRAMINGS[index // _FORMATS].frame(self.render(fmt))
+            self.rendered[index] = rendered
         return rendered
 
     def _render(self, fmt: int) -> bytes:
         if fmt == Format.SSE:
             return sse_frame(self.id or None, self.event, self.data)
-        if fmt == Format.SSE_CHUNKED:
-            return chunk(sse_frame(self.id or None, self.event, self.data))
         if fmt == Format.WS_ENVELOPE:
             return ws_frame(WS_TEXT, ws_envelope(self.id, self.event, self.data))
         return ws_frame(WS_TEXT if is_utf8(self.data) else WS_BINARY, self.data)
@@ -135,7 +149,7 @@ class Item:
         if self._state is not self.data:
             self._state = None
         self._snapshot = None
-        self.rendered = [None] * _FORMATS
+        self.rendered = [None] * _SLOTS
 
     def __repr__(self) -> str:
         return f"Item({self.id!r}, {self.event!r}, {len(self.data)} bytes)"
@@ -148,7 +162,10 @@ class Heartbeat(Item):
 
     def __init__(self) -> None:
         super().__init__("", "", b"")
-        self.rendered = [SSE_HEARTBEAT, chunk(SSE_HEARTBEAT), WS_HEARTBEAT, WS_HEARTBEAT]
+        # Rendered up front; framed renderings are cached on first use like any item's (a
+        # framing may register after this module is imported).
+        self.rendered[Format.SSE] = SSE_HEARTBEAT
+        self.rendered[Format.WS_ENVELOPE] = self.rendered[Format.WS_RAW] = WS_HEARTBEAT
 
     def release(self) -> None:
         """Shared by every channel and always rendered: nothing to free."""

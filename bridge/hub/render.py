@@ -1,4 +1,4 @@
-"""Wire renderings of one event: SSE frames, HTTP/1.1 chunks, WebSocket frames.
+"""Renderings of one event: SSE frames and WebSocket frames.
 
 Each is computed once per event and the same bytes go to every subscriber using that format
 (server WebSocket frames are unmasked, RFC 6455 §5.1, so one frame serves every client).
@@ -51,11 +51,6 @@ def _one_line(text: str) -> bytes:
     # practice; it guarantees a field can't break the frame. A NUL would make clients ignore
     # the whole `id:` field (§9.2.6), so it goes too.
     return _LINE_BREAK.sub(b" ", text.encode("utf-8", "replace")).replace(b"\0", b"")
-
-
-def chunk(data: bytes) -> bytes:
-    """One HTTP/1.1 chunk (RFC 9112 §7.1): size in hex, CRLF, the bytes, CRLF."""
-    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 def ws_frame(opcode: int, payload: bytes) -> bytes:

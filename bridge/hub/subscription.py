@@ -20,7 +20,8 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Protocol
 
-from .item import Format, Item
+from ..framing import Framing
+from .item import Format, Item, slot, slot_format
 from .render import sse_retry
 
 if TYPE_CHECKING:
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
 
 class Sink(Protocol):
     """Implemented by the server layer, one per subscriber connection/stream."""
+
+    # The protocol's shared framing of what `write` gets (opaque here, see bridge/framing.py).
+    framing: Framing
 
     def write(self, data: bytes) -> None:
         """Queue bytes for the wire; never awaits, never raises for a peer that went away."""
@@ -47,20 +51,20 @@ class Subscription:
         "channel",
         "closed",
         "events",
-        "fmt",
         "lag_since",
         "lagged",
         "lagging",
         "limit",
         "pending",
         "sink",
+        "slot",
         "stuck",
     )
 
     def __init__(self, channel: Channel, sink: Sink, fmt: Format, limit: int) -> None:
         self.channel = channel
         self.sink = sink
-        self.fmt = int(fmt)  # a plain int indexes `Item.rendered` a little faster than the enum
+        self.slot = slot(fmt, sink.framing)  # the format as the sink's protocol frames it
         self.limit = limit
         self.lagging = False
         self.lagged = False  # ever lagged: for the access log
@@ -77,7 +81,7 @@ class Subscription:
             if self.lagging:
                 self._conflate(item)
                 return
-            data = item.rendered[self.fmt] or item.render(self.fmt)
+            data = item.rendered[self.slot] or item.render(self.slot)
             sink = self.sink
             sink.write(data)
             self.bytes_sent += len(data)
@@ -128,13 +132,13 @@ class Subscription:
     def close_lagging(self) -> None:
         """Stuck too long: end the stream with a reconnect hint; it resumes by Last-Event-ID.
 
-        SSE gets a jittered `retry:` field (the sink frames it as a chunk where needed);
+        SSE gets a jittered `retry:` field (the sink's protocol frames it);
         WebSocket gets b"" and the sink sends its close frame (1013, try again later).
         """
         if self.closed:
             return
         self.stuck = True
-        if self.fmt in (Format.SSE, Format.SSE_CHUNKED):
+        if slot_format(self.slot) is Format.SSE:
             final = sse_retry(self.channel.retry_ms())
         else:
             final = b""
@@ -157,4 +161,4 @@ class Subscription:
 
     def __repr__(self) -> str:
         state = "lagging" if self.lagging else "closed" if self.closed else "live"
-        return f"<Subscription {Format(self.fmt).name} {state} events={self.events}>"
+        return f"<Subscription {slot_format(self.slot).name} {state} events={self.events}>"

@@ -12,7 +12,8 @@ from http import HTTPStatus
 
 import h11
 
-from .. import settings
+from .. import framing, settings
+from ..errorpage import error_body, error_headers
 from ..errors import ErrorCode
 from ..events import (
     Body,
@@ -28,13 +29,21 @@ from ..events import (
     StreamClosed,
     StreamReset,
 )
-from .errorpage import error_body, error_headers
 
 STREAM_ID = 1
 # RFC 9110 §5.6.2 tchar: a request line starts with a method token (CR/LF tolerated before it).
 _TOKEN_START = frozenset(
     b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz\r\n"
 )  # HTTP/1.1 has one stream at a time; it always carries this id.
+
+
+def chunk(data: bytes) -> bytes:
+    """One HTTP/1.1 chunk (RFC 9112 §7.1): size in hex, CRLF, the bytes, CRLF."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+# A chunk is the same bytes on every connection: the hub frames each event once for all.
+CHUNKED = framing.register("http/1.1 chunk", chunk)
 
 
 class Http1Protocol:
@@ -341,6 +350,32 @@ class Http1Protocol:
 
     def is_tunnel(self, stream_id: int) -> bool:
         return self._tunnel
+
+    def body_framing(self, stream_id: int) -> framing.Framing:
+        """Pre-rendered bytes are a body of unknown length: chunks for an HTTP/1.1 client, as
+        they are (the connection's close ends them) for HTTP/1.0, raw in a tunnel."""
+        if self._tunnel or self._conn.their_http_version != b"1.1":
+            return framing.UNFRAMED
+        return CHUNKED
+
+    def frame_prerendered(self, stream_id: int, data: bytes, *, framed: bool = False) -> bytes:
+        """The bytes bypass h11 (it only frames the head and the last chunk); a response head
+        still queued goes first, in the same write."""
+        if not framed:
+            data = self.body_framing(stream_id).frame(data)
+        if self._out:
+            return self.data_to_send() + data
+        return data
+
+    def can_push(self) -> bool:
+        return False  # no push in HTTP/1.1; the Link header and 103 still work
+
+    @property
+    def stream_count(self) -> int:
+        return 0 if self.idle else 1
+
+    def shutdown(self) -> None:
+        """Nothing to announce: HTTP/1.1 says goodbye by closing (`Connection: close`)."""
 
     def pending(self, stream_id: int) -> int:
         return 0

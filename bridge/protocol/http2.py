@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import assert_never
 
 import h2.config
 import h2.connection
@@ -19,7 +20,8 @@ import h2.exceptions
 import h2.settings
 from hyperframe.frame import GoAwayFrame
 
-from .. import settings
+from .. import framing, settings
+from ..errorpage import error_body, error_headers
 from ..errors import ErrorCode
 from ..events import (
     Body,
@@ -36,7 +38,6 @@ from ..events import (
     StreamReset,
     WindowOpened,
 )
-from .errorpage import error_body, error_headers
 
 # Fields RFC 9113 §8.2.2 forbids in HTTP/2; dropped when a handler passes them on.
 _CONNECTION_SPECIFIC = frozenset(
@@ -321,9 +322,7 @@ class Http2Protocol:
                 stream.end_pending = True
                 self._flush(sid, out)
             else:
-                self._reset(
-                    sid, _H2_CODES.get(event.code, h2.errors.ErrorCodes.INTERNAL_ERROR), out
-                )
+                self._reset(sid, reset_code(event.code), out)
         elif isinstance(event, PushPromise):
             self._push(event, sid, out)
         else:
@@ -450,7 +449,9 @@ class Http2Protocol:
         if size and not self._closed:
             self._ack(stream_id, size)
 
-    def frame_prerendered(self, stream_id: int, data: bytes) -> bytes | None:
+    def frame_prerendered(
+        self, stream_id: int, data: bytes, *, framed: bool = False
+    ) -> bytes | None:
         """Hot path: `data` framed as one DATA frame, after any frames already queued; or None.
 
         The fan-out writes one pre-rendered event to thousands of streams; going through
@@ -459,6 +460,7 @@ class Http2Protocol:
         bytes, the frame is framed here and the windows are charged as h2 would charge them
         (RFC 9113 §6.1, §6.9); otherwise (None) the caller takes the ordinary `send(Body)` path.
         The result includes what h2 had queued (a response head), so one write keeps order.
+        (`framed` changes nothing: HTTP/2's shared framing is none, see `body_framing`.)
         """
         stream = self._streams.get(stream_id)
         conn = self._conn
@@ -484,6 +486,9 @@ class Http2Protocol:
         if queued:
             return conn.data_to_send() + frame
         return frame
+
+    def body_framing(self, stream_id: int) -> framing.Framing:
+        return framing.UNFRAMED  # a DATA frame carries its stream id: framed per write
 
     def is_tunnel(self, stream_id: int) -> bool:
         stream = self._streams.get(stream_id)
@@ -526,14 +531,43 @@ class Http2Protocol:
         return not self._streams
 
     @property
+    def peer_sending(self) -> bool:
+        return False  # an unread request body is refused per stream (RST_STREAM), no linger
+
+    @property
+    def head_started(self) -> bool:
+        return False  # streams have no header timer of their own; the connection's idle does
+
+    @property
     def open_streams(self) -> int:
         return len(self._streams)
 
 
-_H2_CODES = {
-    ErrorCode.CANCELLED: h2.errors.ErrorCodes.CANCEL,
-    ErrorCode.UPSTREAM_UNREACHABLE: h2.errors.ErrorCodes.INTERNAL_ERROR,
-    ErrorCode.UPSTREAM_TIMEOUT: h2.errors.ErrorCodes.INTERNAL_ERROR,
-    ErrorCode.OVERLOADED: h2.errors.ErrorCodes.REFUSED_STREAM,
-    ErrorCode.BAD_REQUEST: h2.errors.ErrorCodes.PROTOCOL_ERROR,
-}
+def reset_code(code: ErrorCode) -> h2.errors.ErrorCodes:
+    """The RST_STREAM code (RFC 9113 §7) for a stream that fails after its head is out."""
+    match code:
+        case ErrorCode.CANCELLED:
+            return h2.errors.ErrorCodes.CANCEL
+        case ErrorCode.OVERLOADED:
+            # §8.7: REFUSED_STREAM tells the client no work was done; it may retry.
+            return h2.errors.ErrorCodes.REFUSED_STREAM
+        case ErrorCode.BAD_REQUEST:
+            return h2.errors.ErrorCodes.PROTOCOL_ERROR
+        case (
+            ErrorCode.FORBIDDEN
+            | ErrorCode.NOT_FOUND
+            | ErrorCode.METHOD_NOT_ALLOWED
+            | ErrorCode.REQUEST_TIMEOUT
+            | ErrorCode.PAYLOAD_TOO_LARGE
+            | ErrorCode.URI_TOO_LONG
+            | ErrorCode.UPGRADE_REQUIRED
+            | ErrorCode.HEADERS_TOO_LARGE
+            | ErrorCode.INTERNAL_ERROR
+            | ErrorCode.NOT_IMPLEMENTED
+            | ErrorCode.UPSTREAM_UNREACHABLE
+            | ErrorCode.UPSTREAM_TIMEOUT
+            | ErrorCode.HTTP_VERSION_NOT_SUPPORTED
+        ):
+            return h2.errors.ErrorCodes.INTERNAL_ERROR
+        case _:
+            assert_never(code)

@@ -33,8 +33,7 @@ class AdminHandler:
         elif path == "/metrics":
             body, kind = self.metrics().encode(), b"text/plain; version=0.0.4; charset=utf-8"
         elif path == "/streams":
-            stats = getattr(self.bridge.hub, "stats", None)
-            body = json.dumps(stats() if stats else [], indent=2).encode() + b"\n"
+            body = json.dumps(self.bridge.hub.stats(), indent=2).encode() + b"\n"
             kind = b"application/json"
         else:
             raise StreamError(ErrorCode.NOT_FOUND)
@@ -63,12 +62,10 @@ class AdminHandler:
                 "Connections refused over max_connections.",
                 "counter",
             )
-        stats = getattr(self.bridge.hub, "stats", None)
-        if stats is not None:
-            channels = stats()
-            gauge("stream_channels", len(channels), "Active stream channels.")
-            subscribers = sum(int(c.get("subscribers", 0)) for c in channels)
-            gauge("stream_subscribers", subscribers, "Connected stream subscribers.")
+        channels = self.bridge.hub.stats()
+        gauge("stream_channels", len(channels), "Active stream channels.")
+        subscribers = sum(int(c.get("subscribers", 0)) for c in channels)
+        gauge("stream_subscribers", subscribers, "Connected stream subscribers.")
         return "\n".join(lines) + "\n"
 
 

@@ -1,39 +1,52 @@
 """A client TCP connection: the only place that moves HTTP/1.1 and HTTP/2 bytes.
 
 `ServerConnection` is an `asyncio.Protocol` (callbacks, no task per connection): it feeds bytes
-to the protocol adapter, turns requests into `Exchange`s run by the handler as tasks, writes
-what the adapter produces, and enforces the connection's timeouts. Nothing a peer sends can
-raise out of here: every callback ends in a handler that logs and closes.
+to the protocol adapter, hands the adapter's events to the `StreamDispatcher` (which runs each
+request as an `Exchange`), writes what the adapter produces, and enforces the connection's
+timeouts. It is the TCP `StreamPort`: exchanges reach it only through that interface. Nothing a
+peer sends can raise out of here: every callback ends in a handler that logs and closes.
+
+State (`ConnState`, transitions in this file): OPEN; CLOSING once the adapter or we decided to
+close (bytes still queued go out first); LINGERING when closed for writing while an HTTP/1.1
+peer is still sending a body nobody reads. The one timer's purpose is a `TimerKind`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING
 
 from .. import settings
-from ..errors import ErrorCode, StreamError
-from ..events import (
-    Body,
-    ConnectionClosed,
-    Data,
-    EndBody,
-    EndData,
-    Event,
-    Request,
-    StreamClosed,
-    StreamReset,
-    WindowOpened,
-)
+from ..errors import ErrorCode
+from ..events import Body, Event, StreamReset
+from ..framing import UNFRAMED
+from ..protocol.base import ByteStreamProtocol
 from ..protocol.http1 import Http1Protocol
 from ..protocol.http2 import PREFACE, Http2Protocol
-from .exchange import Exchange
+from .dispatch import StreamDispatcher
+from .port import HotPath
 
 if TYPE_CHECKING:
     from .context import ServerContext
+    from .exchange import Exchange
 
 log = logging.getLogger("bridge.server")
+
+
+class ConnState(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"
+    LINGERING = "lingering"
+
+
+class TimerKind(enum.Enum):
+    NONE = "none"
+    HEADER = "header"  # a request head must complete (408 then close)
+    KEEPALIVE = "keepalive"  # idle between requests
+    LINGER = "linger"  # closed for writing, discarding what still arrives
 
 
 # One read buffer for the whole process: the loop runs one callback at a time, and
@@ -48,19 +61,24 @@ class ServerConnection(asyncio.BufferedProtocol):
         self.ctx = ctx
         self.scheme = scheme
         self.loop = asyncio.get_running_loop()
-        self.adapter: Any = None  # Http1Protocol | Http2Protocol once known
+        self.adapter: ByteStreamProtocol | None = None  # HTTP/1.1 or HTTP/2 once known
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
-        self.exchanges: dict[int, Exchange] = {}
+        self.streams = StreamDispatcher(
+            self,
+            on_request=self._request_started,
+            on_idle=self._idle_check,
+            on_closing=self._closing,
+        )
+        self.state = ConnState.OPEN
         self.write_paused = False
         self._reading_paused = False
-        self._closing = False
         # One timer per connection, for whichever of the header-read and keep-alive deadlines
         # is current. Re-arming moves `_deadline`; the TimerHandle is only replaced when the
         # new deadline is earlier than the one it is set for (a later one is noticed when it
         # fires), so a keep-alive request costs no timer-heap churn.
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_kind = ""
+        self._timer_kind = TimerKind.NONE
         self._deadline = 0.0
         self._preface = b""
         self._flush_soon = False
@@ -68,9 +86,16 @@ class ServerConnection(asyncio.BufferedProtocol):
         # written once at the end of the loop iteration (one syscall, one TLS record for all).
         self._batch: list[bytes] | None = None
         self._batch_bytes = 0
-        self._lingering = False  # closed for writing, discarding what the peer still sends
         self._linger_until = 0.0
         self.body_timeout = ctx.limits.header_timeout * 3
+
+    @property
+    def multiplexed(self) -> bool:
+        return self.adapter is not None and self.adapter.multiplexed
+
+    @property
+    def exchanges(self) -> dict[int, Exchange]:
+        return self.streams.exchanges
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -91,9 +116,9 @@ class ServerConnection(asyncio.BufferedProtocol):
             alpn = ssl_object.selected_alpn_protocol()
             self._use(Http2Protocol if alpn == "h2" else Http1Protocol)
         # Clear text: HTTP/1.1 unless the first bytes are the HTTP/2 preface (prior knowledge).
-        self._arm(self.ctx.limits.header_timeout, "header")
+        self._arm(self.ctx.limits.header_timeout, TimerKind.HEADER)
 
-    def _use(self, kind: type) -> None:
+    def _use(self, kind: type[Http1Protocol] | type[Http2Protocol]) -> None:
         if kind is Http2Protocol:
             self.adapter = Http2Protocol(
                 scheme=self.scheme,
@@ -110,19 +135,22 @@ class ServerConnection(asyncio.BufferedProtocol):
         self.data_received(bytes(_READ_BUFFER[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:
+        if self.state is ConnState.LINGERING:
             self._linger_more()
             return
         try:
-            if self.adapter is None:
+            adapter = self.adapter
+            if adapter is None:
                 data = self._sniff(data)
-                if self.adapter is None:
+                adapter = self.adapter
+                if adapter is None:
                     return
-            if self._timer_kind == "keepalive" and not self.adapter.multiplexed:
+            if self._timer_kind is TimerKind.KEEPALIVE and not adapter.multiplexed:
                 # A new HTTP/1.1 request head has begun: it must complete in header_timeout.
-                self._arm(self.ctx.limits.header_timeout, "header")
-            for event in self.adapter.receive_data(data):
-                self._dispatch(event)
+                self._arm(self.ctx.limits.header_timeout, TimerKind.HEADER)
+            dispatch = self.streams.dispatch
+            for event in adapter.receive_data(data):
+                dispatch(event)
             self.flush()
         except Exception:  # a peer's bytes must never take the process down
             log.exception("error handling data from %s", self.client_ip)
@@ -138,7 +166,7 @@ class ServerConnection(asyncio.BufferedProtocol):
         return buffered
 
     def eof_received(self) -> bool | None:
-        if self._lingering:
+        if self.state is ConnState.LINGERING:
             return None  # the peer has stopped sending: asyncio closes the transport
         if self.adapter is not None and not self.adapter.multiplexed:
             self.data_received(b"")
@@ -146,10 +174,9 @@ class ServerConnection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()  # a pending handle would keep this connection alive
-        self._closing = True
-        for exchange in list(self.exchanges.values()):
-            exchange.abort()
-            self._cancel_handler(exchange)
+        if self.state is ConnState.OPEN:
+            self.state = ConnState.CLOSING
+        self.streams.abort_all()
         self.ctx.release(self)
 
     def pause_writing(self) -> None:
@@ -157,70 +184,27 @@ class ServerConnection(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        for exchange in list(self.exchanges.values()):
-            exchange.writable()
+        self.streams.writable()
 
-    # --- events ---------------------------------------------------------------------------------
+    # --- dispatcher hooks -----------------------------------------------------------------------
 
-    def _dispatch(self, event: Event) -> None:
-        if isinstance(event, (Body, Data)):
-            exchange = self.exchanges.get(event.stream_id)
-            if exchange is not None:
-                exchange.feed(event.data)
-            else:
-                self.adapter.acknowledge(event.stream_id, len(event.data))
-        elif isinstance(event, Request):
-            self._start(event)
-        elif isinstance(event, (EndBody, EndData)):
-            exchange = self.exchanges.get(event.stream_id)
-            if exchange is not None:
-                exchange.feed_end()
-        elif isinstance(event, WindowOpened):
-            if event.stream_id:
-                exchange = self.exchanges.get(event.stream_id)
-                if exchange is not None:
-                    exchange.writable()
-            else:
-                for exchange in list(self.exchanges.values()):
-                    exchange.writable()
-        elif isinstance(event, StreamReset):
-            exchange = self.exchanges.get(event.stream_id)
-            if exchange is not None and not exchange.finished:
-                exchange.abort()
-        elif isinstance(event, StreamClosed):
-            exchange = self.exchanges.pop(event.stream_id, None)
-            if exchange is not None:
-                if not exchange.finished:
-                    exchange.abort()
-                    self._cancel_handler(exchange)
-                self._idle_check()
-        elif isinstance(event, ConnectionClosed):
-            self._closing = True
-
-    def _start(self, request: Request) -> None:
-        if self._timer_kind == "header":
+    def _request_started(self) -> None:
+        if self._timer_kind is TimerKind.HEADER:
             self._disarm()
-        exchange = Exchange(self, request)
-        self.exchanges[request.stream_id] = exchange
-        if self.ctx.shutting_down:
-            # Draining: finish what is in flight, take nothing new (clients may retry).
-            exchange.respond_now(503, [(b"retry-after", b"1"), (b"content-length", b"0")])
-            return
-        exchange.task = self.loop.create_task(self.ctx.run_exchange(exchange))
 
-    def _cancel_handler(self, exchange: Exchange) -> None:
-        task = exchange.task
-        if task is not None and not task.done():
-            task.cancel()
+    def _closing(self) -> None:
+        if self.state is ConnState.OPEN:
+            self.state = ConnState.CLOSING
 
-    # --- writing --------------------------------------------------------------------------------
+    # --- StreamPort: writing ----------------------------------------------------------------------
 
     def send(self, event: Event) -> None:
         adapter = self.adapter
         if adapter is None or self.transport is None:
             return
+        dispatch = self.streams.dispatch
         for follow in adapter.send(event):
-            self._dispatch(follow)
+            dispatch(follow)
         # One write per loop iteration: a response head, body and end become one syscall.
         if not self._flush_soon:
             self._flush_soon = True
@@ -239,46 +223,55 @@ class ServerConnection(asyncio.BufferedProtocol):
         data = self.adapter.data_to_send()
         if data and not transport.is_closing():
             transport.write(data)
-        if self._closing:
+        if self.state is not ConnState.OPEN:
             self._close_transport(transport)
 
-    def write_stream(self, stream_id: int, data: bytes) -> None:
-        """Hot path for pre-rendered stream bytes (an SSE chunk, a WebSocket frame).
+    def write_prerendered(self, stream_id: int, data: bytes, *, framed: bool = False) -> None:
+        """Pre-rendered stream bytes (an SSE event, a WebSocket frame), framed by the adapter.
 
-        On HTTP/1.1 the bytes already carry their chunk framing, so they bypass h11 and go
-        straight to the transport; h11 only frames the head and the final chunk.
+        The framed bytes go straight to the transport: on HTTP/1.1 they bypass h11 (which only
+        frames the head and the final chunk); on HTTP/2 the adapter's fast path builds the DATA
+        frame when the windows allow, else they take the ordinary `send(Body)` path.
         """
         transport = self.transport
-        if transport is None or transport.is_closing():
-            return
         adapter = self.adapter
-        if adapter.multiplexed:
-            framed = adapter.frame_prerendered(stream_id, data)
-            if framed is not None:
-                batch = self._batch
-                if batch is not None:
-                    batch.append(framed)
-                    self._batch_bytes += len(framed)
-                elif adapter.stream_count > 1:
-                    self._batch = [framed]
-                    self._batch_bytes = len(framed)
-                    self.loop.call_soon(self._write_batch)
-                else:
-                    transport.write(framed)  # one buffer, one write: over TLS, one record
-                return
+        if transport is None or adapter is None or transport.is_closing():
+            return
+        out = adapter.frame_prerendered(stream_id, data, framed=framed)
+        if out is None:
             if self._batch is not None:
                 self._write_batch()  # keep this stream's frame order
+            # Follow-up events are not dispatched here: this runs inside a channel's fan-out
+            # loop, and a stream closing under it is noticed through the next read instead.
             adapter.send(Body(stream_id, data))
-            out = adapter.data_to_send()
-            if out:
-                transport.write(out)
-        else:
-            if self._flush_soon:
-                # A response head queued by the adapter goes first, in the same syscall.
-                queued = adapter.data_to_send()
-                if queued:
-                    data = queued + data
-            transport.write(data)
+            queued = adapter.data_to_send()
+            if queued:
+                transport.write(queued)
+            return
+        if adapter.multiplexed:
+            batch = self._batch
+            if batch is not None:
+                batch.append(out)
+                self._batch_bytes += len(out)
+                return
+            if adapter.stream_count > 1:
+                self._batch = [out]
+                self._batch_bytes = len(out)
+                self.loop.call_soon(self._write_batch)
+                return
+        transport.write(out)  # one buffer, one write: over TLS, one record
+
+    def hot_path(self, stream_id: int, *, tunnel: bool) -> HotPath:
+        """HTTP/1.1: the transport's own `write`, the hub having framed the bytes once for all
+        connections; HTTP/2: `write_prerendered`, which adds this stream's DATA frame header."""
+        adapter = self.adapter
+        transport = self.transport
+        if adapter is not None and transport is not None and not adapter.multiplexed:
+            framing = UNFRAMED if tunnel else adapter.body_framing(stream_id)
+            return HotPath(framing, transport.write, transport.get_write_buffer_size)
+        return HotPath(
+            UNFRAMED, partial(self.write_prerendered, stream_id), partial(self.buffered, stream_id)
+        )
 
     def _write_batch(self) -> None:
         batch, self._batch = self._batch, None
@@ -291,13 +284,23 @@ class ServerConnection(asyncio.BufferedProtocol):
         queued = transport.get_write_buffer_size() if transport is not None else 0
         if self._batch is not None:
             queued += self._batch_bytes
-        if self.adapter is not None and self.adapter.multiplexed:
-            queued += self.adapter.pending(stream_id)
+        adapter = self.adapter
+        if adapter is not None and adapter.multiplexed:
+            queued += adapter.pending(stream_id)
         return queued
 
-    def adapter_pending(self, stream_id: int) -> int:
+    def congested(self, stream_id: int) -> bool:
         adapter = self.adapter
-        return adapter.pending(stream_id) if adapter is not None and adapter.multiplexed else 0
+        return self.write_paused or (
+            adapter is not None and adapter.pending(stream_id) > settings.BODY_CHUNK
+        )
+
+    def acknowledge(self, stream_id: int, size: int) -> None:
+        if self.adapter is not None:
+            self.adapter.acknowledge(stream_id, size)
+
+    def can_push(self) -> bool:
+        return self.adapter is not None and self.adapter.can_push()
 
     def is_tunnel(self, stream_id: int) -> bool:
         adapter = self.adapter
@@ -309,7 +312,7 @@ class ServerConnection(asyncio.BufferedProtocol):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self._reading_paused and self.transport is not None and not self._closing:
+        if self._reading_paused and self.transport is not None and self.state is ConnState.OPEN:
             self._reading_paused = False
             self.transport.resume_reading()
 
@@ -317,21 +320,20 @@ class ServerConnection(asyncio.BufferedProtocol):
 
     def exchange_done(self, exchange: Exchange) -> None:
         """The handler task finished: arm the keep-alive timer if nothing else is running."""
-        if self.exchanges.get(exchange.stream_id) is exchange and exchange.aborted:
-            del self.exchanges[exchange.stream_id]
+        self.streams.exchange_done(exchange)
         self._idle_check()
         self.flush()
 
     def _idle_check(self) -> None:
-        if self._closing:
+        if self.state is not ConnState.OPEN:
             return
-        if not self.exchanges and self.adapter is not None and self.adapter.idle:
+        if not self.streams.exchanges and self.adapter is not None and self.adapter.idle:
             if self.ctx.shutting_down:
                 self.close()
                 return
-            self._arm(self.ctx.limits.keepalive_timeout, "keepalive")
+            self._arm(self.ctx.limits.keepalive_timeout, TimerKind.KEEPALIVE)
 
-    def _arm(self, delay: float, kind: str) -> None:
+    def _arm(self, delay: float, kind: TimerKind) -> None:
         self._timer_kind = kind
         deadline = self._deadline = self.loop.time() + delay
         timer = self._timer
@@ -342,16 +344,16 @@ class ServerConnection(asyncio.BufferedProtocol):
         self._timer = self.loop.call_at(deadline, self._expired)
 
     def _disarm(self) -> None:
-        self._timer_kind = ""  # a pending TimerHandle stays; it finds nothing to do
+        self._timer_kind = TimerKind.NONE  # a pending TimerHandle stays; it finds nothing to do
 
     def long_lived(self) -> None:
         """An exchange turned into a stream or tunnel that may last for hours: drop the idle
         timer now rather than let it fire for nothing (10,000 subscribers, 10,000 wake-ups)."""
-        if not self._timer_kind:
+        if self._timer_kind is TimerKind.NONE:
             self._cancel_timer()
 
     def _cancel_timer(self) -> None:
-        self._timer_kind = ""
+        self._timer_kind = TimerKind.NONE
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -359,20 +361,21 @@ class ServerConnection(asyncio.BufferedProtocol):
     def _expired(self) -> None:
         self._timer = None
         kind = self._timer_kind
-        if not kind:
+        if kind is TimerKind.NONE:
             return
         if self.loop.time() < self._deadline:
             self._timer = self.loop.call_at(self._deadline, self._expired)
             return
-        self._timer_kind = ""
-        if kind == "linger":
+        self._timer_kind = TimerKind.NONE
+        if kind is TimerKind.LINGER:
             if self.transport is not None:
                 self.transport.close()
             return
-        if self.exchanges:
+        if self.streams.exchanges:
             return
-        if kind == "header" and self.adapter is not None and not self.adapter.multiplexed:
-            if self.adapter.head_started:
+        adapter = self.adapter
+        if kind is TimerKind.HEADER and adapter is not None and not adapter.multiplexed:
+            if adapter.head_started:
                 # RFC 9110 §15.5.9: tell the client why, then close.
                 self.send(StreamReset(1, ErrorCode.REQUEST_TIMEOUT))
         self.close()
@@ -383,22 +386,22 @@ class ServerConnection(asyncio.BufferedProtocol):
         The HTTP/2 GOAWAY goes out at close, not now: several clients fail every open stream
         on a GOAWAY, even ones the server promised to finish (RFC 9113 §6.8 allows both).
         """
-        if not self.exchanges:
+        if not self.streams.exchanges:
             self.close()
 
     def close(self) -> None:
-        if self._lingering:
+        if self.state is ConnState.LINGERING:
             return  # already closed for writing; the linger timer ends it
-        self._closing = True
+        self.state = ConnState.CLOSING
         self._cancel_timer()
         transport = self.transport
         if transport is not None and not transport.is_closing():
             if self._batch is not None:
                 self._write_batch()
-            if self.adapter is not None:
-                if self.adapter.multiplexed:
-                    self.adapter.shutdown()
-                data = self.adapter.data_to_send()
+            adapter = self.adapter
+            if adapter is not None:
+                adapter.shutdown()
+                data = adapter.data_to_send()
                 if data:
                     transport.write(data)
             self._close_transport(transport)
@@ -412,17 +415,17 @@ class ServerConnection(asyncio.BufferedProtocol):
         discard what still comes, close at the peer's EOF, after `LINGER_TIMEOUT` without
         bytes, or after `LINGER_MAX` in all.
         """
-        if self._lingering:
+        if self.state is ConnState.LINGERING:
             return  # the linger timer or the peer's EOF closes it
         adapter = self.adapter
-        if adapter is None or adapter.multiplexed or not adapter.peer_sending:
+        if adapter is None or not adapter.peer_sending:
             transport.close()
             return
-        self._lingering = True
+        self.state = ConnState.LINGERING
         if transport.can_write_eof():
             transport.write_eof()  # the peer sees the end of the answer now (TLS cannot)
         self._linger_until = self.loop.time() + settings.LINGER_MAX
-        self._arm(settings.LINGER_TIMEOUT, "linger")
+        self._arm(settings.LINGER_TIMEOUT, TimerKind.LINGER)
         if self._reading_paused:  # bytes must keep flowing for the peer to finish
             self._reading_paused = False
             transport.resume_reading()
@@ -433,14 +436,8 @@ class ServerConnection(asyncio.BufferedProtocol):
             if self.transport is not None:
                 self.transport.close()
             return
-        self._arm(min(settings.LINGER_TIMEOUT, remaining), "linger")
+        self._arm(min(settings.LINGER_TIMEOUT, remaining), TimerKind.LINGER)
 
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
-
-
-def error_for(exc: BaseException) -> ErrorCode:
-    if isinstance(exc, StreamError):
-        return exc.code
-    return ErrorCode.INTERNAL_ERROR

@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ..accesslog import AccessEntry
+from ..errorpage import error_body, error_headers
 from ..errors import ErrorCode, StreamError
-from ..protocol.errorpage import error_body, error_headers
 from ..settings import Limits
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ class ServerContext:
     def finish_exchange(self, exchange: Exchange) -> None:
         """The exchange is over (its handler returned, or its detached stream ended)."""
         self.log_exchange(exchange)
-        exchange.conn.exchange_done(exchange)
+        exchange.port.exchange_done(exchange)
 
     def _fail(self, exchange: Exchange, exc: StreamError) -> None:
         if exc.code is ErrorCode.CANCELLED or exchange.aborted:

@@ -1,13 +1,20 @@
 """One request/response exchange (one HTTP/2 or HTTP/3 stream, one HTTP/1.1 cycle).
 
-This is what handlers hold: they read the request body, send a response, push, or open a
-`Sink` for the stream hot path. Every await here is bounded: body reads by the header and idle
-timeouts of the connection, writes by `settings.SEND_TIMEOUT`.
+This is what handlers hold: they read the request body, send a response, push, or take the
+stream's `HotPath` for the fan-out. An exchange talks to its connection only through a
+`StreamPort` (port.py), so nothing above it knows the transport or the HTTP version. Every
+await here is bounded: body reads by the header and idle timeouts of the connection, writes
+by `settings.SEND_TIMEOUT`.
+
+Lifecycle (`ExchangeState`, all transitions in this file): OPEN while our side is being sent;
+DONE once we sent its end (or a reset); ABORTED when the peer reset the stream or the
+connection went away — also after DONE, since a detached stream's cleanup waits for that.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from collections import deque
 from collections.abc import Callable
@@ -30,19 +37,26 @@ from ..events import (
 )
 
 if TYPE_CHECKING:
-    from .connection import ServerConnection
+    from .port import HotPath, StreamPort
+
+
+class ExchangeState(enum.Enum):
+    OPEN = "open"
+    DONE = "done"  # we sent the end of our side
+    ABORTED = "aborted"  # the peer reset the stream or the connection went away
 
 
 class Exchange:
-    """A handler's view of one stream; created by `ServerConnection` for each `Request`."""
+    """A handler's view of one stream; created by the `StreamDispatcher` for each `Request`."""
 
-    def __init__(self, conn: ServerConnection, request: Request) -> None:
-        self.conn = conn
+    def __init__(self, port: StreamPort, request: Request) -> None:
+        self.port = port
         self.request = request
         self.stream_id = request.stream_id
         self.started = time.time()
         self._t0 = time.monotonic()
-        self.client_ip = conn.client_ip
+        self.client_ip = port.client_ip
+        self.state = ExchangeState.OPEN
         # Inbound body (or tunnel data after a WebSocket accept), bounded by flow control.
         # Created on the first body piece: an empty deque is ~600 bytes, and most exchanges
         # (GETs, 10,000 idle stream subscribers) never receive one.
@@ -54,8 +68,6 @@ class Exchange:
         # Response state and what the access log wants to know.
         self.status = 0
         self.response_started = False
-        self.finished = False  # we sent the end of our side
-        self.aborted = False  # the peer reset the stream or the connection went away
         self.bytes_sent = 0
         self.upstream_status: int | None = None
         self.route: str | None = None
@@ -72,6 +84,26 @@ class Exchange:
         self.detached = False
         self.handler_returned = False
 
+    @property
+    def finished(self) -> bool:
+        """We sent the end of our side (and the peer has not gone away since)."""
+        return self.state is ExchangeState.DONE
+
+    @property
+    def aborted(self) -> bool:
+        return self.state is ExchangeState.ABORTED
+
+    @property
+    def over(self) -> bool:
+        return self.state is not ExchangeState.OPEN
+
+    def _done(self) -> bool:
+        """OPEN -> DONE; False when the exchange was already over."""
+        if self.state is not ExchangeState.OPEN:
+            return False
+        self.state = ExchangeState.DONE
+        return True
+
     # --- inbound --------------------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
@@ -80,8 +112,8 @@ class Exchange:
             inbound = self._inbound = deque()
         inbound.append(data)
         self._inbound_size += len(data)
-        if self._inbound_size > settings.READ_HIGH_WATER and not self.conn.adapter.multiplexed:
-            self.conn.pause_reading()
+        if self._inbound_size > settings.READ_HIGH_WATER and not self.port.multiplexed:
+            self.port.pause_reading()
         self._wake_reader()
 
     def feed_end(self) -> None:
@@ -99,21 +131,21 @@ class Exchange:
                 return b""
             if self.aborted:
                 raise StreamError(ErrorCode.CANCELLED, "client went away")
-            self._reader = self.conn.loop.create_future()
+            self._reader = self.port.loop.create_future()
             try:
-                await asyncio.wait_for(self._reader, timeout or self.conn.body_timeout)
+                await asyncio.wait_for(self._reader, timeout or self.port.body_timeout)
             except TimeoutError:
                 raise StreamError(ErrorCode.REQUEST_TIMEOUT, "request body too slow") from None
             finally:
                 self._reader = None
         data = self._inbound.popleft()  # type: ignore[union-attr]  # non-empty, so not None
         self._inbound_size -= len(data)
-        conn = self.conn
-        if conn.adapter.multiplexed:
-            conn.adapter.acknowledge(self.stream_id, len(data))
-            conn.flush()  # the WINDOW_UPDATE must leave now, not with the next response byte
+        port = self.port
+        if port.multiplexed:
+            port.acknowledge(self.stream_id, len(data))
+            port.flush()  # the WINDOW_UPDATE must leave now, not with the next response byte
         if self._inbound_size <= settings.READ_HIGH_WATER // 2:
-            self.conn.resume_reading()
+            port.resume_reading()
         return data
 
     @property
@@ -125,11 +157,11 @@ class Exchange:
     def _send(self, event: Event) -> None:
         if self.aborted:
             raise StreamError(ErrorCode.CANCELLED, "client went away")
-        self.conn.send(event)
+        self.port.send(event)
 
     def send_informational(self, status: int, headers: Headers) -> None:
         if not self.response_started and not self.aborted:
-            self.conn.send(InformationalResponse(self.stream_id, status, headers))
+            self.port.send(InformationalResponse(self.stream_id, status, headers))
 
     def start_response(self, status: int, headers: Headers) -> None:
         self.status = status
@@ -139,7 +171,7 @@ class Exchange:
             self._inbound_done = False
         self._send(Response(self.stream_id, status, headers))
         if status == 101 or self.tunnel:
-            self.conn.long_lived()
+            self.port.long_lived()
 
     async def send_response(self, status: int, headers: Headers) -> None:
         self.start_response(status, headers)
@@ -153,11 +185,9 @@ class Exchange:
 
     async def drain(self) -> None:
         """Wait until the connection and this stream's flow-control window accept more."""
-        conn = self.conn
-        while not self.aborted and (
-            conn.write_paused or conn.adapter_pending(self.stream_id) > settings.BODY_CHUNK
-        ):
-            self._writer = conn.loop.create_future()
+        port = self.port
+        while not self.aborted and port.congested(self.stream_id):
+            self._writer = port.loop.create_future()
             try:
                 await asyncio.wait_for(self._writer, settings.SEND_TIMEOUT)
             except TimeoutError:
@@ -175,10 +205,8 @@ class Exchange:
             self.on_drain()
 
     async def end(self) -> None:
-        if self.finished or self.aborted:
-            return
-        self.finished = True
-        self.conn.send(EndData(self.stream_id) if self.tunnel else EndBody(self.stream_id))
+        if self._done():
+            self.port.send(EndData(self.stream_id) if self.tunnel else EndBody(self.stream_id))
 
     async def respond(self, status: int, headers: Headers, body: bytes = b"") -> None:
         self.respond_now(status, headers, body)
@@ -189,43 +217,44 @@ class Exchange:
         if body and self.request.method != "HEAD":
             self.bytes_sent += len(body)
             self._send(Body(self.stream_id, body))
-        self.finished = True
-        self.conn.send(EndBody(self.stream_id))
+        if self._done():
+            self.port.send(EndBody(self.stream_id))
 
     def reset(self, code: ErrorCode) -> None:
         """End the stream abnormally: an error status before the head, a reset after it."""
-        if self.finished or self.aborted:
+        if not self._done():
             return
-        self.finished = True
         if not self.response_started:
             self.status = code.status
             self.response_started = True
-        self.conn.send(StreamReset(self.stream_id, code))
+        self.port.send(StreamReset(self.stream_id, code))
 
     def push(self, path: str, headers: Headers) -> bool:
         """Promise `path`; False when the client would not get it (HTTP/1.1, push refused,
         its stream limit full), so the caller does not count it as pushed."""
-        adapter = self.conn.adapter
-        if self.aborted or self.response_started or not adapter.multiplexed:
+        if self.aborted or self.response_started or not self.port.can_push():
             return False
-        if not adapter.can_push():
-            return False
-        self.conn.send(PushPromise(self.stream_id, path, headers))
+        self.port.send(PushPromise(self.stream_id, path, headers))
         return True
 
     # --- tunnels and hot-path writes ----------------------------------------------------------
 
     @property
     def tunnel(self) -> bool:
-        return self.conn.is_tunnel(self.stream_id)
+        return self.port.is_tunnel(self.stream_id)
 
-    def write_raw(self, data: bytes) -> None:
-        """Hot path: pre-rendered bytes straight to the wire, no awaiting (see Sink)."""
-        self.conn.write_stream(self.stream_id, data)
+    def write_prerendered(self, data: bytes) -> None:
+        """Rendered stream bytes (an SSE event, a WebSocket frame) to the wire, no awaiting;
+        the protocol frames them."""
+        self.port.write_prerendered(self.stream_id, data)
         self.bytes_sent += len(data)
 
+    def hot_path(self, *, tunnel: bool) -> HotPath:
+        """The fan-out's writer for this stream (see `HotPath`); after the head is queued."""
+        return self.port.hot_path(self.stream_id, tunnel=tunnel)
+
     def buffered(self) -> int:
-        return self.conn.buffered(self.stream_id)
+        return self.port.buffered(self.stream_id)
 
     # --- lifetime -------------------------------------------------------------------------------
 
@@ -233,7 +262,7 @@ class Exchange:
         """The peer reset the stream or the connection closed."""
         if self.aborted:
             return
-        self.aborted = True
+        self.state = ExchangeState.ABORTED
         self._wake_reader()
         if self._writer is not None and not self._writer.done():
             self._writer.set_result(None)
@@ -253,13 +282,12 @@ class Exchange:
         """
         self.detached = True
         self._cleanup = cleanup
-        self.conn.long_lived()
+        self.port.long_lived()
 
     def end_detached(self) -> None:
         """We end a detached stream: finish our side, then clean up."""
-        if not (self.finished or self.aborted):
-            self.finished = True
-            self.conn.send(EndData(self.stream_id) if self.tunnel else EndBody(self.stream_id))
+        if self._done():
+            self.port.send(EndData(self.stream_id) if self.tunnel else EndBody(self.stream_id))
         self._finish_detached()
 
     def handler_finished(self) -> bool:
@@ -270,7 +298,7 @@ class Exchange:
         cleanup = self._cleanup
         if cleanup is None:
             return True
-        if not (self.aborted or self.finished):
+        if not self.over:
             return False
         self._cleanup = None
         cleanup()
@@ -285,7 +313,7 @@ class Exchange:
         finally:
             if self.handler_returned:  # else `handler_finished` reports it over
                 # The handler is long gone; otherwise `run_exchange` finishes it on return.
-                self.conn.ctx.finish_exchange(self)
+                self.port.ctx.finish_exchange(self)
 
     @property
     def duration(self) -> float:

@@ -1,7 +1,9 @@
 """Start and stop a whole bridge: listeners, the shared context, signals, graceful shutdown.
 
-`Bridge` is used by `bridge serve` and, in-process, by the tests and benchmarks (bind port 0,
-read `ports`, `await stop()`).
+A `Bridge` is made by the composition root (`bridge.app.create_bridge`) with the parts that
+answer requests already built; it owns what is about sockets and the process: listeners, TLS,
+the access log, signals and the graceful stop. Used by `bridge serve` and, in-process, by the
+tests and benchmarks (bind port 0, read `ports`, `await stop()`).
 """
 
 from __future__ import annotations
@@ -14,34 +16,36 @@ import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import settings
 from ..accesslog import AccessLog, install_sigusr1
 from ..certs import ensure_dev_certs
-from ..handlers.proxy import ProxyHandler
-from ..handlers.router import Router
 from ..routing.model import Address, Config
-from ..upstream.client import UpstreamPool
 from .connection import ServerConnection
 from .context import ServerContext
 from .tls import server_context
+
+if TYPE_CHECKING:
+    from ..handlers.router import Router
+    from ..hub.hub import Hub
+    from ..upstream.client import UpstreamPool
 
 log = logging.getLogger("bridge")
 
 
 class Bridge:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, pool: UpstreamPool, hub: Hub, handler: Router) -> None:
         self.config = config
         self.ports: dict[str, int] = {}
-        self.pool = UpstreamPool()
+        self.pool = pool
+        self.hub = hub
+        self.router = handler
         self.access_log: AccessLog | None = None
         self.context: ServerContext | None = None
-        self.router: Router | None = None
-        self.extensions: list[Callable[[Bridge], None]] = []
         self._servers: list[asyncio.AbstractServer] = []
         self._stopped = asyncio.Event()
         self.ssl_context: ssl.SSLContext | None = None
-        self.hub: object | None = None
         self.reuse_port = False  # SO_REUSEPORT listeners (`--workers`: server/workers.py)
 
     def tls(self) -> ssl.SSLContext:
@@ -56,10 +60,6 @@ class Bridge:
         loop = asyncio.get_running_loop()
         self.access_log = AccessLog.open(config.access_log.path, config.access_log.format)
         install_sigusr1(loop, self.access_log)
-        proxy = ProxyHandler(self.pool, max_request_body=config.limits.max_request_body)
-        self.router = Router(config, proxy)
-        for extend in self.extensions:
-            extend(self)
         self.context = ServerContext(
             limits=config.limits, handler=self.router, access_log=self.access_log
         )
@@ -109,9 +109,7 @@ class Bridge:
         ctx = self.context
         for server in self._servers:
             server.close()
-        hub_close = getattr(self.hub, "close", None)
-        if hub_close is not None:
-            await hub_close()  # stream subscribers end now (WebSocket 1001), not at the deadline
+        await self.hub.close()  # stream subscribers end now (WebSocket 1001), not at the deadline
         if ctx is not None:
             ctx.shutting_down = True
             for conn in list(ctx.connections):

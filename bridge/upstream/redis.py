@@ -201,7 +201,8 @@ class RedisBroker:
         self._down_since: float | None = None
         self._logged_at = -settings.BROKER_ERROR_LOG_INTERVAL
         self._closed = False
-        self.commands = 0  # round trips sent (the benchmark's O(processes) check)
+        self.commands = 0  # round trips sent
+        self._hello_pending = False
 
     # --- Redis calls ----------------------------------------------------------------------------
 
@@ -254,7 +255,14 @@ class RedisBroker:
         return task
 
     def start(self) -> None:
-        """Check Redis once now (a clear log line at startup), without delaying the start."""
+        """Check Redis now (a clear log line at startup), without delaying the start; built
+        before the event loop runs, the check waits for the first subscriber."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._hello_pending = True
+            return
+        self._hello_pending = False
         self._spawn(self._hello(), "broker hello")
 
     async def _hello(self) -> None:
@@ -276,6 +284,8 @@ class RedisBroker:
         self.keys[key] = k
         self._streams[k.items] = k
         self._streams[k.status] = k
+        if self._hello_pending:
+            self.start()
         k.join = self._spawn(self._join(k), f"broker join {key}")
         if self._reader is None:
             self._reader = self._spawn(self._read_loop(), "broker read")

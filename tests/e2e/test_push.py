@@ -9,6 +9,7 @@ import contextlib
 import gzip
 import json
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,14 @@ import h2.exceptions
 import h2.settings
 import h11
 
-from tests.support.harness import config_text, raw_exchange, require_tool, run, running_bridge
+from tests.support.harness import (
+    Running,
+    config_text,
+    raw_exchange,
+    require_tool,
+    run,
+    running_bridge,
+)
 from tests.support.origin import Origin, OriginRequest, etag_of
 
 CSS = b"body { color: #123; }\n" * 50
@@ -250,6 +258,17 @@ def access_log(directory: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+@contextlib.asynccontextmanager
+async def push_site(certs: Path) -> AsyncIterator[tuple[Origin, Running]]:
+    """The site of `serve_site` on a loopback origin, and a bridge with ROUTES in front of it."""
+    async with Origin() as origin:
+        serve_site(origin)
+        async with running_bridge(
+            config_text(ROUTES, upstream_url=origin.url, certs=certs), certs
+        ) as b:
+            yield origin, b
+
+
 async def settle(condition, what: str) -> None:  # type: ignore[no-untyped-def]
     """Wait (bounded) for something bridge does after the client has what it needs."""
     for _ in range(200):
@@ -366,43 +385,35 @@ def test_cookie_suppresses_a_second_push_and_a_changed_asset_is_pushed_again(
 
 def test_cookie_stays_bounded(certs: Path) -> None:
     async def body() -> None:
-        async with Origin() as origin:
-            serve_site(origin)
-            async with running_bridge(
-                config_text(ROUTES, upstream_url=origin.url, certs=certs), certs
-            ) as b:
-                old = ".".join(f"{i:08x}" for i in range(100))
-                page = H2Page(cookie=f"bridge_pushed={old}; other=1")
-                await page.load(b.ports["https"], b.client_ssl(("h2",)))
-                assert page.pushed_paths == [b"/static/app.css", b"/static/app.js"]
-                cookie = page.cookie_set
-                assert cookie is not None
-                tags = cookie.split("=", 1)[1].split(".")
-                assert len(tags) == 32
-                assert tags[:30] == [f"{i:08x}" for i in range(70, 100)]  # oldest dropped
-                # the two new tags are the versions just pushed: they suppress the next push
-                again = H2Page(cookie=cookie)
-                await again.load(b.ports["https"], b.client_ssl(("h2",)))
-                assert again.pushed_paths == []
+        async with push_site(certs) as (_origin, b):
+            old = ".".join(f"{i:08x}" for i in range(100))
+            page = H2Page(cookie=f"bridge_pushed={old}; other=1")
+            await page.load(b.ports["https"], b.client_ssl(("h2",)))
+            assert page.pushed_paths == [b"/static/app.css", b"/static/app.js"]
+            cookie = page.cookie_set
+            assert cookie is not None
+            tags = cookie.split("=", 1)[1].split(".")
+            assert len(tags) == 32
+            assert tags[:30] == [f"{i:08x}" for i in range(70, 100)]  # oldest dropped
+            # the two new tags are the versions just pushed: they suppress the next push
+            again = H2Page(cookie=cookie)
+            await again.load(b.ports["https"], b.client_ssl(("h2",)))
+            assert again.pushed_paths == []
 
     run(body())
 
 
 def test_no_push_with_enable_push_0_and_no_cookie_claiming_it(certs: Path) -> None:
     async def body() -> None:
-        async with Origin() as origin:
-            serve_site(origin)
-            async with running_bridge(
-                config_text(ROUTES, upstream_url=origin.url, certs=certs), certs
-            ) as b:
-                page = H2Page(enable_push=False)
-                await page.load(b.ports["https"], b.client_ssl(("h2",)))
-                assert page.promises == {} and page.wire.on(1, PUSH_PROMISE) == []
-                assert page.bodies[1] == b"<html>page</html>"
-                assert page.informational  # preload hints still sent
-                assert b"rel=preload" in page.final_headers[b"link"]
-                assert page.cookie_set is None  # nothing was pushed, so nothing is claimed
-                assert origin.count("/static/") == 0  # and nothing fetched for it
+        async with push_site(certs) as (origin, b):
+            page = H2Page(enable_push=False)
+            await page.load(b.ports["https"], b.client_ssl(("h2",)))
+            assert page.promises == {} and page.wire.on(1, PUSH_PROMISE) == []
+            assert page.bodies[1] == b"<html>page</html>"
+            assert page.informational  # preload hints still sent
+            assert b"rel=preload" in page.final_headers[b"link"]
+            assert page.cookie_set is None  # nothing was pushed, so nothing is claimed
+            assert origin.count("/static/") == 0  # and nothing fetched for it
 
     run(body())
 
@@ -465,40 +476,30 @@ def test_a_reset_pushed_stream_stops_and_the_shared_fetch_survives(certs: Path) 
 
 def test_a_failed_asset_is_reset_not_pushed_as_an_error(certs: Path) -> None:
     async def body() -> None:
-        async with Origin() as origin:
-            serve_site(origin)
-            async with running_bridge(
-                config_text(ROUTES, upstream_url=origin.url, certs=certs), certs
-            ) as b:
-                page = H2Page()
-                await page.load(b.ports["https"], b.client_ssl(("h2",)), "/missing")
-                assert page.bodies[1] == b"<html>page</html>"
-                gone = next(
-                    s for s, r in page.promises.items() if r[b":path"].endswith(b"gone.css")
-                )
-                assert page.wire.on(gone, HEADERS) == []  # no 404 the browser would cache
-                assert page.reset_by_server[gone] == h2.errors.ErrorCodes.CANCEL
-                assert page.pushed_body(b"/static/app.js") == JS
-                assert page.cookie_set is not None and len(page.cookie_set.split(".")) == 1
+        async with push_site(certs) as (_origin, b):
+            page = H2Page()
+            await page.load(b.ports["https"], b.client_ssl(("h2",)), "/missing")
+            assert page.bodies[1] == b"<html>page</html>"
+            gone = next(s for s, r in page.promises.items() if r[b":path"].endswith(b"gone.css"))
+            assert page.wire.on(gone, HEADERS) == []  # no 404 the browser would cache
+            assert page.reset_by_server[gone] == h2.errors.ErrorCodes.CANCEL
+            assert page.pushed_body(b"/static/app.js") == JS
+            assert page.cookie_set is not None and len(page.cookie_set.split(".")) == 1
 
     run(body())
 
 
 def test_asset_cache_fetches_once(certs: Path) -> None:
     async def body() -> None:
-        async with Origin() as origin:
-            serve_site(origin)
-            async with running_bridge(
-                config_text(ROUTES, upstream_url=origin.url, certs=certs), certs
-            ) as b:
-                for _ in range(20):
-                    page = H2Page()
-                    await page.load(b.ports["https"], b.client_ssl(("h2",)))
-                    assert page.pushed_body(b"/static/app.css") == CSS
-                    assert page.pushed_body(b"/static/app.js") == JS
-                assert origin.count("/static/app.css") == 1
-                assert origin.count("/static/app.js") == 1
-                assert origin.count("/") == 20 + 2
+        async with push_site(certs) as (origin, b):
+            for _ in range(20):
+                page = H2Page()
+                await page.load(b.ports["https"], b.client_ssl(("h2",)))
+                assert page.pushed_body(b"/static/app.css") == CSS
+                assert page.pushed_body(b"/static/app.js") == JS
+            assert origin.count("/static/app.css") == 1
+            assert origin.count("/static/app.js") == 1
+            assert origin.count("/") == 20 + 2
 
     run(body())
 
@@ -533,47 +534,39 @@ def test_asset_cache_keeps_variants_apart(certs: Path) -> None:
 
 def test_push_auto_learns_from_preload_links(certs: Path) -> None:
     async def body() -> None:
-        async with Origin() as origin:
-            serve_site(origin)
-            async with running_bridge(
-                config_text(ROUTES, upstream_url=origin.url, certs=certs), certs
-            ) as b:
-                first = H2Page()
-                await first.load(b.ports["https"], b.client_ssl(("h2",)), "/auto")
-                assert first.pushed_paths == [] and first.informational == []
-                second = H2Page()
-                await second.load(b.ports["https"], b.client_ssl(("h2",)), "/auto")
-                # same-origin only, and not what the page marked `nopush`
-                assert second.pushed_paths == [b"/static/app.css"]
-                assert second.pushed_body(b"/static/app.css") == CSS
-                hint = second.informational[0][b"link"]
-                assert hint == b"</static/app.css>; rel=preload; as=style"
-                # the upstream's own Link already names the asset: not added twice
-                assert second.final_headers[b"link"].count(b"/static/app.css") == 1
+        async with push_site(certs) as (_origin, b):
+            first = H2Page()
+            await first.load(b.ports["https"], b.client_ssl(("h2",)), "/auto")
+            assert first.pushed_paths == [] and first.informational == []
+            second = H2Page()
+            await second.load(b.ports["https"], b.client_ssl(("h2",)), "/auto")
+            # same-origin only, and not what the page marked `nopush`
+            assert second.pushed_paths == [b"/static/app.css"]
+            assert second.pushed_body(b"/static/app.css") == CSS
+            hint = second.informational[0][b"link"]
+            assert hint == b"</static/app.css>; rel=preload; as=style"
+            # the upstream's own Link already names the asset: not added twice
+            assert second.final_headers[b"link"].count(b"/static/app.css") == 1
 
     run(body())
 
 
 def test_upstream_links_win_and_ours_fill_in(certs: Path) -> None:
     async def body() -> None:
-        async with Origin() as origin:
-            serve_site(origin)
-            async with running_bridge(
-                config_text(ROUTES, upstream_url=origin.url, certs=certs), certs
-            ) as b:
-                page = H2Page()
-                await page.load(b.ports["https"], b.client_ssl(("h2",)), "/own")
-                final = [
-                    v
-                    for e in page.events
-                    if isinstance(e, h2.events.ResponseReceived) and e.stream_id == 1
-                    for n, v in e.headers
-                    if n == b"link"
-                ]
-                joined = b", ".join(final)
-                assert joined.count(b"/static/app.css") == 1
-                assert b"</static/app.css>; rel=preload; as=style; crossorigin" in joined
-                assert b"</static/app.js>; rel=preload; as=script" in joined
+        async with push_site(certs) as (_origin, b):
+            page = H2Page()
+            await page.load(b.ports["https"], b.client_ssl(("h2",)), "/own")
+            final = [
+                v
+                for e in page.events
+                if isinstance(e, h2.events.ResponseReceived) and e.stream_id == 1
+                for n, v in e.headers
+                if n == b"link"
+            ]
+            joined = b", ".join(final)
+            assert joined.count(b"/static/app.css") == 1
+            assert b"</static/app.css>; rel=preload; as=style; crossorigin" in joined
+            assert b"</static/app.js>; rel=preload; as=script" in joined
 
     run(body())
 
@@ -667,24 +660,20 @@ def test_nghttp_sees_push_promises(certs: Path) -> None:
     nghttp = require_tool("nghttp")
 
     async def body() -> None:
-        async with Origin() as origin:
-            serve_site(origin)
-            async with running_bridge(
-                config_text(ROUTES, upstream_url=origin.url, certs=certs), certs
-            ) as b:
-                proc = await asyncio.create_subprocess_exec(
-                    nghttp,
-                    "-nv",
-                    f"https://localhost:{b.ports['https']}/",
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.STDOUT,
-                )
-                out, _ = await asyncio.wait_for(proc.communicate(), 20)
-                text = out.decode(errors="replace")
-                assert proc.returncode == 0, text[-2000:]
-                assert text.count("recv PUSH_PROMISE frame") == 2, text[-2000:]
-                assert ":path: /static/app.css" in text
-                assert ":path: /static/app.js" in text
-                assert ":status: 103" in text
+        async with push_site(certs) as (_origin, b):
+            proc = await asyncio.create_subprocess_exec(
+                nghttp,
+                "-nv",
+                f"https://localhost:{b.ports['https']}/",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            out, _ = await asyncio.wait_for(proc.communicate(), 20)
+            text = out.decode(errors="replace")
+            assert proc.returncode == 0, text[-2000:]
+            assert text.count("recv PUSH_PROMISE frame") == 2, text[-2000:]
+            assert ":path: /static/app.css" in text
+            assert ":path: /static/app.js" in text
+            assert ":status: 103" in text
 
     run(body())

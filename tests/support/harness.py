@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.app import install
+from bridge.app import create_bridge
 from bridge.routing.config import load_config
 from bridge.server.run import Bridge
 
@@ -73,8 +73,7 @@ async def running_bridge(text: str, certs: Path) -> AsyncIterator[Running]:
     try:
         path = directory / "routes.yaml"
         path.write_text(text)
-        bridge = Bridge(load_config(path))
-        install(bridge)
+        bridge = create_bridge(load_config(path))
         await bridge.start()
         try:
             yield Running(bridge, certs / "ca.crt", directory)

@@ -23,6 +23,7 @@ from wsproto.events import BytesMessage, Ping, TextMessage
 
 from bridge.errors import ErrorCode
 from bridge.events import Headers
+from bridge.framing import UNFRAMED
 from bridge.hub.clock import VirtualClock, wait_future
 from bridge.hub.hub import Hub
 from bridge.hub.item import Format
@@ -176,6 +177,8 @@ def refused() -> UpstreamUnreachable:
 class MemorySink:
     """A subscriber's connection in memory. `stalled`: the peer reads nothing, so every byte
     stays buffered until `drain()`, which then tells the subscription (as the server does)."""
+
+    framing = UNFRAMED
 
     def __init__(self, *, stalled: bool = False) -> None:
         self.writes: list[bytes] = []

@@ -19,12 +19,14 @@ from wsproto.events import BytesMessage, TextMessage
 
 from bridge import settings
 from bridge.errors import ErrorCode, StreamError
+from bridge.framing import UNFRAMED
 from bridge.hub.backoff import Backoff, parse_retry_after
 from bridge.hub.clock import VirtualClock
 from bridge.hub.diff import apply_merge_patch, merge_patch
 from bridge.hub.hub import Hub
-from bridge.hub.item import Format, Item
+from bridge.hub.item import Format, Item, slot
 from bridge.hub.render import sse_frame
+from bridge.protocol.http1 import CHUNKED
 from bridge.routing.model import LongPoll, Route, StreamSpec, Upstream
 from bridge.settings import Limits
 from tests.support.sse import SseParser
@@ -65,6 +67,8 @@ class Script:
 
 
 class Sink:
+    framing = UNFRAMED
+
     def __init__(self, limit_stuck: bool = False) -> None:
         self.data = bytearray()
         self.stuck = limit_stuck
@@ -415,7 +419,8 @@ def test_websocket_frames_parse_back(body: bytes) -> None:
 def test_item_renders_once_per_format() -> None:
     item = Item("1-1", "e", b"x")
     assert item.render(Format.SSE) is item.render(Format.SSE)
-    assert item.render(Format.SSE_CHUNKED) == b"%x\r\n%s\r\n" % (
+    chunked = slot(Format.SSE, CHUNKED)
+    assert item.render(chunked) == b"%x\r\n%s\r\n" % (
         len(item.render(Format.SSE)),
         item.render(Format.SSE),
     )

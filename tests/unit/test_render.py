@@ -11,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from wsproto.events import BytesMessage, Ping, TextMessage
 
-from bridge.hub.item import HEARTBEAT, Format, Item
-from bridge.hub.render import chunk, sse_frame, sse_retry, ws_envelope, ws_frame
+from bridge.hub.item import HEARTBEAT, Format, Item, slot
+from bridge.hub.render import sse_frame, sse_retry, ws_envelope, ws_frame
+from bridge.protocol.http1 import CHUNKED, chunk
 from tests.support.sse import SseEvent, SseParser, parse
 from tests.unit.hubfakes import unchunk, ws_messages
 
@@ -161,10 +162,16 @@ def test_chunk_framing(data: bytes) -> None:
 
 
 def test_chunked_sse_is_the_sse_frame_as_one_chunk() -> None:
+    """HTTP/1.1's shared framing is cached beside the plain rendering, framed once."""
     item = Item("1-1", "price", b'{"p":1}\r\n{"q":2}')
     sse = item.render(Format.SSE)
-    assert item.render(Format.SSE_CHUNKED) == b"%x\r\n%s\r\n" % (len(sse), sse)
-    assert unchunk(HEARTBEAT.render(Format.SSE_CHUNKED)) == b":\n\n"
+    chunked = slot(Format.SSE, CHUNKED)
+    assert chunked != Format.SSE
+    assert item.render(chunked) == b"%x\r\n%s\r\n" % (len(sse), sse)
+    assert item.render(chunked) is item.render(chunked)
+    assert unchunk(HEARTBEAT.render(chunked)) == b":\n\n"
+    ws = slot(Format.WS_ENVELOPE, CHUNKED)
+    assert unchunk(item.render(ws)) == item.render(Format.WS_ENVELOPE)
 
 
 # --- WebSocket ------------------------------------------------------------------------------------
@@ -251,7 +258,7 @@ def test_an_item_renders_once_per_format_and_releases_when_superseded() -> None:
     assert (snapshot.id, snapshot.event, snapshot.data) == ("1-1", "snapshot", b'{"a":1}')
     assert item.as_snapshot("snapshot") is snapshot  # shared by every newcomer
     item.release()
-    assert item.rendered == [None] * len(Format)
+    assert not any(item.rendered)
     assert not item.has_state
     with pytest.raises(ValueError):
         item.as_snapshot("snapshot")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import ErrorCode
+from .errors import ErrorCode
 
 
 def error_body(code: ErrorCode, detail: str = "") -> bytes:
