@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -316,3 +317,49 @@ def test_the_leader_keeps_polling_while_another_process_is_interested() -> None:
                 assert [value(e) for e in await until(other, 1)] == [1]
 
     run(body(), timeout=60)
+
+
+def test_a_stalled_process_catches_up_from_the_stream_on_a_patch_stream() -> None:
+    async def body() -> None:
+        async with cluster(2) as (_redis, upstream, nodes), httpx.AsyncClient(timeout=10) as client:
+            feed = Feed(upstream, "/feed/p")
+            async with contextlib.AsyncExitStack() as stack:
+                subs = [
+                    await stack.enter_async_context(sse(client, node.url("/patch/p")))
+                    for node in nodes
+                ]
+                assert [(await s.next_event()).event for s in subs] == ["snapshot", "snapshot"]
+                lead = await leader(nodes)
+                index = 1 - nodes.index(lead)
+                follower, late = nodes[index], subs[index]
+                assert follower.proc is not None
+                # The follower stops reading Redis for a while (SIGSTOP) as the stream moves on.
+                follower.proc.send_signal(signal.SIGSTOP)
+                try:
+                    for n in (1, 2, 3):
+                        feed.set(n)
+                        await until_patch(subs[1 - index], n)
+                finally:
+                    follower.proc.send_signal(signal.SIGCONT)
+                # It catches up from the stream: every patch, in order, none repeated or lost.
+                events = [await late.next_event(timeout=15) for _ in range(3)]
+                assert [e.event for e in events] == ["patch"] * 3
+                ids = [e.id for e in events]
+                assert ids == sorted(ids) and len(set(ids)) == 3
+                assert [json.loads(e.data) for e in events] == [
+                    [{"op": "replace", "path": "/n", "value": n}] for n in (1, 2, 3)
+                ]
+                assert await late.no_event(0.5)
+                # A plain GET on the follower answers the whole state the leader computed.
+                plain = await client.get(follower.url("/patch/p"))
+                assert plain.status_code == 200 and plain.json() == {"n": 3}
+
+    run(body(), timeout=60)
+
+
+async def until_patch(sub: SseSubscriber, wanted: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        event = await sub.next_event(timeout=max(0.1, deadline - time.monotonic()))
+        if event.event == "patch" and json.loads(event.data)[-1].get("value") == wanted:
+            return

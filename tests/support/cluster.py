@@ -210,4 +210,12 @@ routes:
       every: 0.2s
       heartbeat: 0.5s
       history: 50
+  - path: /patch/{{name}}
+    stream:
+      upstream: app
+      poll: /feed/{{name}}
+      every: 0.2s
+      emit: patch
+      heartbeat: 0.5s
+      history: 50
 {extra}"""
