@@ -13,7 +13,8 @@ keys share a slot and the Lua scripts below may touch them together):
   added by a script that first checks the lease (fencing: a deposed leader cannot publish) with
   `XADD … MAXLEN ~ history`, and the stream expires a day after its last change.
 - `bridge:{K}:status` — the leader's poll outcomes (failures, recovery), so a plain GET waiting
-  on a follower gives up as soon as the upstream fails, like it does on the leader.
+  on a follower gives up as soon as the upstream fails, like it does on the leader. Kept
+  short (`BROKER_STATUS_KEEP`) and expiring like the records.
 - `bridge:{K}:interest` — a sorted set: process → expiry (now + a few leases), refreshed while
   the process has the channel. The leader's channel keeps lingering while any other process is
   interested: the linger works cluster-wide.
@@ -505,16 +506,12 @@ class RedisBroker:
             b"detail": status.detail,
             b"by": self.instance,
         }
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(k.status, fields, maxlen=settings.BROKER_STATUS_KEEP, approximate=True)  # type: ignore[arg-type]
+        pipe.pexpire(k.status, int(settings.BROKER_STREAM_TTL * 1000))  # like the records
         try:
             with contextlib.suppress(BrokerUnavailable, ResponseError):
-                await self._call(
-                    self.redis.xadd(
-                        k.status,
-                        fields,  # type: ignore[arg-type]
-                        maxlen=settings.BROKER_STATUS_KEEP,
-                        approximate=True,
-                    )
-                )
+                await self._call(pipe.execute())
         finally:
             self._reports -= 1
 
