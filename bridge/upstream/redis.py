@@ -319,13 +319,13 @@ class RedisBroker:
                 entries = await self._entries(self.redis.xrevrange(k.items, count=k.history))
                 statuses = await self._entries(self.redis.xrevrange(k.status, count=1))
                 break
-            except BrokerUnavailable:
+            except (BrokerUnavailable, ResponseError):
                 if not k.ready.is_set() and time.monotonic() >= deadline:
                     k.listener.on_history(())
                     k.ready.set()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, settings.BROKER_RETRY_MAX)
-        records = [decode_record(fields) for _, fields in reversed(entries)]
+        records = [r for r in (self._decode(f) for _, f in reversed(entries)) if r is not None]
         k.status_cursor = statuses[0][0] if statuses else b"0-0"
         k.cursor = entries[0][0] if entries else b"0-0"
         if not k.ready.is_set():
@@ -341,6 +341,14 @@ class RedisBroker:
                 detail = statuses[0][1].get(b"detail", b"").decode("utf-8", "replace")
                 k.listener.on_status(Status(False, detail))
         self._joined.set()
+
+    def _decode(self, fields: dict[bytes, bytes]) -> Record | None:
+        """An entry as a record; None (logged) for one bridge did not write."""
+        try:
+            return decode_record(fields)
+        except (KeyError, ValueError):  # UnicodeDecodeError is a ValueError
+            self.log.warning("broker: skipping a malformed stream entry (fields %s)", list(fields))
+            return None
 
     def _advance(self, k: _Key, entry_id: bytes) -> bool:
         """Move the key's cursor to `entry_id` if that is later; False if it is not."""
@@ -378,7 +386,10 @@ class RedisBroker:
                 delay = min(delay * 2, settings.BROKER_RETRY_MAX)
                 continue
             delay = settings.BROKER_RETRY_BASE
-            self._deliver(reply)
+            try:
+                self._deliver(reply)
+            except Exception:  # a bug in one channel must not stop every key's reads
+                self.log.exception("broker: delivering records failed")
 
     def _deliver(self, reply: Any) -> None:
         pairs = reply.items() if isinstance(reply, dict) else (reply or ())
@@ -388,8 +399,8 @@ class RedisBroker:
                 continue  # left while the read was out
             if name == k.items:
                 for entry_id, fields in entries:
-                    if self._advance(k, entry_id):
-                        k.listener.on_record(decode_record(fields))
+                    if self._advance(k, entry_id) and (record := self._decode(fields)):
+                        k.listener.on_record(record)
             else:
                 for entry_id, fields in entries:
                     k.status_cursor = entry_id
@@ -406,8 +417,8 @@ class RedisBroker:
                 self.redis.xrange(k.items, min=b"(" + k.cursor, count=settings.BROKER_READ_COUNT)
             )
         for entry_id, fields in entries:
-            if self._advance(k, entry_id):
-                k.listener.on_record(decode_record(fields))
+            if self._advance(k, entry_id) and (record := self._decode(fields)):
+                k.listener.on_record(record)
         if k.cursor is None:
             k.cursor = b"0-0"
 

@@ -363,3 +363,27 @@ async def until_patch(sub: SseSubscriber, wanted: int, timeout: float = 15.0) ->
         event = await sub.next_event(timeout=max(0.1, deadline - time.monotonic()))
         if event.event == "patch" and json.loads(event.data)[-1].get("value") == wanted:
             return
+
+
+def test_a_foreign_entry_in_the_stream_is_skipped_and_the_stream_goes_on() -> None:
+    async def body() -> None:
+        async with cluster(2) as (redis, upstream, nodes), httpx.AsyncClient(timeout=10) as client:
+            feed = Feed(upstream, "/feed/j")
+            async with contextlib.AsyncExitStack() as stack:
+                subs = [
+                    await stack.enter_async_context(sse(client, node.url("/feed/j")))
+                    for node in nodes
+                ]
+                first = [await s.next_event() for s in subs]
+                (stream,) = await asyncio.to_thread(nodes[0].streams)
+                # Something else writes to bridge's stream, with a later id than bridge's own.
+                reply = redis.command("XADD", f"bridge:{{{stream['key']}}}:items", "*", "junk", "1")
+                assert not reply.startswith("-"), reply
+                feed.set(1)
+                for sub in subs:
+                    got = await until(sub, 1, timeout=20)
+                    assert [value(e) for e in got] == [1]
+                    assert got[0].id > first[0].id
+                assert all("malformed stream entry" in node.log() for node in nodes)
+
+    run(body(), timeout=60)
