@@ -28,6 +28,9 @@ class Limits:
     max_snapshot: int = 1 * MB
     subscriber_buffer: int = 256 * KB
     h2_max_concurrent_streams: int = 128
+    # Live channels (upstream pollers) of one route: every distinct path parameter or `vary`
+    # value is one, so without a cap each unauthenticated request could start a poller.
+    max_channels_per_route: int = 1000
 
 
 # --- request heads -------------------------------------------------------------------------
@@ -51,6 +54,15 @@ H2_MAX_FRAME_SIZE = 16 * KB
 # Rapid reset (CVE-2023-44487): more resets than this within the window is abuse.
 H2_MAX_RESETS = 200
 H2_RESET_WINDOW = 10.0
+# PING and SETTINGS floods (CVE-2019-9512 / -9515; PRIORITY and empty DATA frames are counted
+# too, -9513 / -9518): each frame costs ~15 µs of h2's time and PING/SETTINGS queue an ACK.
+# A client keeping a connection alive pings every few seconds, sends SETTINGS a handful of
+# times and PRIORITY a few per request; more than this many within the window gets GOAWAY
+# ENHANCE_YOUR_CALM before h2 sees the frames, so one connection's work per window is bounded (nginx and Envoy
+# close on floods the same way). Besides this, an HTTP/2 connection stops reading while its
+# write buffer is above WRITE_HIGH_WATER, so the ACKs of a client that never reads stay bounded.
+H2_MAX_CONTROL_FRAMES = 1000
+H2_CONTROL_WINDOW = 10.0
 
 # --- the garbage collector ----------------------------------------------------------------
 # gc.set_threshold for `bridge serve` (CPython's default is 700, 10, 10); see server/run.py.
@@ -72,8 +84,22 @@ LINGER_TIMEOUT = 2.0  # closed after this long without a byte from the peer
 LINGER_MAX = 10.0  # and after this long in all
 CLOSE_TIMEOUT = 5.0  # WebSocket close handshake
 
+# --- WebSocket frames from clients -------------------------------------------------------------
+# A fragment bomb (thousands of empty or 1-byte continuation frames) costs wsproto's time per
+# frame while the message stays under max_ws_message: past this many frames one message is
+# closed 1009. A 1 MB message in 1 KiB fragments is 1024 frames.
+WS_MAX_FRAGMENTS = 1024
+# Frames of any kind (pings included) per window from one client; beyond it the connection is
+# closed 1008 at once, without waiting for the close handshake (RFC 6455 §7.1.7).
+WS_MAX_FRAMES = 4096
+WS_FRAME_WINDOW = 1.0
+
 # --- streams -----------------------------------------------------------------------------------
 STREAM_LINGER = 5.0  # a channel keeps polling this long after its last subscriber leaves
+# ... but one that only plain GETs have asked for (no subscriber ever came) stops this soon
+# after the last GET: long enough for a page's GET-then-subscribe, too short to be a way of
+# making bridge poll the upstream for an attacker.
+GET_LINGER = 1.0
 BACKOFF_BASE = 1.0
 BACKOFF_MAX = 30.0
 RETRY_AFTER_MAX = 600.0

@@ -63,6 +63,10 @@ class ExchangeSink:
         self.closed = True
         self.write = _discard
         self._early.clear()
+        # `close` does nothing from now on, so the handler's end callback is not needed; kept,
+        # it is a reference cycle (the handler's session holds this sink) and the closed
+        # connection behind it would wait for a full collection.
+        self._end = _ignore_end
 
     def close(self, final: bytes | None = b"") -> None:
         """Write `final` (an SSE `retry:` hint), then let the handler end the stream."""
@@ -80,6 +84,10 @@ class ExchangeSink:
 
 def _discard(data: bytes) -> None:
     """Writes after close go nowhere: the subscriber is being removed."""
+
+
+def _ignore_end(final: bytes | None) -> None:
+    """A detached sink's end callback."""
 
 
 def finish_subscription(exchange: Exchange, subscription: Subscription) -> None:

@@ -82,6 +82,10 @@ class WebSocketSession:
         self.state = WsState.OPEN
         self.message: list[bytes | str] = []
         self.message_size = 0
+        self.fragments = 0  # frames of the message being received
+        self.frames = 0  # frames received in the current `WS_FRAME_WINDOW`
+        self.window_end = 0.0
+        self.pong: Pong | None = None  # the answer to the latest ping of a read (see below)
         self.outbox: asyncio.Queue[TextMessage | BytesMessage] = asyncio.Queue(MAX_IN_FLIGHT)
         self.heard = True  # anything received since the last liveness check
         self.sink: ExchangeSink
@@ -111,6 +115,7 @@ class WebSocketSession:
             if worker is not None:
                 worker.cancel()
             finish_subscription(exchange, subscription)
+            sink.detach()  # and so lets go of this session (see ExchangeSink.detach)
         if not exchange.aborted:
             await exchange.end()
 
@@ -124,6 +129,12 @@ class WebSocketSession:
             self.state = WsState.CLOSING
             self.sink.detach()  # no hub frame may follow our close frame (RFC 6455 §5.5.1)
             self._write(CloseConnection(code=code, reason=reason))
+
+    def fail(self, code: int, reason: str) -> None:
+        """Close frame, then drop the connection without waiting for the answer: RFC 6455
+        §7.1.7 "Fail the WebSocket Connection", for a client that is flooding us."""
+        self.close(code, reason)
+        self.state = WsState.CLOSED
 
     def _lagging_close(self, final: bytes | None) -> None:
         if final is None:
@@ -164,10 +175,26 @@ class WebSocketSession:
                 return
             self.heard = True
             self.ws.receive_data(data)
+            now = exchange.port.loop.time()
+            if now >= self.window_end:
+                self.window_end = now + settings.WS_FRAME_WINDOW
+                self.frames = 0
             for event in self.ws.events():
+                self.frames += 1
+                if self.frames > settings.WS_MAX_FRAMES:
+                    self.fail(CloseReason.POLICY_VIOLATION, "too many frames")
+                    return
                 await self._on_event(event)
                 if self.state is WsState.CLOSED:
                     break
+            pong, self.pong = self.pong, None
+            if pong is not None and self.state is WsState.OPEN:
+                # RFC 6455 §5.5.3: with several pings unanswered, a pong to the most recent
+                # one is enough; a read full of pings costs one pong, not thousands.
+                self._write(pong)
+            # Our pongs and `send:` answers go to a client that may not be reading: while
+            # what we queued for it is over the high watermark, read nothing more from it.
+            await exchange.drain()
 
     async def _on_event(self, event: object) -> None:
         if isinstance(event, (TextMessage, BytesMessage)):
@@ -177,12 +204,20 @@ class WebSocketSession:
                 bytes(event.data) if isinstance(event.data, bytearray) else event.data
             )
             self.message_size += len(event.data)
+            self.fragments += 1
+            if self.fragments > settings.WS_MAX_FRAGMENTS:
+                # Each frame costs parsing however small: a message in a million 1-byte (or
+                # empty) fragments is too big in frames long before it is in bytes.
+                self.message.clear()
+                self.fail(CloseReason.MESSAGE_TOO_BIG, "too many fragments")
+                return
             if self.message_size > self.handler.max_message:
                 self.message.clear()
                 self.close(CloseReason.MESSAGE_TOO_BIG, "message too big")
                 return
             if event.message_finished:
                 parts, self.message, self.message_size = self.message, [], 0
+                self.fragments = 0
                 if self.spec.send:
                     whole: TextMessage | BytesMessage
                     if isinstance(event, TextMessage):
@@ -191,12 +226,13 @@ class WebSocketSession:
                         whole = BytesMessage(data=b"".join(parts))  # type: ignore[arg-type]
                     try:
                         # A full queue stops reading: backpressure on the client, bounded.
-                        await asyncio.wait_for(self.outbox.put(whole), QUEUE_TIMEOUT)
+                        async with asyncio.timeout(QUEUE_TIMEOUT):  # not wait_for (3.11)
+                            await self.outbox.put(whole)
                     except TimeoutError:
                         self.close(CloseReason.POLICY_VIOLATION, "too many messages in flight")
         elif isinstance(event, Ping):
             if self.state is WsState.OPEN:  # wsproto sends no pong once we sent our close
-                self._write(event.response())
+                self.pong = event.response()  # written after this read's events
         elif isinstance(event, Pong):
             pass
         elif isinstance(event, CloseConnection):
@@ -239,7 +275,9 @@ class WebSocketSession:
                 log.exception("send: POST %s failed", target)
                 self.close(1011, "internal error")
                 return
-            if 200 <= status < 300 and answer and self.state is WsState.OPEN:
+            # Any 2xx is an answer, an empty body an empty message (an echo of an empty
+            # message is one); only 204 No Content says there is nothing to send back.
+            if 200 <= status < 300 and status != 204 and self.state is WsState.OPEN:
                 if text:
                     self._write(TextMessage(data=answer.decode("utf-8", "replace")))
                 else:

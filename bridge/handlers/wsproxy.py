@@ -99,7 +99,8 @@ async def _relay(
             if not data:
                 return
             writer.write(data)
-            await asyncio.wait_for(writer.drain(), settings.SEND_TIMEOUT)
+            async with asyncio.timeout(settings.SEND_TIMEOUT):  # not wait_for (Exchange.receive)
+                await writer.drain()
 
     async def upstream_to_client() -> None:
         while True:

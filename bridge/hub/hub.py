@@ -6,6 +6,11 @@ channel and so one upstream poller (ROUTES.md "One upstream poll per stream") â€
 process, and through a cluster broker in every process, which all compute the same key. The
 hub is what handlers talk to: `subscribe` for SSE and WebSocket subscribers, `latest` and
 `wait_change` for plain GETs on a stream path.
+
+Keys come from the client, so the hub bounds what they can make bridge do upstream: at most
+`limits.max_channels_per_route` live channels per route (a new key beyond that is refused
+with 503 + Retry-After; existing keys are still served), and a channel that only plain GETs
+started stops `settings.GET_LINGER` after the last of them, not `STREAM_LINGER`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 import random
 from typing import Any
 
+from .. import settings
 from ..errors import ErrorCode, StreamError
 from ..events import Headers
 from ..routing.model import Route
@@ -50,6 +56,11 @@ class Hub:
         self.channels: dict[str, Channel] = {}
         self.subscriber_count = 0  # across all channels, kept up to date in O(1)
         self._last_epoch = 0
+        self._per_route: dict[int, int] = {}  # live channels per route index
+        # Channels only plain GETs have asked for: when the brief linger after the last GET
+        # ends (0.0 while one is still waiting), and the task that ends it.
+        self._unsubscribed: dict[Channel, float] = {}
+        self._brief_tasks: dict[Channel, asyncio.Task[None]] = {}
 
     # --- channels -------------------------------------------------------------------------------
 
@@ -71,6 +82,12 @@ class Hub:
         key = self.key(route, params, vary)
         channel = self.channels.get(key)
         if channel is None:
+            live = self._per_route.get(route.index, 0)
+            if live >= self.limits.max_channels_per_route:
+                raise StreamError(
+                    ErrorCode.OVERLOADED, "too many live streams on this route", self._retry()
+                )
+            self._per_route[route.index] = live + 1
             channel = Channel(
                 ChannelSpec(
                     route=route,
@@ -100,6 +117,12 @@ class Hub:
     def _forget(self, channel: Channel) -> None:
         if self.channels.get(channel.key) is channel:
             del self.channels[channel.key]
+            index = channel.route.index
+            self._per_route[index] = self._per_route.get(index, 1) - 1
+        self._unsubscribed.pop(channel, None)
+
+    def _retry(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", b"%d" % self.rng.randint(*OVERLOADED_RETRY))]
 
     def _left(self) -> None:
         self.subscriber_count -= 1
@@ -129,11 +152,9 @@ class Hub:
         if self.subscriber_count >= limits.max_subscribers or (
             existing is not None and len(existing.subscribers) >= limits.max_subscribers_per_stream
         ):
-            retry = b"%d" % self.rng.randint(*OVERLOADED_RETRY)
-            raise StreamError(
-                ErrorCode.OVERLOADED, "too many subscribers", [(b"retry-after", retry)]
-            )
+            raise StreamError(ErrorCode.OVERLOADED, "too many subscribers", self._retry())
         channel = existing or self._channel(route, params, vary)
+        self._unsubscribed.pop(channel, None)  # a subscriber: the channel lingers as usual
         subscription = channel.subscribe(sink, fmt, last_event_id)
         self.subscriber_count += 1
         return subscription
@@ -143,10 +164,13 @@ class Hub:
     ) -> Item | None:
         """The current snapshot for a plain GET (`Item.state` is the whole body). With no
         state yet, starts the channel and waits for its first answer (at most `timeout`;
-        None if it failed or did not come). The channel then lingers as usual."""
-        channel = self.channel(route, params, headers)
-        channel.touch()
-        return await channel.wait_ready(timeout)
+        None if it failed or did not come). A channel no subscriber has joined then stops
+        `settings.GET_LINGER` after the last such GET; a subscribed one lingers as usual."""
+        channel = self._for_get(route, params, headers)
+        try:
+            return await channel.wait_ready(timeout)
+        finally:
+            self._linger_briefly(channel)
 
     async def wait_change(
         self,
@@ -158,9 +182,51 @@ class Hub:
         timeout: float,
     ) -> Item | None:
         """`Prefer: wait=N`: the snapshot once its id differs from `after`; None on timeout."""
-        channel = self.channel(route, params, headers)
+        channel = self._for_get(route, params, headers)
+        try:
+            return await channel.wait_change(after, timeout)
+        finally:
+            self._linger_briefly(channel)
+
+    def _for_get(self, route: Route, params: dict[str, str], headers: Headers) -> Channel:
+        spec = route.stream
+        if spec is None:
+            raise ValueError(f"route {route.path} is not a stream")
+        vary = vary_headers(spec, headers)
+        channel = self.channels.get(self.key(route, params, vary))
+        if channel is None:
+            channel = self._channel(route, params, vary)
+            self._unsubscribed[channel] = 0.0
+        elif channel in self._unsubscribed:
+            self._unsubscribed[channel] = 0.0  # a GET in progress: no brief stop meanwhile
         channel.touch()
-        return await channel.wait_change(after, timeout)
+        return channel
+
+    def _linger_briefly(self, channel: Channel) -> None:
+        """A plain GET on a channel no subscriber has joined is over: stop it soon."""
+        if channel not in self._unsubscribed or channel.stopped:
+            return
+        self._unsubscribed[channel] = self.clock.now() + settings.GET_LINGER
+        if channel not in self._brief_tasks:
+            self._brief_tasks[channel] = asyncio.create_task(
+                self._brief_linger(channel), name=f"brief linger {channel.name}"
+            )
+
+    async def _brief_linger(self, channel: Channel) -> None:
+        try:
+            while not channel.stopped:
+                deadline = self._unsubscribed.get(channel)
+                if not deadline:
+                    return  # a subscriber came (normal linger), or a GET is still waiting
+                remaining = deadline - self.clock.now()
+                if remaining > 0:
+                    await self.clock.sleep(remaining)
+                    continue
+                if not channel.subscribers and not channel.waiters:
+                    channel.stop()
+                return
+        finally:
+            self._brief_tasks.pop(channel, None)
 
     def stats(self) -> list[dict[str, Any]]:
         """Per channel: key, subscribers, last id, polls, errors, state (admin /streams)."""
@@ -170,9 +236,14 @@ class Hub:
         """Stop every channel, ending their subscribers (server shutdown)."""
         channels = list(self.channels.values())
         tasks = [task for channel in channels for task in channel.tasks()]
+        for task in self._brief_tasks.values():
+            task.cancel()
+        tasks += self._brief_tasks.values()
         for channel in channels:
             channel.stop()
         self.channels.clear()
+        self._per_route.clear()
+        self._unsubscribed.clear()
         if tasks:
             await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
         await self.broker.close()

@@ -1,7 +1,10 @@
 """HTTP/2 server adapter: wire bytes <-> `bridge.events`, on h2, with no I/O.
 
 Outbound DATA only leaves within the peer's flow-control windows; what does not fit waits in
-a per-stream buffer that the server layer bounds (it stops writing when `pending()` is high).
+a per-stream buffer that the server layer bounds (a send waits until `pending()` is empty, so
+a stream whose window stays at zero holds one piece, at most `settings.BODY_CHUNK`). The queue
+keeps the handler's own bytes objects, not a copy, and is dropped with the stream and when the
+connection is lost (`release`), not left to the garbage collector.
 Inbound DATA is acknowledged only when the handler consumes it (`acknowledge`), so a slow
 upstream slows the client instead of filling our memory.
 """
@@ -18,6 +21,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hyperframe.frame import GoAwayFrame
 
 from .. import framing, settings
@@ -65,7 +69,11 @@ def _data_prefix(stream_id: int) -> bytes:
 
 @dataclass(slots=True)
 class _Stream:
-    pending: bytearray = field(default_factory=bytearray)
+    # Body bytes beyond the flow-control window: the senders' objects, the first one possibly
+    # a view of what is left of it after a partial frame.
+    # A list, not a deque: an empty deque is ~600 bytes, times 10,000 idle SSE streams.
+    pending: list[bytes | memoryview] = field(default_factory=list)
+    pending_size: int = 0
     end_pending: bool = False
     response_started: bool = False
     local_ended: bool = False
@@ -111,6 +119,12 @@ class Http2Protocol:
         self._streams: dict[int, _Stream] = {}
         self._closed = False
         self._resets: list[float] = []
+        # Frame boundaries of the inbound byte stream, walked ahead of h2 to count control
+        # frames (see `_control_flood`): bytes still to skip, and a frame header cut by a read.
+        self._walk_skip = len(PREFACE)
+        self._walk_carry = b""
+        self._control_count = 0
+        self._control_window_end = 0.0
         self.enable_push = enable_push
         self.requests = 0
 
@@ -119,6 +133,8 @@ class Http2Protocol:
     def receive_data(self, data: bytes) -> list[Event]:
         if self._closed:
             return []
+        if self._control_flood(data):
+            return self._go_away(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "control frame flood")
         try:
             h2_events = self._conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -238,6 +254,45 @@ class Http2Protocol:
             if now - resets[0] < settings.H2_RESET_WINDOW:
                 out.extend(self._go_away(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "rapid reset"))
 
+    def _control_flood(self, data: bytes) -> bool:
+        """Do the frames beginning in `data` that cost us work and carry nothing for a handler
+        take this connection past `H2_MAX_CONTROL_FRAMES` in the current window?
+
+        PING and SETTINGS that are not ACKs (each one answered: CVE-2019-9512 / -9515),
+        PRIORITY (CVE-2019-9513), and empty DATA frames that do not end their stream
+        (CVE-2019-9518). Counted from the 9-byte frame headers (RFC 9113 §4.1) before h2 parses
+        anything, so a flood costs a header walk, not h2's work and an answer per frame.
+        """
+        buf = self._walk_carry + data if self._walk_carry else data
+        pos = self._walk_skip
+        end = len(buf)
+        count = 0
+        while pos + 9 <= end:
+            length = int.from_bytes(buf[pos : pos + 3], "big")
+            kind = buf[pos + 3]
+            flags = buf[pos + 4]
+            # Types: DATA 0x0 (flag 0x1 END_STREAM), PRIORITY 0x2, SETTINGS 0x4 and PING 0x6
+            # (flag 0x1 ACK on both): RFC 9113 §6.1, §6.3, §6.5, §6.7.
+            if (
+                ((kind == 0x4 or kind == 0x6) and not flags & 0x1)
+                or kind == 0x2
+                or (kind == 0x0 and not length and not flags & 0x1)
+            ):
+                count += 1
+            pos += 9 + length
+        if pos >= end:
+            self._walk_skip, self._walk_carry = pos - end, b""
+        else:
+            self._walk_skip, self._walk_carry = 0, buf[pos:]
+        if not count:
+            return False
+        now = time.monotonic()
+        if now >= self._control_window_end:
+            self._control_window_end = now + settings.H2_CONTROL_WINDOW
+            self._control_count = 0
+        self._control_count += count
+        return self._control_count > settings.H2_MAX_CONTROL_FRAMES
+
     def _oversized_frame_pending(self) -> bool:
         """Does the incomplete frame h2 is buffering announce more than our MAX_FRAME_SIZE?"""
         pending = self._conn.incoming_buffer._data  # the partial frame h2 waits to complete
@@ -251,6 +306,12 @@ class Http2Protocol:
         # h2 caps CONTINUATION frames per header block; RFC 9113 §10.5 calls this abuse.
         if "continuation" in text.lower() or isinstance(exc, h2.exceptions.DenialOfServiceError):
             return self._go_away(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, text)
+        cause = exc.__cause__
+        if isinstance(cause, HPACKError) and not isinstance(cause, OversizedHeaderListError):
+            # h2 answers every HPACK failure with PROTOCOL_ERROR, but a header block that does
+            # not decode (a table-size update above our SETTINGS_HEADER_TABLE_SIZE, RFC 7541
+            # §4.2 and §6.3; a bad index or Huffman code) is a COMPRESSION_ERROR (RFC 9113 §4.3).
+            return self._go_away(h2.errors.ErrorCodes.COMPRESSION_ERROR, text)
         self._closed = True  # h2 has queued its own GOAWAY already
         return self._close_all(f"protocol error: {text}")
 
@@ -297,7 +358,8 @@ class Http2Protocol:
         conn = self._conn
         if isinstance(event, (Body, Data)):
             if event.data:
-                stream.pending += event.data
+                stream.pending.append(event.data)
+                stream.pending_size += len(event.data)
                 self._flush(sid, out)
         elif isinstance(event, Response):
             stream.response_started = True
@@ -318,7 +380,8 @@ class Http2Protocol:
                 body = error_body(event.code)
                 conn.send_headers(sid, self._head(event.code.status, error_headers(body)))
                 stream.response_started = True
-                stream.pending += body
+                stream.pending.append(body)
+                stream.pending_size += len(body)
                 stream.end_pending = True
                 self._flush(sid, out)
             else:
@@ -346,10 +409,16 @@ class Http2Protocol:
             window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
             if window <= 0:
                 return
-            size = min(window, len(pending))
-            last = size == len(pending) and stream.end_pending
-            conn.send_data(sid, bytes(pending[:size]), end_stream=last)
-            del pending[:size]
+            head = pending[0]
+            if len(head) <= window:
+                del pending[0]
+                piece = head
+            else:
+                view = memoryview(head)
+                piece, pending[0] = view[:window], view[window:]
+            stream.pending_size -= len(piece)
+            last = not pending and stream.end_pending
+            conn.send_data(sid, bytes(piece), end_stream=last)
             if last:
                 self._local_end(sid, out)
                 return
@@ -501,7 +570,7 @@ class Http2Protocol:
 
     def pending(self, stream_id: int) -> int:
         stream = self._streams.get(stream_id)
-        return len(stream.pending) if stream is not None else 0
+        return stream.pending_size if stream is not None else 0
 
     def send_window(self, stream_id: int) -> int:
         try:
@@ -521,6 +590,19 @@ class Http2Protocol:
 
     def data_to_send(self) -> bytes:
         return self._conn.data_to_send()
+
+    def release(self) -> None:
+        """The connection is gone: drop every stream's queued bytes and h2's unsent ones now.
+
+        What still refers to this adapter (exchanges, cancelled handler tasks) may live on in
+        reference cycles until a collection; the buffers must not live on with them.
+        """
+        self._closed = True
+        self._streams.clear()
+        self._conn.clear_outbound_data_buffer()
+        # h2's connection refers to itself (a frame-type -> bound-method table): cyclic
+        # garbage by construction. Nothing parses frames once closed, so drop the table.
+        self._conn._frame_dispatch_table = {}
 
     @property
     def closed(self) -> bool:

@@ -86,6 +86,7 @@ class ServerConnection(asyncio.BufferedProtocol):
         # written once at the end of the loop iteration (one syscall, one TLS record for all).
         self._batch: list[bytes] | None = None
         self._batch_bytes = 0
+        self._abort_timer: asyncio.TimerHandle | None = None  # see `_close_transport`
         self._linger_until = 0.0
         self.body_timeout = ctx.limits.header_timeout * 3
 
@@ -174,16 +175,35 @@ class ServerConnection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()  # a pending handle would keep this connection alive
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+            self._abort_timer = None
         if self.state is ConnState.OPEN:
             self.state = ConnState.CLOSING
         self.streams.abort_all()
+        if isinstance(self.adapter, Http2Protocol):
+            self.adapter.release()  # queued stream bytes go now, not at the next collection
+        # Break the cycles through this connection (dispatcher <-> us, transport <-> us, its
+        # protocol being us) so it is freed by reference counting when the loop lets go of
+        # the transport, with its TLS buffers: not at a full collection, which the raised GC
+        # thresholds (settings.GC_THRESHOLDS) make rare. Exchanges still finishing keep us
+        # alive as their port, without a cycle; with no transport, sends do nothing.
+        self.streams.release()
+        self.transport = None
         self.ctx.release(self)
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        if self.multiplexed:
+            # HTTP/2 answers some frames by itself (PING and SETTINGS ACKs): a client that
+            # sends them and never reads would grow our write buffer without end. Stop
+            # reading until it drains, as Envoy does above its high watermark.
+            self.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.multiplexed:
+            self.resume_reading()
         self.streams.writable()
 
     # --- dispatcher hooks -----------------------------------------------------------------------
@@ -290,10 +310,10 @@ class ServerConnection(asyncio.BufferedProtocol):
         return queued
 
     def congested(self, stream_id: int) -> bool:
+        # Any bytes still waiting for the stream's window: a stream kept at window zero holds
+        # the one piece it was given, not a second (issue 13: 300 stalled streams, 89 MiB).
         adapter = self.adapter
-        return self.write_paused or (
-            adapter is not None and adapter.pending(stream_id) > settings.BODY_CHUNK
-        )
+        return self.write_paused or (adapter is not None and adapter.pending(stream_id) > 0)
 
     def acknowledge(self, stream_id: int, size: int) -> None:
         if self.adapter is not None:
@@ -312,6 +332,8 @@ class ServerConnection(asyncio.BufferedProtocol):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
+        if self.write_paused and self.multiplexed:
+            return  # `resume_writing` resumes it (a consumed body must not undo the pause)
         if self._reading_paused and self.transport is not None and self.state is ConnState.OPEN:
             self._reading_paused = False
             self.transport.resume_reading()
@@ -419,7 +441,13 @@ class ServerConnection(asyncio.BufferedProtocol):
             return  # the linger timer or the peer's EOF closes it
         adapter = self.adapter
         if adapter is None or not adapter.peer_sending:
+            # Asked before closing: a closed (or lost) asyncio TLS transport cannot tell.
+            unsent = 0 if transport.is_closing() else transport.get_write_buffer_size()
             transport.close()
+            if unsent and self._abort_timer is None:
+                # A closed transport still waits to write what is buffered; a peer that reads
+                # nothing (a flood of PINGs whose ACKs it never takes) would keep it for ever.
+                self._abort_timer = self.loop.call_later(settings.SEND_TIMEOUT, self.abort)
             return
         self.state = ConnState.LINGERING
         if transport.can_write_eof():

@@ -74,6 +74,7 @@ class ServerContext:
         """The exchange is over (its handler returned, or its detached stream ended)."""
         self.log_exchange(exchange)
         exchange.port.exchange_done(exchange)
+        exchange.release()
 
     def _fail(self, exchange: Exchange, exc: StreamError) -> None:
         if exc.code is ErrorCode.CANCELLED or exchange.aborted:

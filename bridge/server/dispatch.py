@@ -9,7 +9,7 @@ bytes feed it, resets and closes abort it, window updates wake its writer.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..events import (
     Body,
@@ -110,6 +110,23 @@ class StreamDispatcher:
         for exchange in exchanges:
             exchange.abort()
             _cancel_handler(exchange)
+
+    def release(self) -> None:
+        """The connection is gone and its exchanges aborted: drop the references back to it.
+
+        The connection holds this dispatcher and this dispatcher held the connection (as its
+        port and in three bound methods): a reference cycle that only a full collection finds,
+        and bridge's raised GC thresholds make those rare, so every reset connection's TLS
+        buffers (~260 KiB on uvloop) waited with it. Nothing is dispatched after this: the
+        connection has no transport left to read from or write to.
+        """
+        self.exchanges.clear()
+        self._on_request = self._on_idle = self._on_closing = _nothing
+        self.port = cast("StreamPort", None)
+
+
+def _nothing() -> None:
+    """A released dispatcher's hooks."""
 
 
 def _cancel_handler(exchange: Exchange) -> None:

@@ -133,7 +133,11 @@ class Exchange:
                 raise StreamError(ErrorCode.CANCELLED, "client went away")
             self._reader = self.port.loop.create_future()
             try:
-                await asyncio.wait_for(self._reader, timeout or self.port.body_timeout)
+                # Not `asyncio.wait_for`: on Python 3.11 it swallows a cancellation that
+                # arrives as the future completes (bpo-37658), and a handler told to stop
+                # (a relay whose other half ended) would carry on waiting for the next piece.
+                async with asyncio.timeout(timeout or self.port.body_timeout):
+                    await self._reader
             except TimeoutError:
                 raise StreamError(ErrorCode.REQUEST_TIMEOUT, "request body too slow") from None
             finally:
@@ -184,12 +188,18 @@ class Exchange:
         await self.drain()
 
     async def drain(self) -> None:
-        """Wait until the connection and this stream's flow-control window accept more."""
+        """Wait until the connection and this stream's flow-control window accept more.
+
+        On HTTP/2 and HTTP/3 that is until the stream's window has taken all it was given
+        (`StreamPort.congested`): a stream whose peer keeps its window at zero then holds one
+        piece of ours, not more (a client's hundreds of stalled streams are each bounded so).
+        """
         port = self.port
         while not self.aborted and port.congested(self.stream_id):
             self._writer = port.loop.create_future()
             try:
-                await asyncio.wait_for(self._writer, settings.SEND_TIMEOUT)
+                async with asyncio.timeout(settings.SEND_TIMEOUT):  # not wait_for: see receive
+                    await self._writer
             except TimeoutError:
                 raise StreamError(ErrorCode.CANCELLED, "client stopped reading") from None
             finally:
@@ -314,6 +324,17 @@ class Exchange:
             if self.handler_returned:  # else `handler_finished` reports it over
                 # The handler is long gone; otherwise `run_exchange` finishes it on return.
                 self.port.ctx.finish_exchange(self)
+
+    def release(self) -> None:
+        """Over and logged: drop the callbacks into the handler's objects. A stream's exchange
+        and its subscription refer to each other (`on_drain`, `on_abort` here; the sink's
+        exchange there), and with bridge's raised GC thresholds such a cycle, and the closed
+        connection it holds, would wait for a full collection."""
+        self.on_drain = None
+        self.on_abort = None
+        self._cleanup = None
+        self.task = None
+        self._inbound = None
 
     @property
     def duration(self) -> float:

@@ -7,7 +7,10 @@ backpressure both ways:
   once the socket has drained below the transport's write watermark.
 - While nobody reads a response body, the connection stops reading from the socket once more
   than `settings.READ_HIGH_WATER` bytes wait unread, so a slow client slows the upstream down
-  through TCP flow control instead of filling our memory.
+  through TCP flow control instead of filling our memory. Reads are at most
+  `settings.READ_CHUNK` (a `BufferedProtocol` into one shared buffer): a plain Protocol gets
+  whatever the loop read, 256 KiB at a time on uvloop, on top of the high watermark, for each
+  of hundreds of responses a client may stall (issue 13 item 3).
 
 Every await is bounded: `timeout` (default: the upstream's own) covers connecting, sending and
 the response head (see `UpstreamPool.request`); each body read is bounded by the pool's
@@ -73,7 +76,12 @@ def _expire(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(TimeoutError())
 
 
-class _Connection(asyncio.Protocol):
+# One read buffer for every upstream connection: the loop runs one callback at a time and
+# `buffer_updated` copies the bytes out before it returns.
+_READ_BUFFER = memoryview(bytearray(settings.READ_CHUNK))
+
+
+class _Connection(asyncio.BufferedProtocol):
     """One TCP connection to an upstream: the socket callbacks, an inbound queue bounded by
     pausing the transport, and the h11 state machine that frames both directions."""
 
@@ -120,6 +128,12 @@ class _Connection(asyncio.Protocol):
             except OSError:  # pragma: no cover - already set, or not TCP
                 pass
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _READ_BUFFER
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(_READ_BUFFER[:nbytes]))
+
     def data_received(self, data: bytes) -> None:
         self._inbound.append(data)
         self.buffered += len(data)
@@ -138,6 +152,9 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
         self.closed = True
+        # The transport refers to us as its protocol: without this the pair is a reference
+        # cycle that waits for a full collection (rare under settings.GC_THRESHOLDS).
+        self.transport = None
         self._wake()
 
     def pause_writing(self) -> None:
@@ -464,11 +481,24 @@ class UpstreamPool:
         if limit <= 0:
             raise UpstreamTimeout(f"no time left to connect to {upstream.authority}")
         origin = upstream.origin
+        made: list[_Connection] = []
+
+        def protocol() -> _Connection:
+            made.append(_Connection(origin))
+            return made[0]
+
         try:
-            async with asyncio.timeout(limit):
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(origin), upstream.host, upstream.port
-                )
+            try:
+                async with asyncio.timeout(limit):
+                    _, conn = await loop.create_connection(protocol, upstream.host, upstream.port)
+            except BaseException:
+                # Cancelled (the client left) or timed out once the socket had connected: the
+                # loop closes the transport without telling the protocol, so the pair would
+                # stay a reference cycle until a full collection. Break it here.
+                for orphan in made:
+                    orphan.close()
+                    orphan.transport = None
+                raise
         except TimeoutError:
             raise UpstreamTimeout(f"connect to {upstream.authority} timed out") from None
         except OSError as exc:  # refused, unreachable, DNS (socket.gaierror)

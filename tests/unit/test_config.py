@@ -476,7 +476,8 @@ ROUTE = "routes: [{path: /, upstream: app}]\n"
                 "3:107: limits.h2_max_concurrent_streams: expected a whole number",
                 '3:130: limits.max_ws_message: "1.5B" is not a whole number of bytes',
                 '3:136: limits: unknown key "burst" (expected one of: h2_max_concurrent_streams,'
-                " header_timeout, keepalive_timeout, max_connections, max_request_body,"
+                " header_timeout, keepalive_timeout, max_channels_per_route, max_connections,"
+                " max_request_body,"
                 " max_snapshot, max_subscribers, max_subscribers_per_stream, max_ws_message,"
                 " subscriber_buffer, tls_handshake_timeout)",
             ],
@@ -896,3 +897,12 @@ def test_broker_url_and_lease() -> None:
     assert "secret" not in plain.shown and "secret" in plain.url
     assert parse_config(MINIMAL + "broker: memory\n" + ROUTE).broker is None
     assert parse_config(MINIMAL + ROUTE).broker is None
+
+
+def test_max_channels_per_route_is_loaded_and_checked() -> None:
+    config = parse_config(MINIMAL + "limits:\n  max_channels_per_route: 40\n" + ROUTE, "r.yaml")
+    assert config.limits.max_channels_per_route == 40
+    assert Limits().max_channels_per_route == 1000
+    assert problems_of(MINIMAL + "limits:\n  max_channels_per_route: 0\n" + ROUTE) == [
+        "4:27: limits.max_channels_per_route: must be between 1 and 2147483647"
+    ]

@@ -424,3 +424,44 @@ def test_item_renders_once_per_format() -> None:
         len(item.render(Format.SSE)),
         item.render(Format.SSE),
     )
+
+
+def test_a_channel_only_plain_gets_started_stops_soon_a_subscribed_one_lingers() -> None:
+    async def body() -> None:
+        hub, script, clock = harness()
+        r = route()
+        assert await hub.latest(r, {"s": "A"}, [], timeout=5) is not None
+        assert await hub.latest(r, {"s": "B"}, [], timeout=5) is not None
+        # B gets a subscriber, who leaves at once: from then on B lingers as usual
+        sub = hub.subscribe(r, {"s": "B"}, [], Sink(), Format.SSE, None)
+        sub.cancel()
+        await clock.advance(settings.GET_LINGER + 0.1)
+        keys = {channel.params["s"] for channel in hub.channels.values()}
+        assert keys == {"B"}  # A stopped after GET_LINGER, not STREAM_LINGER
+        await clock.advance(settings.STREAM_LINGER)
+        assert not hub.channels
+        polls = len(script.calls)
+        await clock.advance(10)
+        assert len(script.calls) == polls  # nothing polls any more
+
+    run(body)
+
+
+def test_channels_per_route_are_capped_existing_keys_still_served() -> None:
+    async def body() -> None:
+        hub, _script, clock = harness(max_channels_per_route=2)
+        r = route()
+        subs = [hub.subscribe(r, {"s": s}, [], Sink(), Format.SSE, None) for s in "AB"]
+        with pytest.raises(StreamError) as refused:
+            await hub.latest(r, {"s": "C"}, [], timeout=5)
+        assert refused.value.code is ErrorCode.OVERLOADED
+        assert dict(refused.value.headers)[b"retry-after"].isdigit()
+        with pytest.raises(StreamError):
+            hub.subscribe(r, {"s": "C"}, [], Sink(), Format.SSE, None)
+        assert await hub.latest(r, {"s": "A"}, [], timeout=5) is not None  # an existing key
+        for sub in subs:
+            sub.cancel()
+        await clock.advance(settings.STREAM_LINGER + 1)
+        assert await hub.latest(r, {"s": "C"}, [], timeout=5) is not None  # room again
+
+    run(body)
