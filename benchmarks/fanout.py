@@ -5,7 +5,9 @@ change carries its publish time, and every subscriber measures (receipt - publis
 runs pinned to core 0; the upstream and the subscriber processes share core 1.
 
     python3 benchmarks/fanout.py --subscribers 1000 10000 --modes sse-h1 sse-h1-tls sse-h2 \
-        ws-h1 ws-h1-tls ws-h2
+        sse-h3 ws-h1 ws-h1-tls ws-h2
+
+sse-h3 subscribers are aioquic HTTP/3 clients (`--h2-streams` streams per QUIC connection).
 
 Prints, per mode and N: time to connect everyone, RSS per idle subscriber, delivery latency
 p50/p99/max, deliveries lost, and bridge CPU µs per delivery. Loopback only; bounded runs.
@@ -30,12 +32,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BridgeProcess, StealMeter, cpu_seconds, free_port, rss_bytes
 
-MODES = ("sse-h1", "sse-h1-tls", "sse-h2", "ws-h1", "ws-h1-tls", "ws-h2")
+MODES = ("sse-h1", "sse-h1-tls", "sse-h2", "sse-h3", "ws-h1", "ws-h1-tls", "ws-h2")
 _EVENT = re.compile(rb'"seq":\s*(\d+),\s*"ts":\s*([\d.]+)')
 
 ROUTES = """\
 listen:
   https: "127.0.0.1:{https}"
+  http3: "127.0.0.1:{https}"
   http: "127.0.0.1:{http}"
   http_mode: serve
 tls:
@@ -270,6 +273,70 @@ class H2Subscriber(asyncio.Protocol):
         self.buffer = buf[at:]
 
 
+class H3Subscriber:
+    """`streams` SSE subscribers on one QUIC connection (aioquic's client and H3Connection)."""
+
+    def __init__(self, streams: int, results: list[tuple[int, float]]) -> None:
+        never: asyncio.Future = asyncio.get_running_loop().create_future()  # type: ignore[type-arg]
+        self.inner = [Subscriber(b"", results, never) for _ in range(streams)]
+
+    async def open(self, port: int) -> asyncio.DatagramTransport:
+        import aioquic.h3.events as h3e
+        from aioquic.asyncio.protocol import QuicConnectionProtocol
+        from aioquic.h3.connection import H3_ALPN, H3Connection
+        from aioquic.quic.configuration import QuicConfiguration
+        from aioquic.quic.connection import QuicConnection
+
+        config = QuicConfiguration(is_client=True, alpn_protocols=list(H3_ALPN))
+        config.verify_mode = ssl.CERT_NONE  # loopback benchmark, throwaway dev certificate
+        quic = QuicConnection(configuration=config)
+        by_stream: dict[int, Subscriber] = {}
+        heads: asyncio.Future = asyncio.get_running_loop().create_future()  # type: ignore[type-arg]
+        wanted = len(self.inner)
+
+        class Client(QuicConnectionProtocol):
+            def __init__(self, *args: object, **kwargs: object) -> None:
+                super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+                self.h3 = H3Connection(self._quic)
+                self.heads = 0
+
+            def quic_event_received(self, event: object) -> None:
+                for ev in self.h3.handle_event(event):  # type: ignore[arg-type]
+                    if isinstance(ev, h3e.DataReceived):
+                        sub = by_stream.get(ev.stream_id)
+                        if sub is not None:
+                            sub.data_received(ev.data)
+                    elif isinstance(ev, h3e.HeadersReceived):
+                        self.heads += 1
+                        if self.heads == wanted and not heads.done():
+                            heads.set_result(None)
+
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: Client(quic), local_addr=("127.0.0.1", 0)
+        )
+        client: Client = protocol  # type: ignore[assignment]
+        client.connect(("127.0.0.1", port))
+        await asyncio.wait_for(client.wait_connected(), 30)
+        for sub in self.inner:
+            sid = quic.get_next_available_stream_id()
+            by_stream[sid] = sub
+            client.h3.send_headers(
+                sid,
+                [
+                    (b":method", b"GET"),
+                    (b":scheme", b"https"),
+                    (b":authority", b"127.0.0.1"),
+                    (b":path", b"/feed"),
+                    (b"accept", b"text/event-stream"),
+                ],
+                end_stream=True,
+            )
+        client.transmit()
+        await asyncio.wait_for(heads, 60)
+        return transport  # type: ignore[return-value]
+
+
 def client_main(
     mode: str,
     port: int,
@@ -297,11 +364,21 @@ def client_main(
         else:
             request = b"GET /feed HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
         transports = []
-        sem = asyncio.Semaphore(200)
+        # QUIC handshakes cost the client far more CPU than TCP + TLS ones (aioquic is Python):
+        # fewer at once, or they outlast bridge's handshake timeout on this shared core.
+        sem = asyncio.Semaphore(16 if mode.endswith("h3") else 200)
 
         async def connect() -> None:
             ready = loop.create_future()
             async with sem:
+                if mode.endswith("h3"):
+                    for attempt in range(5):
+                        try:
+                            transports.append(await H3Subscriber(streams, results).open(port))
+                            return
+                        except (OSError, TimeoutError, ConnectionError):
+                            await asyncio.sleep(0.2 * (attempt + 1))
+                    return
                 if mode.endswith("h2"):
                     factory = lambda: H2Subscriber(  # noqa: E731
                         mode.startswith("ws"), streams, results, ready
@@ -322,7 +399,7 @@ def client_main(
                 await asyncio.wait_for(ready, 60)
 
         t0 = time.monotonic()
-        per = streams if mode.endswith("h2") else 1
+        per = streams if mode.endswith(("h2", "h3")) else 1
         connections = -(-count // per)
         await asyncio.gather(*(connect() for _ in range(connections)), return_exceptions=True)
         out.put(("connected", len(transports) * per, time.monotonic() - t0))
@@ -448,7 +525,7 @@ def main() -> None:
         "--h2-streams",
         type=int,
         default=1,
-        help="HTTP/2 modes: subscribers (streams) per connection, as a browser multiplexes "
+        help="HTTP/2 and HTTP/3 modes: subscribers (streams) per connection, as a browser multiplexes "
         "its tabs' streams on one connection; 1 = one connection per subscriber",
     )
     args = parser.parse_args()

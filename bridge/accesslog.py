@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
+_BATCH = 256  # queued lines written at once, at the latest at the end of a loop iteration
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -134,6 +135,7 @@ class AccessLog:
         self.format = fmt
         self._render = json_line if fmt == "json" else combined_line
         self._file: TextIO | None = None
+        self._pending: list[str] = []  # lines not yet written, at most `_BATCH`
         self._open()
 
     @classmethod
@@ -147,20 +149,42 @@ class AccessLog:
             self._file = open(self.path, "a", encoding="ascii", buffering=1)
 
     def log(self, entry: AccessEntry) -> None:
-        if self._file is not None:
-            self._file.write(self._render(entry) + "\n")
-            self._file.flush()
+        """Queue the line; the lines of one loop iteration are written with one syscall (at
+        the end of the iteration, or at once past `_BATCH` lines), not one write per request."""
+        if self._file is None:
+            return
+        pending = self._pending
+        pending.append(self._render(entry) + "\n")
+        if len(pending) >= _BATCH:
+            self.flush()
+        elif len(pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop (a tool writing a line): write it now
+                self.flush()
+
+    def flush(self) -> None:
+        pending = self._pending
+        if not pending or self._file is None:
+            pending.clear()
+            return
+        text = pending[0] if len(pending) == 1 else "".join(pending)
+        pending.clear()
+        self._file.write(text)
+        self._file.flush()
 
     def reopen(self) -> None:
         """After logrotate moved the file: start a new one at the same path."""
         if self.path == "-":
             return
+        self.flush()  # lines queued before the rotation go to the old file
         old = self._file
         self._open()
         if old is not None and old is not sys.stdout:
             old.close()
 
     def close(self) -> None:
+        self.flush()
         if self._file is not None and self._file is not sys.stdout:
             self._file.close()
         self._file = None

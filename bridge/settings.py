@@ -45,12 +45,31 @@ WRITE_HIGH_WATER = 256 * KB
 WRITE_LOW_WATER = 64 * KB
 # Inbound bodies pause reading above this many unconsumed bytes (DESIGN.md).
 READ_HIGH_WATER = 64 * KB
+# HTTP/1.1 pipelined request bytes held while the current request is answered; past this the
+# connection closes after the current response (RFC 9112 §9.3.2: clients retry the rest).
+MAX_PIPELINED_BYTES = 256 * KB
 # One socket read takes at most this many bytes.
 READ_CHUNK = 64 * KB
 # A proxied body is moved in pieces of at most this size.
 BODY_CHUNK = 64 * KB
 H2_INITIAL_WINDOW = 1 * MB
 H2_MAX_FRAME_SIZE = 16 * KB
+# HTTP/3: a stream's receive window beyond what bridge has consumed (inbound backpressure; see
+# protocol/quic.py), streams a client may open at once, and the connection's receive window.
+H3_STREAM_WINDOW = 256 * KB
+H3_MAX_STREAMS = 128
+# QUIC listener: above this many connections still in their handshake, new clients must
+# prove their address with a Retry first (RFC 9000 §8.1.2), and datagrams to send queue up to
+# this many bytes in the socket's buffer before more are dropped (QUIC retransmits them).
+QUIC_RETRY_ABOVE = 64
+QUIC_SEND_QUEUE = 1 * MB
+# Client connection ids answered with a Retry are remembered (at most this many, this long) so
+# a resent first Initial is retried again rather than started as a handshake nobody finishes.
+QUIC_RETRY_MEMORY = 4096
+QUIC_RETRY_MEMORY_SECONDS = 10.0
+# The UDP socket's kernel buffers: one socket carries every QUIC connection, and a burst of
+# handshakes (1200-byte Initials) overflows Linux's default ~208 KB receive buffer at once.
+QUIC_SOCKET_BUFFER = 4 * MB
 # Rapid reset (CVE-2023-44487): more resets than this within the window is abuse.
 H2_MAX_RESETS = 200
 H2_RESET_WINDOW = 10.0

@@ -1,16 +1,27 @@
-"""HTTP/1.1 server adapter: wire bytes <-> `bridge.events`, on h11, with no I/O.
+"""HTTP/1.1 server adapter: wire bytes <-> `bridge.events`, on llhttp (httptools), with no I/O.
 
-One request at a time: h11 keeps pipelined requests in its buffer until the response to the
-current one is complete (`start_next_cycle`), so pipelined requests are answered in order.
-h11 is lenient in a few places a proxy must not be (request smuggling shapes, obsolete line
-folding), so those checks are made here before a request is handed on.
+llhttp (the parser Node.js uses) parses and validates; this module decides what it is fed.
+It is fed exactly one message at a time: bridge finds the end of each head itself (the first
+empty line), and the end of each body (Content-Length, or `ChunkedTracker` for chunked
+bodies), so a pipelined request waits as raw bytes until the response to the current one is
+complete, and is then parsed and checked like the first. Were llhttp and bridge ever to
+disagree about where a message ends, the request is refused: a proxy must never guess at
+framing (request smuggling).
+
+None of llhttp's lenient flags is set (they are all off by default; `_new_parser` turns
+them off explicitly so a changed default cannot turn one on). On top of llhttp's own checks
+bridge refuses: obsolete line folding, duplicate Content-Length or Host, both
+Content-Length and Transfer-Encoding, any transfer coding but `chunked` (501), chunk sizes
+past 2**63 - 1, HTTP versions other than 1.0 and 1.1 (505), heads past the configured size
+or field count (431), targets past `MAX_TARGET_BYTES` (414).
+
+Responses are written here, not by a library: one status line and header block joined once
+(`h1wire.head`), chunk framing when the handler gives no length.
 """
 
 from __future__ import annotations
 
-from http import HTTPStatus
-
-import h11
+import httptools
 
 from .. import framing, settings
 from ..errorpage import error_body, error_headers
@@ -22,6 +33,7 @@ from ..events import (
     EndBody,
     EndData,
     Event,
+    Headers,
     InformationalResponse,
     PushPromise,
     Request,
@@ -29,25 +41,137 @@ from ..events import (
     StreamClosed,
     StreamReset,
 )
+from . import h1wire
 
-STREAM_ID = 1
+STREAM_ID = 1  # HTTP/1.1 has one stream at a time; it always carries this id.
 # RFC 9110 §5.6.2 tchar: a request line starts with a method token (CR/LF tolerated before it).
 _TOKEN_START = frozenset(
     b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz\r\n"
-)  # HTTP/1.1 has one stream at a time; it always carries this id.
+)
 
-
-def chunk(data: bytes) -> bytes:
-    """One HTTP/1.1 chunk (RFC 9112 §7.1): size in hex, CRLF, the bytes, CRLF."""
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
+chunk = h1wire.chunk  # one HTTP/1.1 chunk (RFC 9112 §7.1)
 # A chunk is the same bytes on every connection: the hub frames each event once for all.
 CHUNKED = framing.register("http/1.1 chunk", chunk)
+
+# Where the current request is: its head is awaited, its body is arriving, or it is all in
+# and its response is being sent (any further bytes are a pipelined request, held raw).
+_HEAD, _BODY, _DONE = range(3)
+# How the response body is framed.
+_NONE, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(4)
+
+
+class _Refused(Exception):
+    def __init__(self, code: ErrorCode, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def _new_parser(callbacks: object) -> httptools.HttpRequestParser:
+    return h1wire.strict(httptools.HttpRequestParser(callbacks))
+
+
+class _Message:
+    """What llhttp's callbacks collect about the current request.
+
+    A separate object, not the adapter, so that the parser (which keeps the bound callbacks)
+    and the adapter form no reference cycle: a closed connection is freed at once, without
+    waiting for the cycle collector (bridge raises its thresholds).
+    """
+
+    __slots__ = (
+        "codings",
+        "complete",
+        "conn_tokens",
+        "events",
+        "head_done",
+        "headers",
+        "host",
+        "hosts",
+        "length",
+        "lengths",
+        "target",
+    )
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []  # filled during a feed
+        self.reset()
+
+    def reset(self) -> None:
+        self.target = b""
+        self.headers: Headers = []
+        self.host: bytes | None = None
+        self.hosts = 0
+        self.lengths = 0
+        self.length = 0
+        self.codings: list[bytes] = []
+        self.conn_tokens = b""
+        self.head_done = False
+        self.complete = False  # llhttp's on_message_complete
+
+    def on_url(self, url: bytes) -> None:
+        self.target += url
+        if len(self.target) > settings.MAX_TARGET_BYTES:
+            raise _Refused(ErrorCode.URI_TOO_LONG, "request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_done:
+            return  # a trailer field: parsed (and bounded) but not forwarded
+        name = name.lower()
+        headers = self.headers
+        headers.append((name, value))
+        if len(headers) > settings.MAX_HEADER_COUNT:
+            raise _Refused(ErrorCode.HEADERS_TOO_LARGE, "too many header fields")
+        if name == b"host":
+            self.hosts += 1
+            self.host = value
+        elif name == b"content-length":
+            self.lengths += 1
+            self.length = int(value) if value.isdigit() else -1
+        elif name == b"transfer-encoding":
+            self.codings.append(value)
+        elif name == b"connection":
+            self.conn_tokens += b"," + value.lower()
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.events.append(Body(STREAM_ID, body))
+
+    def on_message_complete(self) -> None:
+        self.complete = True
 
 
 class Http1Protocol:
     """Sans-IO HTTP/1.1 server connection."""
+
+    __slots__ = (
+        "_body_expected",
+        "_body_left",
+        "_buf",
+        "_chunked",
+        "_closed",
+        "_events",
+        "_framing",
+        "_keep_alive",
+        "_left",
+        "_method",
+        "_msg",
+        "_must_close",
+        "_out",
+        "_overflow",
+        "_parser",
+        "_phase",
+        "_response_started",
+        "_scanned",
+        "_tunnel",
+        "_upgrade",
+        "_version",
+        "max_header_bytes",
+        "requests",
+        "scheme",
+    )
 
     http_version = "1.1"
     multiplexed = False
@@ -55,19 +179,71 @@ class Http1Protocol:
     def __init__(self, *, scheme: str, max_header_bytes: int = settings.MAX_HEADER_BYTES) -> None:
         self.scheme = scheme
         self.max_header_bytes = max_header_bytes
-        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
+        self._msg = _Message()
+        self._parser = _new_parser(self._msg)
+        self._buf = bytearray()  # received, not yet fed to llhttp
+        self._scanned = 0  # how much of `_buf` is known not to hold a head's end
+        self._phase = _HEAD
         self._out: list[bytes] = []
-        self._head_checked = False
-        # A copy of the unchecked head's bytes, scanned only where new bytes arrived: asking
-        # h11 for `trailing_data` copies its whole buffer, quadratic for a head sent in drips.
-        self._head = bytearray()
-        self._scanned = 0
-        self._eof = False
-        self._response_started = False
-        self._tunnel = False  # after a 101: bytes are Data, not HTTP
+        self._events: list[Event] = []  # this feed's events (`_msg.events` is the same list)
         self._closed = False
-        self._body_expected = False  # the current request announced a body
+        self._tunnel = False  # after a 101: bytes are Data, not HTTP
+        self._overflow = False  # too many pipelined bytes: discarding, closing after this one
         self.requests = 0
+        self._reset_request()
+        self._reset_response()
+
+    def _reset_request(self) -> None:
+        self._msg.reset()
+        self._version = ""
+        self._method = ""
+        self._left = 0  # Content-Length bytes still to come
+        self._chunked: h1wire.ChunkedTracker | None = None
+        self._upgrade = False
+        self._keep_alive = True
+        self._body_expected = False
+
+    def _reset_response(self) -> None:
+        self._response_started = False
+        self._framing = _NONE
+        self._body_left = 0
+        self._must_close = False
+
+    def _check_head(self, upgrade: bool) -> None:
+        """After llhttp has read a whole head: the checks bridge adds (see the docstring)."""
+        m = self._msg
+        parser = self._parser
+        version = parser.get_http_version()
+        if version == "0.9":
+            raise _Refused(ErrorCode.BAD_REQUEST, "request line without an HTTP version")
+        if version not in ("1.1", "1.0"):
+            raise _Refused(ErrorCode.HTTP_VERSION_NOT_SUPPORTED, "only HTTP/1.0 and HTTP/1.1 here")
+        self._version = version
+        self._method = parser.get_method().decode("ascii")
+        # RFC 9112 §6.3: a message with both is a smuggling shape; a proxy rejects, not guesses.
+        if m.codings and m.lengths:
+            raise _Refused(ErrorCode.BAD_REQUEST, "both Content-Length and Transfer-Encoding")
+        if m.lengths > 1 or m.length < 0:
+            raise _Refused(ErrorCode.BAD_REQUEST, "duplicate Content-Length")
+        if m.codings:
+            # RFC 9112 §6.1: bridge re-frames bodies, so it can only forward one it decodes.
+            if len(m.codings) > 1 or m.codings[0].strip().lower() != b"chunked":
+                raise _Refused(ErrorCode.NOT_IMPLEMENTED, "unsupported transfer coding")
+            self._chunked = h1wire.ChunkedTracker()
+        if m.hosts > 1:
+            raise _Refused(ErrorCode.BAD_REQUEST, "duplicate Host")
+        if version == "1.1" and not m.hosts:
+            # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host.
+            raise _Refused(ErrorCode.BAD_REQUEST, "missing Host header")
+        tokens = m.conn_tokens
+        self._keep_alive = version == "1.1" and not (
+            tokens and any(t.strip() == b"close" for t in tokens.split(b","))
+        )
+        self._upgrade = upgrade
+        self._body_expected = self._chunked is not None or m.length > 0
+        if upgrade and self._body_expected:
+            raise _Refused(ErrorCode.BAD_REQUEST, "an upgrade request with a body")
+        self._left = m.length
 
     # --- receiving ----------------------------------------------------------------------------
 
@@ -76,158 +252,190 @@ class Http1Protocol:
             return []
         if self._tunnel:
             return [Data(STREAM_ID, data)] if data else [EndData(STREAM_ID)]
-        self._conn.receive_data(data)
         if not data:
-            self._eof = True
-        elif not self._head_checked:
-            self._head += data
-        return self._next_events()
+            return self._eof()
+        if self._overflow:
+            return []  # the connection closes after the current response
+        if (
+            self._phase == _HEAD
+            and not self._buf
+            and len(data) <= self.max_header_bytes
+            and _one_whole_head(data)
+        ):
+            return self._advance(data)  # the common case, without copying into the buffer
+        self._buf += data
+        if self._phase == _DONE:
+            # A pipelined request: it waits until the response is complete, within a bound.
+            if len(self._buf) > settings.MAX_PIPELINED_BYTES:
+                self._overflow = self._must_close = True
+                self._buf = bytearray()
+            return []
+        return self._advance()
 
-    def _next_events(self) -> list[Event]:
+    def _eof(self) -> list[Event]:
+        self._closed = True
         events: list[Event] = []
-        conn = self._conn
-        while True:
-            if conn.their_state is h11.IDLE and not self._head_checked:
-                problem = self._check_head()
-                if problem is None:
-                    break  # the head is not complete yet
-                if isinstance(problem, tuple):
-                    return events + self._fail(*problem)
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                status = exc.error_status_hint
-                code = _CODES.get(status, ErrorCode.BAD_REQUEST)
-                return events + self._fail(code, str(exc))
-            if event is h11.NEED_DATA or event is h11.PAUSED:
-                if conn.their_state is h11.SEND_BODY and self._chunk_too_large():
-                    return events + self._fail(ErrorCode.BAD_REQUEST, "bad chunk size")
-                break
-            if isinstance(event, h11.Request):
-                self._body_expected = any(
-                    n == b"transfer-encoding" or (n == b"content-length" and v.strip(b"0 "))
-                    for n, v in event.headers
-                )
-                problem = self._validate(event)
-                if problem is not None:
-                    return events + self._fail(*problem)
-                events.append(self._request(event))
-            elif isinstance(event, h11.Data):
-                if event.chunk_start and self._chunk_too_large():
-                    return events + self._fail(ErrorCode.BAD_REQUEST, "bad chunk size")
-                events.append(Body(STREAM_ID, bytes(event.data)))
-            elif isinstance(event, h11.EndOfMessage):
-                events.append(EndBody(STREAM_ID))
-            elif isinstance(event, h11.ConnectionClosed):
-                # Only a request awaiting (the rest of) its response is a stream to close;
-                # between requests h11 moves our side from IDLE to MUST_CLOSE.
-                if conn.our_state in (h11.SEND_RESPONSE, h11.SEND_BODY) or self._response_started:
-                    events.append(StreamClosed(STREAM_ID))
-                events.append(ConnectionClosed("peer closed"))
-                self._closed = True
-                break
+        if self._phase != _HEAD or self._response_started:
+            events.append(StreamClosed(STREAM_ID))
+        events.append(ConnectionClosed("peer closed"))
         return events
 
-    def _check_head(self) -> tuple[ErrorCode, str] | bool | None:
-        """Look at the raw head h11 is about to parse; True when fine, None when incomplete.
+    def _advance(self, head: bytes | None = None) -> list[Event]:
+        """Feed llhttp what belongs to the current request (`head`: a whole head that
+        arrived alone, nothing buffered); its events."""
+        events = self._events = self._msg.events = []
+        try:
+            if head is not None:
+                self._parse_head(head)
+            elif self._phase == _HEAD and not self._take_head():
+                return events
+            if self._phase == _BODY:
+                self._take_body()
+        except _Refused as exc:
+            return [*events, *self._fail(exc.code, exc.detail)]
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Refused):
+                return [*events, *self._fail(cause.code, cause.detail)]
+            return [*events, *self._fail(ErrorCode.BAD_REQUEST, "malformed request")]
+        except httptools.HttpParserError as exc:
+            return [*events, *self._fail(*_llhttp_error(exc))]
+        return events
 
-        h11 silently unfolds obsolete line folding, which RFC 9112 §5.2 lets a server reject
-        and which proxies must reject so two parsers can never disagree about a header.
-        """
-        buffered = self._head
-        if buffered and buffered[0] not in _TOKEN_START:
+    def _take_head(self) -> bool:
+        buf = self._buf
+        if buf[:1] in (b"\r", b"\n"):
+            # RFC 9112 §2.2: empty lines before a request line are ignored (some clients
+            # send a CRLF after a body); dropped here, so a flood of them costs no memory.
+            kept = len(buf.lstrip(b"\r\n"))
+            del buf[: len(buf) - kept]
+            self._scanned = 0
+        if not buf:
+            return False
+        if buf[0] not in _TOKEN_START:
             # e.g. a TLS ClientHello on the clear-text port: no point waiting for a head.
-            return (ErrorCode.BAD_REQUEST, "not an HTTP/1.x request")
-        # The head ends at the first empty line (CRLF or bare LF); only the new bytes, and the
-        # two before them, can complete one.
+            raise _Refused(ErrorCode.BAD_REQUEST, "not an HTTP/1.x request")
+        # The head ends at the first empty line; only the new bytes, and the two before
+        # them, can complete one. A bare-LF ending is found too so that llhttp, which
+        # wants CRLF, refuses it now rather than at the header timeout.
         start = max(0, self._scanned - 2)
-        ends = [
-            i for i in (buffered.find(b"\n\r\n", start), buffered.find(b"\n\n", start)) if i >= 0
-        ]
-        end = min(ends) if ends else -1
-        self._scanned = len(buffered)
-        if end < 0 or end > self.max_header_bytes:
-            if len(buffered) > self.max_header_bytes:
-                return (ErrorCode.HEADERS_TOO_LARGE, "request head too large")
-            # At EOF no head will complete: let h11 report a clean close or a truncated head.
-            return True if self._eof else None
-        head = bytes(buffered[:end])
-        self._head_checked = True
-        self._head = bytearray()
-        if b"\n " in head or b"\n\t" in head:
-            return (ErrorCode.BAD_REQUEST, "obsolete line folding is not allowed")
-        # h11 merges identical duplicates (as lines or as a `3, 3` list); a proxy refuses any
-        # duplicate (smuggling shape).
-        lengths = [ln for ln in head.lower().split(b"\n") if ln.startswith(b"content-length:")]
-        if len(lengths) > 1 or any(b"," in ln for ln in lengths):
-            return (ErrorCode.BAD_REQUEST, "duplicate Content-Length")
+        crlf = buf.find(b"\n\r\n", start)
+        bare = buf.find(b"\n\n", start)
+        if crlf < 0 and bare < 0:
+            if len(buf) > self.max_header_bytes:
+                raise _Refused(ErrorCode.HEADERS_TOO_LARGE, "request head too large")
+            self._scanned = len(buf)
+            return False
+        end = crlf + 3 if bare < 0 or 0 <= crlf < bare else bare + 2
+        if end > self.max_header_bytes:
+            raise _Refused(ErrorCode.HEADERS_TOO_LARGE, "request head too large")
+        self._scanned = 0
+        if len(buf) == end:
+            head = bytes(buf)
+            buf.clear()
+        else:
+            head = bytes(buf[:end])
+            del buf[:end]
+        self._parse_head(head)
         return True
 
-    def _chunk_too_large(self) -> bool:
-        """Does the chunk h11 is reading announce more than a signed 64-bit size?
-
-        h11 takes up to 20 hex digits; a size past 2**63 - 1 is what parsers that disagree
-        about overflow are smuggled through, and nginx refuses it too. h11 keeps the rest of
-        the current chunk privately; should that change, this check reads 0 and does nothing.
-        """
-        reader = getattr(self._conn, "_reader", None)
-        return getattr(reader, "_bytes_in_chunk", 0) > _MAX_CHUNK_SIZE
-
-    def _validate(self, event: h11.Request) -> tuple[ErrorCode, str] | None:
-        if event.http_version not in (b"1.1", b"1.0"):
-            return (ErrorCode.HTTP_VERSION_NOT_SUPPORTED, "only HTTP/1.0 and HTTP/1.1 here")
-        if len(event.headers) > settings.MAX_HEADER_COUNT:
-            return (ErrorCode.HEADERS_TOO_LARGE, "too many header fields")
-        lengths = 0
-        chunked = False
-        hosts = 0
-        for name, _ in event.headers:
-            if name == b"content-length":
-                lengths += 1
-            elif name == b"transfer-encoding":
-                chunked = True
-            elif name == b"host":
-                hosts += 1
-        # RFC 9112 §6.3: a message with both is a smuggling shape; a proxy rejects, not guesses.
-        if chunked and lengths:
-            return (ErrorCode.BAD_REQUEST, "both Content-Length and Transfer-Encoding")
-        if lengths > 1:
-            return (ErrorCode.BAD_REQUEST, "duplicate Content-Length")
-        if hosts > 1:
-            return (ErrorCode.BAD_REQUEST, "duplicate Host")
-        if len(event.target) > settings.MAX_TARGET_BYTES:
-            return (ErrorCode.URI_TOO_LONG, "request target too long")
-        return None
-
-    def _request(self, event: h11.Request) -> Request:
+    def _parse_head(self, head: bytes) -> None:
+        if b"\n " in head or b"\n\t" in head:
+            # RFC 9112 §5.2: a server may reject obs-fold; a proxy must, so that two
+            # parsers can never disagree about a header.
+            raise _Refused(ErrorCode.BAD_REQUEST, "obsolete line folding is not allowed")
+        # RFC 9112 §3: method SP target SP version. llhttp accepts runs of spaces; a
+        # proxy that forwards the target must not (the next parser may split differently).
+        if head.count(b" ", 0, head.find(b"\n")) != 2:
+            raise _Refused(ErrorCode.BAD_REQUEST, "malformed request line")
+        self._reset_request()
+        msg = self._msg
+        upgrade = False
+        try:
+            self._parser.feed_data(head)
+        except httptools.HttpParserUpgrade:
+            upgrade = True
+        if not msg.head_done:  # llhttp did not see the head end where bridge did
+            raise _Refused(ErrorCode.BAD_REQUEST, "malformed request head")
+        self._check_head(upgrade)
+        if upgrade:
+            # llhttp stops after the head of an Upgrade or CONNECT request; bytes after it
+            # are the new protocol's if the handler accepts (101), or the next request's.
+            self._parser = _new_parser(msg)
+            msg.complete = True
         self.requests += 1
-        self._response_started = False
-        authority = ""
-        headers = []
-        for name, value in event.headers:
-            if name == b"host":
-                authority = value.decode("latin-1")
-            headers.append((bytes(name), bytes(value)))
+        self._reset_response()
+        self._events.append(self._request())
+        if msg.complete:
+            self._finish_request()
+        else:
+            self._phase = _BODY
+
+    def _take_body(self) -> None:
+        buf = self._buf
+        if not buf:
+            return
+        tracker = self._chunked
+        if tracker is None:
+            size = min(self._left, len(buf))
+            self._left -= size
+        else:
+            try:
+                size = tracker.scan(buf, self.max_header_bytes)
+            except ValueError as exc:
+                # What came before the bad line is still a good part of the body.
+                self._feed(bytes(buf[: buf.rfind(b"\n", 0, tracker.failed_at) + 1]))
+                raise _Refused(ErrorCode.BAD_REQUEST, str(exc)) from None
+        if size == len(buf):
+            part = bytes(buf)
+            buf.clear()
+        else:
+            part = bytes(buf[:size])
+            del buf[:size]
+        self._feed(part)
+        ended = tracker.done if tracker is not None else not self._left
+        if ended != self._msg.complete:
+            raise _Refused(ErrorCode.BAD_REQUEST, "malformed request body")
+        if ended:
+            self._finish_request()
+
+    def _feed(self, data: bytes) -> None:
+        if data:
+            self._parser.feed_data(data)
+
+    def _finish_request(self) -> None:
+        self._phase = _DONE
+        self._events.append(EndBody(STREAM_ID))
+
+    def _request(self) -> Request:
+        msg = self._msg
+        target = msg.target.decode("latin-1")
+        host = msg.host
+        authority = host.decode("latin-1") if host is not None else ""
+        headers = msg.headers
+        if target[:1] != "/" and "://" in target[:8]:
+            target, authority = _absolute_form(target)
+            # RFC 9112 §3.2.2: the target's authority replaces Host, which is rewritten so
+            # that nothing downstream sees two different hosts.
+            headers = [(n, v) for n, v in headers if n != b"host"]
+            headers.insert(0, (b"host", authority.encode("latin-1")))
         return Request(
             stream_id=STREAM_ID,
-            method=event.method.decode("ascii"),
-            target=event.target.decode("latin-1"),
+            method=self._method,
+            target=target,
             authority=authority,
             scheme=self.scheme,
             headers=headers,
-            http_version=event.http_version.decode("ascii"),
+            http_version=self._version,
         )
 
     def _fail(self, code: ErrorCode, detail: str) -> list[Event]:
         """Answer a request we cannot parse, then close: the stream position is lost."""
-        if self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE) and not self._response_started:
+        if not self._response_started:
             body = error_body(code, detail)
             headers = [*error_headers(body), (b"connection", b"close")]
-            self._emit(
-                h11.Response(status_code=code.status, headers=headers, reason=_reason(code.status))
-            )
-            self._emit(h11.Data(data=body))
-            self._emit(h11.EndOfMessage())
+            self._out.append(h1wire.head(h1wire.status_line(code.status), headers) + body)
+            self._response_started = True
         self._closed = True
         return [StreamClosed(STREAM_ID), ConnectionClosed(f"{code.status} {detail}")]
 
@@ -239,50 +447,52 @@ class Http1Protocol:
             return []
         try:
             return self._send(event)
-        except h11.LocalProtocolError as exc:
+        except h1wire.HeadError as exc:
             # A handler bug must not become a corrupt byte stream: close instead.
-            self._closed = True
-            return [StreamClosed(STREAM_ID), ConnectionClosed(f"local protocol error: {exc}")]
+            return self._local_error(str(exc))
+
+    def _local_error(self, detail: str) -> list[Event]:
+        self._closed = True
+        return [StreamClosed(STREAM_ID), ConnectionClosed(f"local protocol error: {detail}")]
 
     def _send(self, event: Event) -> list[Event]:
-        conn = self._conn
         if isinstance(event, Body):
-            if event.data:
-                self._emit(h11.Data(data=event.data))
+            data = event.data
+            framing = self._framing
+            if not self._response_started:
+                return self._local_error("body before the response head")
+            if not data or framing == _NONE:
+                return []
+            if framing == _CHUNKED:
+                self._out.append(h1wire.chunk(data))
+            elif framing == _LENGTH:
+                if len(data) > self._body_left:
+                    return self._local_error("more body than its Content-Length")
+                self._body_left -= len(data)
+                self._out.append(data)
+            else:
+                self._out.append(data)
             return []
+        if isinstance(event, Response):
+            return self._send_head(event)
+        if isinstance(event, EndBody):
+            if not self._response_started:
+                return self._local_error("end of body before the response head")
+            if self._framing == _CHUNKED:
+                self._out.append(h1wire.LAST_CHUNK)
+            elif self._framing == _LENGTH and self._body_left:
+                return self._local_error("less body than its Content-Length")
+            return self._cycle()
         if isinstance(event, Data):
             if event.data:
                 self._out.append(event.data)
             return []
-        if isinstance(event, Response):
-            self._response_started = True
-            if event.status == 101:
-                self._emit(h11.InformationalResponse(status_code=101, headers=event.headers))
-                self._tunnel = True
-                rest, _ = conn.trailing_data
-                return [Data(STREAM_ID, rest)] if rest else []
-            headers = event.headers
-            if conn.their_state is h11.SEND_BODY:
-                # Answered before the request body is in: the connection will likely close
-                # with it unread (`_cycle`), and RFC 9112 §9.6 wants the client told, or it
-                # sends its next request down a connection that is going away.
-                headers = [*headers, (b"connection", b"close")]
-            self._emit(
-                h11.Response(
-                    status_code=event.status, headers=headers, reason=_reason(event.status)
-                )
-            )
-            return []
         if isinstance(event, InformationalResponse):
             # RFC 8297 §2 / RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
-            if conn.their_http_version != b"1.0":
-                self._emit(
-                    h11.InformationalResponse(status_code=event.status, headers=event.headers)
-                )
+            if self._version != "1.0" and self._phase != _HEAD and not self._response_started:
+                line = h1wire.status_line(event.status)
+                self._out.append(h1wire.head(line, event.headers))
             return []
-        if isinstance(event, EndBody):
-            self._emit(h11.EndOfMessage())
-            return self._cycle()
         if isinstance(event, EndData):
             self._closed = True
             return [StreamClosed(STREAM_ID), ConnectionClosed("tunnel closed")]
@@ -298,35 +508,78 @@ class Http1Protocol:
             return []  # no push in HTTP/1.1; the Link header and 103 still work
         raise TypeError(f"cannot send {event!r} over HTTP/1.1")
 
-    def _cycle(self) -> list[Event]:
-        conn = self._conn
-        if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-            self._closed = True
-            return [StreamClosed(STREAM_ID), ConnectionClosed("not keep-alive")]
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-            conn.start_next_cycle()
-            self._head_checked = False
-            self._head = bytearray(conn.trailing_data[0])  # a pipelined request's first bytes
-            self._scanned = 0
-            self._response_started = False
-            return [StreamClosed(STREAM_ID), *self._next_events()]
-        # The response is done but the request body is not: RFC 9112 §9.3 lets us close.
-        if conn.our_state is h11.DONE:
-            self._closed = True
-            return [StreamClosed(STREAM_ID), ConnectionClosed("request body not read")]
+    def _send_head(self, event: Response) -> list[Event]:
+        if self._response_started or self._phase == _HEAD:
+            return self._local_error("a second response head")
+        status = event.status
+        self._response_started = True
+        if status == 101:
+            if not self._upgrade or self._phase != _DONE:
+                return self._local_error("101 to a request that asked for no upgrade")
+            self._out.append(h1wire.head(h1wire.status_line(101), event.headers))
+            self._tunnel = True
+            rest = bytes(self._buf)
+            self._buf.clear()
+            return [Data(STREAM_ID, rest)] if rest else []
+        headers = event.headers
+        extra: Headers = []
+        framing = _CHUNKED
+        length = -1
+        chunked = False
+        for name, value in headers:
+            if name == b"content-length":
+                length = int(value) if value.isdigit() else -1
+            elif name == b"transfer-encoding":
+                chunked = True
+            elif name == b"connection" and b"close" in value.lower():
+                self._must_close = True
+        if status < 200 or status in (204, 304) or self._method == "HEAD":
+            framing = _NONE  # RFC 9112 §6.3: no body, whatever the headers say
+        elif chunked:
+            framing = _CHUNKED if self._version == "1.1" else _UNTIL_CLOSE
+        elif length >= 0:
+            framing = _LENGTH
+            self._body_left = length
+        elif self._version == "1.1":
+            extra.append((b"transfer-encoding", b"chunked"))
+        else:
+            framing = _UNTIL_CLOSE  # HTTP/1.0: the body ends when the connection does
+        if chunked and framing == _UNTIL_CLOSE:
+            headers = [(n, v) for n, v in headers if n != b"transfer-encoding"]
+        self._framing = framing
+        if self._phase == _BODY:
+            # Answered before the request body is in: the connection will likely close with
+            # it unread (`_cycle`), and RFC 9112 §9.6 wants the client told, or it sends its
+            # next request down a connection that is going away.
+            self._must_close = True
+        if framing == _UNTIL_CLOSE or not self._keep_alive:
+            self._must_close = True
+        if self._must_close and not any(n == b"connection" for n, _ in headers):
+            extra.append((b"connection", b"close"))
+        self._out.append(h1wire.head(h1wire.status_line(status), headers, extra))
         return []
 
-    def _emit(self, event: h11.Event) -> None:
-        data = self._conn.send(event)
-        if data:
-            self._out.append(data)
+    def _cycle(self) -> list[Event]:
+        if self._must_close:
+            self._closed = True
+            return [StreamClosed(STREAM_ID), ConnectionClosed("not keep-alive")]
+        if self._phase == _DONE:
+            self._phase = _HEAD
+            self._reset_response()
+            if not self._buf:
+                return [StreamClosed(STREAM_ID)]
+            return [StreamClosed(STREAM_ID), *self._advance()]  # a pipelined request
+        # The response is done but the request body is not: RFC 9112 §9.3 lets us close.
+        self._closed = True
+        return [StreamClosed(STREAM_ID), ConnectionClosed("request body not read")]
 
     def data_to_send(self) -> bytes:
-        if not self._out:
+        out = self._out
+        if not out:
             return b""
-        out = self._out[0] if len(self._out) == 1 else b"".join(self._out)
-        self._out.clear()
-        return out
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        return data
 
     # --- state the server layer asks about ------------------------------------------------------
 
@@ -337,16 +590,16 @@ class Http1Protocol:
     @property
     def idle(self) -> bool:
         """No request in progress: the keep-alive timer may run."""
-        return self._conn.their_state is h11.IDLE and self._conn.our_state is h11.IDLE
+        return self._phase == _HEAD and not self._response_started
 
     @property
     def peer_sending(self) -> bool:
         """The client is (or may still be) sending a request body nobody will read."""
-        return self._body_expected and self._conn.their_state is h11.SEND_BODY
+        return (self._body_expected and self._phase == _BODY) or self._overflow
 
     @property
     def head_started(self) -> bool:
-        return bool(self._conn.trailing_data[0])
+        return self._phase == _HEAD and bool(self._buf)
 
     def is_tunnel(self, stream_id: int) -> bool:
         return self._tunnel
@@ -354,13 +607,13 @@ class Http1Protocol:
     def body_framing(self, stream_id: int) -> framing.Framing:
         """Pre-rendered bytes are a body of unknown length: chunks for an HTTP/1.1 client, as
         they are (the connection's close ends them) for HTTP/1.0, raw in a tunnel."""
-        if self._tunnel or self._conn.their_http_version != b"1.1":
+        if self._tunnel or self._version != "1.1":
             return framing.UNFRAMED
         return CHUNKED
 
     def frame_prerendered(self, stream_id: int, data: bytes, *, framed: bool = False) -> bytes:
-        """The bytes bypass h11 (it only frames the head and the last chunk); a response head
-        still queued goes first, in the same write."""
+        """The bytes go straight out (the adapter frames only heads and the last chunk); a
+        response head still queued goes first, in the same write."""
         if not framed:
             data = self.body_framing(stream_id).frame(data)
         if self._out:
@@ -387,20 +640,41 @@ class Http1Protocol:
         """Flow-control credit for consumed body bytes: nothing to do on HTTP/1.1."""
 
 
-# RFC 9112 §7.1 sets no bound; this is the largest size a signed 64-bit parser can hold.
-_MAX_CHUNK_SIZE = 2**63 - 1
+def _one_whole_head(data: bytes) -> bool:
+    """`data` is exactly one request head, ending in its (first) empty line, with no bare-LF
+    line end and no leading empty line: it can go to llhttp as it is."""
+    end = len(data) - 3
+    return (
+        end > 0
+        and data[0] in _TOKEN_START
+        and data[0] not in (13, 10)
+        and data.find(b"\n\r\n") == end
+        and data[-4] == 13
+        and b"\n\n" not in data
+    )
 
-_CODES = {
-    400: ErrorCode.BAD_REQUEST,
-    414: ErrorCode.URI_TOO_LONG,
-    431: ErrorCode.HEADERS_TOO_LARGE,
-    501: ErrorCode.NOT_IMPLEMENTED,
-    505: ErrorCode.HTTP_VERSION_NOT_SUPPORTED,
-}
+
+def _absolute_form(target: str) -> tuple[str, str]:
+    """`http://host:port/path?q` -> ("/path?q", "host:port"), RFC 9112 §3.2.2."""
+    scheme, _, rest = target.partition("://")
+    if scheme.lower() not in ("http", "https"):
+        raise _Refused(ErrorCode.BAD_REQUEST, "absolute-form target with an unknown scheme")
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, path = rest[:cut], rest[cut:]
+    # RFC 9110 §4.2.4: userinfo is deprecated and a recipient should treat it as an error.
+    if not authority or "@" in authority:
+        raise _Refused(ErrorCode.BAD_REQUEST, "absolute-form target without a valid host")
+    if not path.startswith("/"):
+        path = "/" + path  # RFC 9112 §3.2.2: an empty path is "/"
+    return path, authority
 
 
-_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
-
-
-def _reason(status: int) -> bytes:
-    return _REASONS.get(status, b"")
+def _llhttp_error(exc: httptools.HttpParserError) -> tuple[ErrorCode, str]:
+    reason = str(exc) or "malformed request"
+    if reason == "Invalid HTTP version":
+        return ErrorCode.HTTP_VERSION_NOT_SUPPORTED, "only HTTP/1.0 and HTTP/1.1 here"
+    if reason == "Request has invalid `Transfer-Encoding`":
+        return ErrorCode.NOT_IMPLEMENTED, "unsupported transfer coding"
+    if reason.startswith("Unexpected whitespace after header value"):
+        return ErrorCode.BAD_REQUEST, "obsolete line folding is not allowed"
+    return ErrorCode.BAD_REQUEST, reason

@@ -42,11 +42,8 @@ from ..events import (
     StreamReset,
     WindowOpened,
 )
+from .fields import request_from_fields, response_fields
 
-# Fields RFC 9113 §8.2.2 forbids in HTTP/2; dropped when a handler passes them on.
-_CONNECTION_SPECIFIC = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
@@ -190,42 +187,13 @@ class Http2Protocol:
             self._conn.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
             self._count_reset(out)
             return
-        method = target = authority = scheme = ""
-        protocol = None
-        headers: list[tuple[bytes, bytes]] = []
-        host = ""
-        for name, value in ev.headers or ():
-            if name[:1] == b":":
-                text = value.decode("latin-1")
-                if name == b":method":
-                    method = text
-                elif name == b":path":
-                    target = text
-                elif name == b":authority":
-                    authority = text
-                elif name == b":scheme":
-                    scheme = text
-                elif name == b":protocol":
-                    protocol = text
-            else:
-                if name == b"host":
-                    host = value.decode("latin-1")
-                headers.append((name, value))
-        stream = _Stream(connect=method == "CONNECT", data_prefix=_data_prefix(sid))
+        request, _ = request_from_fields(
+            sid, ev.headers or (), scheme=self.scheme, http_version="2"
+        )
+        stream = _Stream(connect=request.method == "CONNECT", data_prefix=_data_prefix(sid))
         self._streams[sid] = stream
         self.requests += 1
-        out.append(
-            Request(
-                stream_id=sid,
-                method=method,
-                target=target,
-                authority=authority or host,
-                scheme=scheme or self.scheme,
-                headers=headers,
-                http_version="2",
-                protocol=protocol,
-            )
-        )
+        out.append(request)
         if ev.stream_ended:
             self._remote_end(sid, out)
 
@@ -306,6 +274,14 @@ class Http2Protocol:
         # h2 caps CONTINUATION frames per header block; RFC 9113 §10.5 calls this abuse.
         if "continuation" in text.lower() or isinstance(exc, h2.exceptions.DenialOfServiceError):
             return self._go_away(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, text)
+        if "preamble" in text.lower():
+            # RFC 9113 §3.4: an invalid preface is a connection error PROTOCOL_ERROR; h2 sends
+            # no GOAWAY for it, so one goes after the server preface h2 has queued.
+            self._conn._data_to_send += _goaway(
+                0, h2.errors.ErrorCodes.PROTOCOL_ERROR, b"invalid connection preface"
+            )
+            self._closed = True
+            return self._close_all("GOAWAY PROTOCOL_ERROR: invalid connection preface")
         cause = exc.__cause__
         if isinstance(cause, HPACKError) and not isinstance(cause, OversizedHeaderListError):
             # h2 answers every HPACK failure with PROTOCOL_ERROR, but a header block that does
@@ -318,10 +294,7 @@ class Http2Protocol:
     def _go_away(self, code: h2.errors.ErrorCodes, why: str) -> list[Event]:
         conn = self._conn
         conn.clear_outbound_data_buffer()
-        frame = GoAwayFrame(stream_id=0)
-        frame.last_stream_id = conn.highest_inbound_stream_id
-        frame.error_code = code
-        conn._data_to_send += frame.serialize()  # h2 offers no public GOAWAY-without-state API
+        conn._data_to_send += _goaway(conn.highest_inbound_stream_id, code)
         self._closed = True
         return self._close_all(f"GOAWAY {code.name}: {why}")
 
@@ -367,9 +340,9 @@ class Http2Protocol:
                 raise ValueError("101 does not exist in HTTP/2")
             if stream.connect and 200 <= event.status < 300:
                 stream.tunnel = True
-            conn.send_headers(sid, self._head(event.status, event.headers))
+            conn.send_headers(sid, response_fields(event.status, event.headers))
         elif isinstance(event, InformationalResponse):
-            conn.send_headers(sid, self._head(event.status, event.headers))
+            conn.send_headers(sid, response_fields(event.status, event.headers))
         elif isinstance(event, (EndBody, EndData)):
             stream.end_pending = True
             self._flush(sid, out)
@@ -378,7 +351,7 @@ class Http2Protocol:
             # a 499 response would be cached as the pushed resource, RST_STREAM is not.
             if not stream.response_started and event.code is not ErrorCode.CANCELLED:
                 body = error_body(event.code)
-                conn.send_headers(sid, self._head(event.code.status, error_headers(body)))
+                conn.send_headers(sid, response_fields(event.code.status, error_headers(body)))
                 stream.response_started = True
                 stream.pending.append(body)
                 stream.pending_size += len(body)
@@ -390,14 +363,6 @@ class Http2Protocol:
             self._push(event, sid, out)
         else:
             raise TypeError(f"cannot send {event!r} over HTTP/2")
-
-    def _head(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        head = [(b":status", str(status).encode())]
-        for name, value in headers:
-            if name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
-                continue
-            head.append((name, value))
-        return head
 
     def _flush(self, sid: int, out: list[Event]) -> None:
         stream = self._streams.get(sid)
@@ -653,3 +618,12 @@ def reset_code(code: ErrorCode) -> h2.errors.ErrorCodes:
             return h2.errors.ErrorCodes.INTERNAL_ERROR
         case _:
             assert_never(code)
+
+
+def _goaway(last_stream_id: int, code: h2.errors.ErrorCodes, debug: bytes = b"") -> bytes:
+    """A GOAWAY frame's bytes: h2 offers no public GOAWAY-without-state API."""
+    frame = GoAwayFrame(stream_id=0)
+    frame.last_stream_id = last_stream_id
+    frame.error_code = code
+    frame.additional_data = debug
+    return bytes(frame.serialize())

@@ -40,6 +40,10 @@ class RouteTable:
         return None
 
 
+# ROUTES.md's wording: what each listener serves, where it is not obvious from its name.
+_LISTENER_NOTES = {"http3": "  (UDP + QUIC, HTTP/3; advertised with Alt-Svc)"}
+
+
 def describe(config: Config) -> str:
     """What `bridge check` prints: listeners, upstreams, non-default limits, then the routes
     in match order, one line each."""
@@ -48,7 +52,9 @@ def describe(config: Config) -> str:
     for name in ("https", "http3", "http", "admin"):
         value = getattr(listen, name)
         if value is not None:
-            extra = f"  ({listen.http_mode})" if name == "http" else ""
+            extra = _LISTENER_NOTES.get(name, "")
+            if name == "http":
+                extra = f"  ({listen.http_mode})"
             lines.append(f"  {name:<6} {format_address(value)}{extra}")
     if config.tls.cert is not None:
         lines.append(f"tls: {config.tls.cert}, {config.tls.key}")

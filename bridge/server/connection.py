@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from .. import settings
 from ..errors import ErrorCode
-from ..events import Body, Event, StreamReset
+from ..events import Body, Event, Response, StreamReset
 from ..framing import UNFRAMED
 from ..protocol.base import ByteStreamProtocol
 from ..protocol.http1 import Http1Protocol
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from .exchange import Exchange
 
 log = logging.getLogger("bridge.server")
+# Bytes that begin with the HTTP/2 preface's request line go to the HTTP/2 adapter.
+_PREFACE_LINE = len(b"PRI * HTTP/2.0")
 
 
 class ConnState(enum.Enum):
@@ -89,6 +91,7 @@ class ServerConnection(asyncio.BufferedProtocol):
         self._abort_timer: asyncio.TimerHandle | None = None  # see `_close_transport`
         self._linger_until = 0.0
         self.body_timeout = ctx.limits.header_timeout * 3
+        self._alt_svc = ctx.alt_svc if scheme == "https" else None
 
     @property
     def multiplexed(self) -> bool:
@@ -163,7 +166,10 @@ class ServerConnection(asyncio.BufferedProtocol):
             self._preface = buffered  # could still become the HTTP/2 preface
             return b""
         self._preface = b""
-        self._use(Http2Protocol if buffered.startswith(PREFACE) else Http1Protocol)
+        # The preface's request line with the wrong rest is a client speaking HTTP/2 badly:
+        # the HTTP/2 adapter answers it, with GOAWAY PROTOCOL_ERROR (RFC 9113 §3.4).
+        h2 = buffered.startswith(PREFACE[:_PREFACE_LINE])
+        self._use(Http2Protocol if h2 else Http1Protocol)
         return buffered
 
     def eof_received(self) -> bool | None:
@@ -222,6 +228,10 @@ class ServerConnection(asyncio.BufferedProtocol):
         adapter = self.adapter
         if adapter is None or self.transport is None:
             return
+        if self._alt_svc is not None and isinstance(event, Response):
+            # HTTP/3 is on: every HTTPS response advertises it (RFC 7838 §3), whatever the
+            # handler; handlers need not know that another transport exists.
+            event = Response(event.stream_id, event.status, [*event.headers, self._alt_svc])
         dispatch = self.streams.dispatch
         for follow in adapter.send(event):
             dispatch(follow)
@@ -249,8 +259,8 @@ class ServerConnection(asyncio.BufferedProtocol):
     def write_prerendered(self, stream_id: int, data: bytes, *, framed: bool = False) -> None:
         """Pre-rendered stream bytes (an SSE event, a WebSocket frame), framed by the adapter.
 
-        The framed bytes go straight to the transport: on HTTP/1.1 they bypass h11 (which only
-        frames the head and the final chunk); on HTTP/2 the adapter's fast path builds the DATA
+        The framed bytes go straight to the transport: on HTTP/1.1 the adapter only
+        frames the head and the final chunk; on HTTP/2 its fast path builds the DATA
         frame when the windows allow, else they take the ordinary `send(Body)` path.
         """
         transport = self.transport

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..accesslog import AccessEntry
 from ..errorpage import error_body, error_headers
@@ -18,7 +18,6 @@ from ..settings import Limits
 
 if TYPE_CHECKING:
     from ..accesslog import AccessLog
-    from .connection import ServerConnection
     from .exchange import Exchange
 
 log = logging.getLogger("bridge")
@@ -28,24 +27,35 @@ Handler = Callable[["Exchange"], Awaitable[None]]
 _HTTP_VERSIONS = {"1.0": "HTTP/1.0", "1.1": "HTTP/1.1", "2": "HTTP/2.0", "3": "HTTP/3"}
 
 
+class ClientConnection(Protocol):
+    """What the context does with any client connection, TCP or QUIC."""
+
+    def shutdown(self) -> None:
+        """Finish in-flight exchanges, take no new ones, then close."""
+
+    def abort(self) -> None: ...
+
+
 class ServerContext:
     def __init__(self, *, limits: Limits, handler: Handler, access_log: AccessLog | None) -> None:
         self.limits = limits
         self.handler = handler
         self.access_log = access_log
-        self.connections: set[ServerConnection] = set()
+        self.connections: set[ClientConnection] = set()
         self.shutting_down = False
         self.requests_total = 0
         self.rejected_connections = 0
+        # `Alt-Svc` for TCP responses while HTTP/3 is served (RFC 7838, RFC 9114 §3.1.1).
+        self.alt_svc: tuple[bytes, bytes] | None = None
 
-    def admit(self, conn: ServerConnection) -> bool:
+    def admit(self, conn: ClientConnection) -> bool:
         if self.shutting_down or len(self.connections) >= self.limits.max_connections:
             self.rejected_connections += 1
             return False
         self.connections.add(conn)
         return True
 
-    def release(self, conn: ServerConnection) -> None:
+    def release(self, conn: ClientConnection) -> None:
         self.connections.discard(conn)
 
     async def run_exchange(self, exchange: Exchange) -> None:

@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING
 from .. import settings
 from ..accesslog import AccessLog, install_sigusr1
 from ..certs import ensure_dev_certs
+from ..protocol.quic import server_configuration
 from ..routing.model import Address, Config
 from .connection import ServerConnection
 from .context import ServerContext
+from .datagram import QuicEndpoint
 from .tls import server_context
 
 if TYPE_CHECKING:
@@ -46,14 +48,19 @@ class Bridge:
         self._servers: list[asyncio.AbstractServer] = []
         self._stopped = asyncio.Event()
         self.ssl_context: ssl.SSLContext | None = None
+        self.quic: QuicEndpoint | None = None
         self.reuse_port = False  # SO_REUSEPORT listeners (`--workers`: server/workers.py)
 
-    def tls(self) -> ssl.SSLContext:
+    def tls_paths(self) -> tuple[Path, Path]:
+        """The certificate and key TCP and QUIC both serve (dev ones made when absent)."""
         cert, key = self.config.tls.cert, self.config.tls.key
         if cert is None or key is None or not cert.exists() or not key.exists():
             directory = cert.parent if cert else Path(self.config.source).resolve().parent / "certs"
             cert, key = ensure_dev_certs(directory)
-        return server_context(cert, key)
+        return cert, key
+
+    def tls(self) -> ssl.SSLContext:
+        return server_context(*self.tls_paths())
 
     async def start(self) -> None:
         config = self.config
@@ -77,9 +84,9 @@ class Bridge:
             self._servers.append(server)
             self.ports["admin"] = port
         if listen.http3 is not None:
-            # Accepted by the loader (it is in the contract) but not served yet: say so rather
-            # than let an operator believe QUIC is up. No Alt-Svc is sent, so clients stay on TCP.
-            log.warning("listen.http3 is not implemented in this version; HTTP/3 stays off")
+            # The loader requires listen.https with it: Alt-Svc is how clients find HTTP/3.
+            port = self.ports["http3"] = await self._listen_quic(listen.http3)
+            self.context.alt_svc = (b"alt-svc", b'h3=":%d"; ma=86400' % port)
         routes = len(config.routes)
         names = ", ".join(f"{k}={v}" for k, v in self.ports.items())
         log.info("bridge listening (%s); %d routes", names, routes)
@@ -104,6 +111,25 @@ class Bridge:
         self._servers.append(server)
         return server.sockets[0].getsockname()[1]
 
+    async def _listen_quic(self, address: Address) -> int:
+        ctx = self.context
+        assert ctx is not None
+        # aioquic logs every connection's version, ALPN and close at INFO: per-connection
+        # noise in an operator's log (bridge's access log already has one line per request).
+        logging.getLogger("quic").setLevel(logging.WARNING)
+        cert, key = self.tls_paths()
+        configuration = server_configuration(
+            str(cert), str(key), idle_timeout=ctx.limits.keepalive_timeout
+        )
+        host, port = address
+        _transport, endpoint = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: QuicEndpoint(ctx, configuration),
+            local_addr=(host or "0.0.0.0", port),
+            reuse_port=False,
+        )
+        self.quic = endpoint
+        return endpoint.port
+
     async def stop(self, grace: float = settings.SHUTDOWN_GRACE) -> None:
         """Stop accepting, let in-flight requests finish within `grace`, then close."""
         ctx = self.context
@@ -119,6 +145,9 @@ class Bridge:
                 await asyncio.sleep(0.05)
             for conn in list(ctx.connections):
                 conn.abort()
+        if self.quic is not None:
+            # Last: QUIC connections said goodbye through this socket.
+            self.quic.close()
         await self.pool.close()
         if self.access_log is not None:
             self.access_log.close()

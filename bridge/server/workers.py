@@ -12,7 +12,8 @@ The supervisor (this module, the process the operator started):
 - starts the workers (`python -m bridge serve`, told their ports and index through the
   environment), restarts one that dies (with a growing pause if it keeps dying at once), and
   passes SIGHUP on to every worker and SIGTERM/SIGINT too, then waits for them to finish.
-Only worker 0 opens the admin listener, so /metrics and /streams answer for one process.
+Only worker 0 opens the admin listener, so /metrics and /streams answer for one process, and
+the HTTP/3 (UDP) listener, which SO_REUSEPORT cannot spread by QUIC connection.
 """
 
 from __future__ import annotations
@@ -87,7 +88,11 @@ def worker_config(config: Config) -> Config:
         if address is not None and name in ports:
             changes[name] = (address[0], ports[name])
     if worker_index() != 0:
+        # One admin listener answers for the machine; and QUIC packets cannot be spread over
+        # SO_REUSEPORT sockets by connection (a connection's datagrams would reach workers
+        # that do not know it), so HTTP/3 is served by worker 0 alone.
         changes["admin"] = None
+        changes["http3"] = None
     return dataclasses.replace(config, listen=dataclasses.replace(listen, **changes))  # type: ignore[arg-type]
 
 

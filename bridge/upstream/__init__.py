@@ -1,4 +1,4 @@
-"""bridge's way to its upstream apps: an HTTP/1.1 client on h11 with a keep-alive pool per
+"""bridge's way to its upstream apps: an HTTP/1.1 client on llhttp (httptools) with a keep-alive pool per
 origin (`client`, `pool`), and the header rewriting a reverse proxy owes both sides (`headers`).
 """
 

@@ -1,4 +1,5 @@
-"""The upstream HTTP/1.1 client: h11 over an asyncio Protocol, with a keep-alive pool per origin.
+"""The upstream HTTP/1.1 client: llhttp (httptools) over an asyncio Protocol, with a keep-alive
+pool per origin. Answers are parsed by `reader.ResponseReader`; requests are written directly.
 
 Our own client (not a general-purpose library) because the proxy needs exact header control and
 backpressure both ways:
@@ -31,12 +32,12 @@ import socket
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
-import h11
-
 from .. import settings
 from ..errors import ErrorCode, StreamError
 from ..events import Headers
+from ..protocol import h1wire
 from ..routing.model import Upstream
+from . import reader as wire
 from .pool import IdlePool
 
 # RFC 9110 §9.2.2.
@@ -83,7 +84,7 @@ _READ_BUFFER = memoryview(bytearray(settings.READ_CHUNK))
 
 class _Connection(asyncio.BufferedProtocol):
     """One TCP connection to an upstream: the socket callbacks, an inbound queue bounded by
-    pausing the transport, and the h11 state machine that frames both directions."""
+    pausing the transport, and the llhttp reader of its answers."""
 
     __slots__ = (
         "_drain_waiter",
@@ -96,22 +97,24 @@ class _Connection(asyncio.BufferedProtocol):
         "closed",
         "early",
         "eof",
-        "h11",
         "idle_since",
         "origin",
+        "reader",
+        "request_done",
         "transport",
     )
 
     def __init__(self, origin: Origin) -> None:
         self.origin = origin
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=settings.MAX_HEADER_BYTES)
+        self.reader = wire.ResponseReader()
+        self.request_done = False  # the whole current request has been handed to the socket
         self.transport: asyncio.Transport | None = None
         self._inbound: deque[bytes] = deque()
-        self.buffered = 0  # bytes in _inbound, not yet handed to h11
+        self.buffered = 0  # bytes in _inbound, not yet parsed
         self.eof = False  # the upstream closed its side (or the socket is gone)
         self.closed = False  # we closed, or the socket is gone
         self.answered = False  # a byte of the current exchange's answer has arrived
-        self.early: h11.Response | None = None  # a head that came while we were still sending
+        self.early: tuple | None = None  # a head that came while we were still sending
         self._reader: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._read_paused = False
@@ -187,6 +190,7 @@ class _Connection(asyncio.BufferedProtocol):
 
     def close(self) -> None:
         self.closed = True
+        self.reader.detach()
         if self.transport is not None:
             self.transport.close()
 
@@ -216,11 +220,13 @@ class _Connection(asyncio.BufferedProtocol):
             raise ConnectionResetError("upstream connection closed")
 
     # --- reading -----------------------------------------------------------------------------
-    def poll_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
-        """The next h11 event from bytes already here, feeding h11 one buffered piece at a time
-        (so the bytes waiting in h11 stay bounded by one socket read)."""
-        event = self.h11.next_event()
-        while event is h11.NEED_DATA:
+    def poll_event(self) -> tuple:
+        """The next answer event from bytes already here, parsing one buffered piece at a time
+        (so the parsed events waiting stay bounded by one socket read); `wire.NEED_DATA` when
+        more bytes are needed. Raises `wire.ResponseError`."""
+        reader = self.reader
+        event = reader.next()
+        while event is wire.NEED_DATA:
             if self._inbound:
                 data = self._inbound.popleft()
                 self.buffered -= len(data)
@@ -228,20 +234,20 @@ class _Connection(asyncio.BufferedProtocol):
                     self._read_paused = False
                     if self.transport is not None and not self.transport.is_closing():
                         self.transport.resume_reading()
-                self.h11.receive_data(data)
+                reader.feed(data)
             elif self.eof:
-                self.h11.receive_data(b"")  # h11 decides: end of an HTTP/1.0 body, or an error
-                return self.h11.next_event()
+                reader.feed_eof()  # the end of a close-delimited body, or an error
+                return reader.next()
             else:
                 return event
-            event = self.h11.next_event()
+            event = reader.next()
         return event
 
-    async def next_event(self, timeout: float) -> h11.Event:
-        """The next h11 event, waiting at most `timeout` seconds for bytes (TimeoutError)."""
+    async def next_event(self, timeout: float) -> tuple:
+        """The next answer event, waiting at most `timeout` seconds for bytes (TimeoutError)."""
         event = self.poll_event()
-        if event is not h11.NEED_DATA:
-            return event  # type: ignore[return-value]  # PAUSED cannot happen mid-answer
+        if event is not wire.NEED_DATA:
+            return event
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -253,8 +259,8 @@ class _Connection(asyncio.BufferedProtocol):
                 timer.cancel()
                 self._reader = None
             event = self.poll_event()
-            if event is not h11.NEED_DATA:
-                return event  # type: ignore[return-value]
+            if event is not wire.NEED_DATA:
+                return event
 
 
 class UpstreamResponse:
@@ -280,18 +286,14 @@ class UpstreamResponse:
         self,
         pool: UpstreamPool,
         conn: _Connection,
-        event: h11.Response,
-        headers: Headers,
+        event: tuple,
     ) -> None:
         self._pool = pool
         self._conn: _Connection | None = conn
         self._idle_timeout = pool.idle_timeout
         self._rest: memoryview | None = None  # the unreturned tail of an oversized piece
         self._done = False
-        self.status: int = event.status_code
-        self.reason: bytes = bytes(event.reason)
-        self.headers = headers
-        self.http_version = event.http_version.decode("ascii")
+        _, self.status, self.reason, self.headers, self.http_version = event
 
     @property
     def complete(self) -> bool:
@@ -316,26 +318,27 @@ class UpstreamResponse:
                 raise UpstreamTimeout(
                     f"upstream sent no body bytes for {self._idle_timeout:g}s"
                 ) from None
-            except h11.RemoteProtocolError as exc:
+            except wire.ResponseError as exc:
                 self._abort()
-                if conn.eof:
+                if exc.eof:
                     raise UpstreamUnreachable(
                         "upstream closed the connection before the end of the body"
                     ) from None
                 raise UpstreamUnreachable(f"upstream sent an invalid body: {exc}") from None
-            if isinstance(event, h11.Data):
-                data = event.data
+            kind = event[0]
+            if kind == wire.DATA:
+                data = event[1]
                 size = len(data)
                 if size > settings.BODY_CHUNK:
                     return self._split(memoryview(data))
                 if size:
-                    return bytes(data)
+                    return data  # type: ignore[no-any-return]
                 continue
-            if isinstance(event, h11.EndOfMessage):
+            if kind == wire.END:
                 self._finish()
                 return b""
             self._abort()
-            raise UpstreamUnreachable(f"unexpected {type(event).__name__} in the upstream body")
+            raise UpstreamUnreachable("unexpected head in the upstream body")
 
     def _split(self, view: memoryview) -> bytes:
         chunk = settings.BODY_CHUNK
@@ -370,13 +373,13 @@ class UpstreamResponse:
         try:
             while True:
                 event = conn.poll_event()
-                if isinstance(event, h11.Data):
+                if event and event[0] == wire.DATA:
                     continue
-                if isinstance(event, h11.EndOfMessage):
+                if event and event[0] == wire.END:
                     self._rest = None
                     self._finish()
                 return
-        except h11.RemoteProtocolError:
+        except wire.ResponseError:
             return
 
     def _finish(self) -> None:
@@ -438,7 +441,7 @@ class UpstreamPool:
         one deadline. A streamed body moves at the client's pace, so there it bounds each wait
         for the upstream to take more bytes, and the head gets a fresh `timeout` once the body
         is sent. Errors: UpstreamUnreachable, UpstreamTimeout, StreamError(BAD_REQUEST) for a
-        request h11 refuses to send (bad header bytes, a body longer than `content_length`);
+        request that cannot be sent (bad header bytes, a body longer than `content_length`);
         the body iterator's own exceptions pass through unchanged.
         """
         timeout = upstream.timeout if timeout is None else timeout
@@ -447,8 +450,9 @@ class UpstreamPool:
         head = _framed(headers, body, content_length)
         target = upstream.base_path + target if upstream.base_path else target
         try:
-            request = h11.Request(method=method, target=target, headers=head)
-        except (h11.LocalProtocolError, UnicodeError) as exc:
+            request = wire.request_head(method, target, head)
+            framing = _body_framing(head)
+        except (ValueError, UnicodeError) as exc:
             raise StreamError(ErrorCode.BAD_REQUEST, f"cannot forward request: {exc}") from None
         streamed = body is not None and not isinstance(body, bytes)
         pulled: list[bool] = [False]  # an iterator body can be replayed only if untouched
@@ -461,8 +465,9 @@ class UpstreamPool:
                 conn = await self._connect(upstream, deadline - loop.time())
             try:
                 return await self._exchange(
-                    conn, request, body, deadline, timeout, on_informational, pulled
-                )
+                    conn, method, request, framing, body, deadline, timeout, on_informational,
+                    pulled,
+                )  # fmt: skip
             except _Stale:
                 conn.close()
                 if reused and attempt == 0 and safe and not (streamed and pulled[0]):
@@ -511,7 +516,9 @@ class UpstreamPool:
     async def _exchange(
         self,
         conn: _Connection,
-        request: h11.Request,
+        method: str,
+        request: bytes,
+        framing: int | None,
         body: bytes | AsyncIterator[bytes] | None,
         deadline: float,
         timeout: float,
@@ -521,20 +528,19 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         conn.answered = False
         conn.early = None
-        h = conn.h11
-        try:
-            pieces = h.send_with_data_passthrough(request) or []
-            if isinstance(body, bytes) or body is None:
-                if body:
-                    pieces += h.send_with_data_passthrough(h11.Data(data=body)) or []
-                pieces += h.send_with_data_passthrough(h11.EndOfMessage()) or []
-                if len(pieces) > 1 and len(body or b"") <= _JOIN_LIMIT:
-                    pieces = [b"".join(pieces)]
-        except h11.LocalProtocolError as exc:
-            raise StreamError(ErrorCode.BAD_REQUEST, f"cannot forward request: {exc}") from None
+        conn.reader.begin(method)
+        streamed = body is not None and not isinstance(body, bytes)
+        conn.request_done = not streamed
+        if not isinstance(body, bytes) or not body:
+            pieces = [request]
+        elif len(body) > _JOIN_LIMIT:
+            pieces = [request, body]
+        else:
+            pieces = [request + body]
         sending = await self._send(conn, pieces, deadline - loop.time(), on_informational)
-        if sending and body is not None and not isinstance(body, bytes):
-            if await self._send_body(conn, body, timeout, pulled, on_informational):
+        if sending and streamed:
+            assert body is not None and not isinstance(body, bytes)
+            if await self._send_body(conn, body, framing, timeout, pulled, on_informational):
                 # The body's pace is the client's: the answer's clock starts after it.
                 deadline = loop.time() + timeout
         return await self._read_head(conn, deadline, on_informational)
@@ -569,13 +575,15 @@ class UpstreamPool:
         self,
         conn: _Connection,
         body: AsyncIterator[bytes],
+        length: int | None,
         timeout: float,
         pulled: list[bool],
         on_informational: Callable[[int, Headers], None] | None,
     ) -> bool:
-        """Stream `body`, then end it; False if the upstream answered early (see `_send`)."""
-        h = conn.h11
+        """Stream `body` (`length` bytes, or chunked when None), then end it; False if the
+        upstream answered early (see `_send`)."""
         iterator = body.__aiter__()
+        left = length
         while True:
             # The body's own errors (the client went away, a size limit) are not the
             # upstream's: they propagate as they are, and the connection is closed.
@@ -586,17 +594,24 @@ class UpstreamPool:
             pulled[0] = True
             if not piece:
                 continue
-            try:
-                pieces = h.send_with_data_passthrough(h11.Data(data=piece)) or []
-            except h11.LocalProtocolError as exc:
-                raise StreamError(ErrorCode.BAD_REQUEST, f"request body: {exc}") from None
-            if not await self._send(conn, pieces, timeout, on_informational):
+            if left is None:
+                framed = h1wire.chunk(piece)
+            else:
+                left -= len(piece)
+                if left < 0:
+                    raise StreamError(
+                        ErrorCode.BAD_REQUEST, "request body: more than its Content-Length"
+                    )
+                framed = piece
+            if not await self._send(conn, [framed], timeout, on_informational):
                 return False
-        try:
-            end = h.send_with_data_passthrough(h11.EndOfMessage()) or []
-        except h11.LocalProtocolError as exc:
-            raise StreamError(ErrorCode.BAD_REQUEST, f"request body: {exc}") from None
-        return await self._send(conn, end, timeout, on_informational)
+        if left:
+            raise StreamError(ErrorCode.BAD_REQUEST, "request body: less than its Content-Length")
+        end = [h1wire.LAST_CHUNK] if left is None else []
+        if await self._send(conn, end, timeout, on_informational):
+            conn.request_done = True
+            return True
+        return False
 
     async def _read_head(
         self,
@@ -608,51 +623,38 @@ class UpstreamPool:
         informational = 0
         while True:
             try:
-                event: h11.Event
+                event: tuple
                 if conn.early is not None:
                     event, conn.early = conn.early, None
                 else:
                     event = await conn.next_event(deadline - loop.time())
             except TimeoutError:
                 raise UpstreamTimeout("upstream did not answer in time") from None
-            except h11.RemoteProtocolError as exc:
+            except wire.ResponseError as exc:
                 if not conn.answered:
                     raise _Stale() from None
-                if conn.eof and str(exc) == _H11_EOF:
+                if exc.eof:
                     raise UpstreamUnreachable(
                         "upstream closed the connection in the middle of the response head"
                     ) from None
                 raise UpstreamUnreachable(f"upstream sent an invalid response: {exc}") from None
-            if isinstance(event, h11.Response):
-                headers = list(event.headers)
-                if _both_framings(headers):
-                    # RFC 9112 §6.3: "ought to be handled as an error" - a smuggling attempt.
-                    raise UpstreamUnreachable(
-                        "upstream sent an invalid response: "
-                        "both Content-Length and Transfer-Encoding"
-                    )
-                return UpstreamResponse(self, conn, event, headers)
-            if isinstance(event, h11.InformationalResponse):
+            kind = event[0]
+            if kind == wire.HEAD:
+                return UpstreamResponse(self, conn, event)
+            if kind == wire.INFO:
                 informational += 1
                 if informational > _MAX_INFORMATIONAL:
                     raise UpstreamUnreachable("upstream sent too many 1xx responses")
                 if on_informational is not None:
-                    on_informational(event.status_code, list(event.headers))
+                    on_informational(event[1], event[2])
                 continue
-            if isinstance(event, h11.ConnectionClosed) and not conn.answered:
-                raise _Stale()
-            raise UpstreamUnreachable(f"upstream sent an invalid response ({type(event).__name__})")
+            raise UpstreamUnreachable("upstream sent an invalid response")
 
     def _release(self, conn: _Connection) -> None:
-        """After a whole answer: keep the connection if h11 and the socket allow another."""
-        h = conn.h11
-        if (
-            h.our_state is h11.DONE
-            and h.their_state is h11.DONE
-            and conn.reusable
-            and not h.trailing_data[0]
-        ):
-            h.start_next_cycle()
+        """After a whole answer: keep the connection if the request was sent whole, the answer
+        allows another (keep-alive, no stray bytes) and the socket is still open."""
+        reader = conn.reader
+        if conn.request_done and reader.keep_alive and not reader.stray and conn.reusable:
             self._idle.checkin(conn.origin, conn)
         else:
             conn.close()
@@ -714,14 +716,12 @@ def _framed(
     return head
 
 
-def _both_framings(headers: Headers) -> bool:
-    length = chunked = False
-    for name, _ in headers:
+def _body_framing(headers: Headers) -> int | None:
+    """The Content-Length `headers` announce, or None (chunked, or no body)."""
+    for name, value in headers:
         if name == b"content-length":
-            length = True
-        elif name == b"transfer-encoding":
-            chunked = True
-    return length and chunked
+            return int(value)
+    return None
 
 
 def _content_length(headers: Headers) -> int | None:
@@ -741,20 +741,17 @@ def _early_head(conn: _Connection, on_informational: Callable[[int, Headers], No
     try:
         while True:
             event = conn.poll_event()
-            if isinstance(event, h11.InformationalResponse):
+            if event and event[0] == wire.INFO:
                 if on_informational is not None:
-                    on_informational(event.status_code, list(event.headers))
+                    on_informational(event[1], event[2])
                 continue
-            if isinstance(event, h11.Response):
+            if event and event[0] == wire.HEAD:
                 conn.early = event
                 return True
-            return event is not h11.NEED_DATA
-    except h11.RemoteProtocolError:
+            return event is not wire.NEED_DATA
+    except wire.ResponseError:
         return True
 
-
-# What h11 raises when the peer closes in the middle of a head or a chunk header.
-_H11_EOF = "peer unexpectedly closed connection"
 
 __all__ = [
     "UpstreamError",

@@ -97,12 +97,28 @@ def forward_request_headers(
     return out
 
 
+# Our Forwarded element is the same for every request of a client to one host: formatted
+# once, not once per request. Bounded: cleared when full (a new client costs one format).
+_FORWARDED: dict[tuple[str, str, str], bytes] = {}
+_FORWARDED_MAX = 4096
+
+
 def forwarded_element(client_ip: str, scheme: str, authority: str) -> bytes:
     """Our `Forwarded` element: `for=192.0.2.1;proto=https;host="example.com"` (RFC 7239 §4).
 
     IPv6 addresses are bracketed, and a value that is not a token (IPv6, an authority with a
     port) is a quoted-string (RFC 7239 §6, §4).
     """
+    key = (client_ip, scheme, authority)
+    element = _FORWARDED.get(key)
+    if element is None:
+        if len(_FORWARDED) >= _FORWARDED_MAX:
+            _FORWARDED.clear()
+        element = _FORWARDED[key] = _format_forwarded(client_ip, scheme, authority)
+    return element
+
+
+def _format_forwarded(client_ip: str, scheme: str, authority: str) -> bytes:
     if not client_ip:
         node = "unknown"  # RFC 7239 §6.2
     elif ":" in client_ip:

@@ -6,7 +6,7 @@ end to age out. Idle connections are closed after `max_idle` seconds, on checkou
 sweep timer per pool, so a quiet proxy does not hold sockets open forever. When an origin's
 list is full the *oldest* connection makes room, for the same reason.
 
-The pool only keeps connections; deciding whether one may be reused (h11 state, no stray
+The pool only keeps connections; deciding whether one may be reused (answer complete and keep-alive, no stray
 bytes, socket still open) is the connection's own `reusable` property.
 """
 

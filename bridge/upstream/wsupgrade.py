@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 
-import h11
-
 from .. import settings
 from ..errors import ErrorCode, StreamError
 from ..events import Headers
 from ..routing.model import Upstream
+from . import reader as wire
 
 
 async def connect(upstream: Upstream) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -33,47 +32,40 @@ async def handshake(
 ) -> tuple[int, Headers, bytes]:
     """Ask for the Upgrade; the status, the answer's headers, and the bytes after its head
     (the first frames after a 101, or the bounded body of a refusal)."""
-    client = h11.Connection(h11.CLIENT)
-    writer.write(client.send(h11.Request(method="GET", target=target, headers=headers)))
+    try:
+        writer.write(wire.request_head("GET", target, headers))
+    except (ValueError, UnicodeError) as exc:
+        raise StreamError(ErrorCode.BAD_REQUEST, f"cannot forward request: {exc}") from None
     await writer.drain()
-    while True:
-        event = client.next_event()
-        if event is h11.NEED_DATA:
-            data = await reader.read(settings.BODY_CHUNK)
-            if not data:
-                raise StreamError(
-                    ErrorCode.UPSTREAM_UNREACHABLE, "upstream closed during handshake"
-                )
-            try:
-                client.receive_data(data)
-            except h11.RemoteProtocolError:
-                raise StreamError(ErrorCode.UPSTREAM_UNREACHABLE, "bad upstream answer") from None
-            continue
-        if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
-            rest, _ = client.trailing_data
-            return 101, [(bytes(n), bytes(v)) for n, v in event.headers], rest
-        if isinstance(event, h11.Response):
-            answer = [(bytes(n), bytes(v)) for n, v in event.headers]
-            return event.status_code, answer, await _refusal_body(client, reader)
-        if isinstance(event, h11.InformationalResponse):
-            continue
-
-
-async def _refusal_body(client: h11.Connection, reader: asyncio.StreamReader) -> bytes:
-    """The body of a refused handshake, for the client; an error page, so kept small."""
+    answer = wire.ResponseReader()
+    answer.begin("GET", upgrade=True)
+    status = 0
+    fields: Headers = []
     body = b""
     while True:
         try:
-            event = client.next_event()
-            if event is h11.NEED_DATA:
-                # b"" at EOF too: h11 ends a close-delimited body, or finds it cut short.
-                client.receive_data(await reader.read(settings.BODY_CHUNK))
+            event = answer.next()
+            if event is wire.NEED_DATA:
+                data = await reader.read(settings.BODY_CHUNK)
+                if data:
+                    answer.feed(data)
+                elif not status:
+                    raise StreamError(
+                        ErrorCode.UPSTREAM_UNREACHABLE, "upstream closed during handshake"
+                    )
+                else:
+                    answer.feed_eof()  # ends a close-delimited refusal, or finds it cut short
                 continue
-        except h11.RemoteProtocolError:
+        except wire.ResponseError:
             raise StreamError(ErrorCode.UPSTREAM_UNREACHABLE, "bad upstream answer") from None
-        if isinstance(event, h11.Data):
-            body += bytes(event.data)
+        kind = event[0]
+        if kind == wire.HEAD:
+            status, fields = event[1], event[3]
+            if status == 101:
+                return 101, fields, answer.rest
+        elif kind == wire.DATA:
+            body += event[1]
             if len(body) > settings.BODY_CHUNK:
                 raise StreamError(ErrorCode.UPSTREAM_UNREACHABLE, "refusal body too large")
-        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-            return body
+        elif kind == wire.END:
+            return status, fields, body

@@ -1,5 +1,5 @@
-"""One stream, any protocol: the same events reach SSE and WebSocket subscribers over HTTP/1.1
-and HTTP/2 (ROUTES.md "Same stream, any protocol")."""
+"""One stream, any protocol: the same events reach SSE and WebSocket subscribers over HTTP/1.1,
+HTTP/2 and HTTP/3 (ROUTES.md "Same stream, any protocol")."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from bridge import settings
+from tests.support.h3client import h3_connect, h3_sse, h3_websocket
 from tests.support.harness import config_text, run, running_bridge
 from tests.support.origin import Origin
 from tests.support.subscribers import H2SseConnection, sse, ws_http1, ws_http2
@@ -38,6 +39,14 @@ async def subscriber(b: Any, version: str, kind: str, path: str) -> AsyncIterato
             sse(c, b.url("https", path)) as s,
         ):
             yield s
+    elif version == "3":
+        async with h3_connect(b.ports["http3"], b.ca) as client:
+            if kind == "sse":
+                async with h3_sse(client, path) as s:
+                    yield s
+            else:
+                async with h3_websocket(client, path) as ws:
+                    yield ws.sub
     elif kind == "sse":
         mux = H2SseConnection()
         await mux.open(b.ports["https"], b.client_ssl(("h2",)))
@@ -60,13 +69,13 @@ def short_linger(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(settings, "STREAM_LINGER", 0.5)
 
 
-@pytest.mark.parametrize("version", ["1.1", "2"], ids=["http1", "http2"])
+@pytest.mark.parametrize("version", ["1.1", "2", "3"], ids=["http1", "http2", "http3"])
 @pytest.mark.parametrize("kind", ["sse", "websocket"])
 def test_same_events_over_every_protocol(certs: Path, version: str, kind: str) -> None:
     async def body() -> None:
         async with Origin() as origin:
             origin.json("/api/feed", {"n": 0, "items": []})
-            text = config_text(ROUTES, upstream_url=origin.url, certs=certs)
+            text = config_text(ROUTES, upstream_url=origin.url, certs=certs, http3=version == "3")
             async with running_bridge(text, certs) as b:
                 # a reference SSE/HTTP1.1 subscriber next to the one under test
                 async with (

@@ -249,6 +249,33 @@ MALFORMED = {
     "missing-host-1.1": (b"GET / HTTP/1.1\r\n\r\n", 400),
     "two-empty-lines-first": (b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n", 400),
     "folding-after-one-empty-line": (b"\r\nGET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n", 400),
+    # Shapes llhttp's lenient flags would let through (all off): each is a way two parsers
+    # can disagree about where a header or a message ends.
+    "bare-lf-lines": (b"GET / HTTP/1.1\nHost: x\n\n", 400),
+    "cr-without-lf": (b"GET / HTTP/1.1\r\nHost: x\rX-Y: z\r\n\r\n", 400),
+    "control-char-in-value": (b"GET / HTTP/1.1\r\nHost: x\r\nX-Y: a\x01b\r\n\r\n", 400),
+    "nul-in-value": (b"GET / HTTP/1.1\r\nHost: x\r\nX-Y: a\x00b\r\n\r\n", 400),
+    "space-before-colon": (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400),
+    "chunked-not-last": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        400,
+    ),
+    "coding-before-chunked": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        501,
+    ),
+    "two-transfer-encodings": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,  # RFC 9112 §6.1: chunked applied twice
+    ),
+    "double-space-request-line": (b"GET  /  HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "unknown-version-digit": (b"GET / HTTP/1.9\r\nHost: x\r\n\r\n", 505),
+    "upgrade-with-body": (
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"
+        b"Content-Length: 3\r\n\r\nabc",
+        400,
+    ),
 }
 
 
@@ -308,6 +335,166 @@ def test_chunk_size_beyond_64_bits_is_refused(size: bytes, data: bytes, bytewise
     parsed = parse_response(pair.server.data_to_send())
     assert parsed.status == 400
     assert parsed.header(b"connection") == b"close"
+
+
+@feed_modes
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"3\r\nabcX\r\n0\r\n\r\n",  # no CRLF after the chunk data
+        b"3 \r\nabc\r\n0\r\n\r\n",  # space after the chunk size
+        b"3\nabc\n0\n\n",  # bare LF framing
+        b"3\r\nabc\r\n0\r\nX-T: a\x01b\r\n\r\n",  # a control character in a trailer
+    ],
+    ids=["no-crlf-after-data", "space-after-size", "bare-lf", "bad-trailer"],
+)
+def test_lenient_chunk_shapes_are_refused(body: bytes, bytewise: bool) -> None:
+    pair = H1Pair(bytewise)
+    events = pair.raw(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    assert isinstance(events[0], Request)
+    assert EndBody(1) not in events
+    assert [type(e) for e in events[-2:]] == [StreamClosed, ConnectionClosed]
+    parsed = parse_response(pair.server.data_to_send())
+    assert (parsed.status, parsed.header(b"connection")) == (400, b"close")
+
+
+@feed_modes
+def test_trailers_end_the_body_and_are_not_forwarded(bytewise: bool) -> None:
+    pair = H1Pair(bytewise)
+    events = pair.raw(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3;ext=1\r\nabc\r\n0\r\nX-Checksum: 1\r\nX-More: 2\r\n\r\n"
+        b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    assert [type(e) for e in events if not isinstance(e, Body)] == [Request, EndBody]
+    assert _body_of(events) == b"abc"
+    assert all(n != b"x-checksum" for n, _ in events[0].headers)
+    follow = pair.respond(Response(1, 204), EndBody(1))
+    assert [type(e) for e in follow] == [StreamClosed, Request, EndBody]
+    assert follow[1].target == "/next"
+
+
+def test_oversized_trailer_section_is_refused() -> None:
+    pair = H1Pair(False, max_header_bytes=1024)
+    events = pair.raw(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+        + b"X-T: "
+        + b"a" * 2000
+        + b"\r\n\r\n"
+    )
+    assert isinstance(events[0], Request) and EndBody(1) not in events
+    assert parse_response(pair.server.data_to_send()).status == 400
+
+
+@feed_modes
+def test_pipelined_bytes_wait_raw_until_the_response_is_done(bytewise: bool) -> None:
+    """A request that arrives while another is answered is parsed only afterwards, so a
+    malformed one cannot close the connection under the response still being sent."""
+    pair = H1Pair(bytewise)
+    assert [type(e) for e in pair.raw(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")] == [
+        Request,
+        EndBody,
+    ]
+    assert pair.raw(b"GET /b HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n") == []
+    assert not pair.server.closed
+    pair.respond(Response(1, 200, [(b"content-length", b"2")]), Body(1, b"ok"))
+    follow = pair.respond(EndBody(1))
+    assert follow[0] == StreamClosed(1) and follow[-1].reason.startswith("400 duplicate Host")
+    first, second = parse_responses(pair.server.data_to_send(), 2)
+    assert (first.status, first.body, second.status) == (200, b"ok", 400)
+
+
+@feed_modes
+@pytest.mark.parametrize(
+    "target,path,authority",
+    [
+        (b"http://origin.test:8080/a/b?q=1", "/a/b?q=1", "origin.test:8080"),
+        (b"HTTPS://origin.test", "/", "origin.test"),
+        (b"http://origin.test?q", "/?q", "origin.test"),
+    ],
+)
+def test_absolute_form_target_routes_by_path(
+    target: bytes, path: str, authority: str, bytewise: bool
+) -> None:
+    """RFC 9112 §3.2.2: a server MUST accept the absolute form; the target's authority
+    replaces Host."""
+    pair = H1Pair(bytewise)
+    events = pair.raw(b"GET " + target + b" HTTP/1.1\r\nHost: other.test\r\nX-A: 1\r\n\r\n")
+    request = events[0]
+    assert isinstance(request, Request)
+    assert (request.target, request.authority) == (path, authority)
+    assert request.headers == [(b"host", authority.encode()), (b"x-a", b"1")]
+
+
+@pytest.mark.parametrize(
+    "target", [b"http://user@origin.test/", b"http:///path", b"ftp://origin.test/"]
+)
+def test_bad_absolute_form_is_refused(target: bytes) -> None:
+    pair = H1Pair(False)
+    events = pair.raw(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert of_type(events, Request) == []
+    assert parse_response(pair.server.data_to_send()).status == 400
+
+
+def test_response_head_with_injected_line_closes() -> None:
+    pair = H1Pair(False)
+    pair.request()
+    follow = pair.respond(Response(1, 200, [(b"x-a", b"1\r\nSet-Cookie: evil=1")]))
+    assert follow[0] == StreamClosed(1) and isinstance(follow[1], ConnectionClosed)
+    assert pair.server.data_to_send() == b""
+
+
+def test_wrong_body_length_from_handler_closes() -> None:
+    pair = H1Pair(False)
+    pair.request()
+    assert pair.respond(Response(1, 200, [(b"content-length", b"2")]), Body(1, b"ok")) == []
+    follow = pair.respond(Body(1, b"!"))
+    assert follow[0] == StreamClosed(1) and isinstance(follow[1], ConnectionClosed)
+    pair = H1Pair(False)
+    pair.request()
+    follow = pair.respond(Response(1, 200, [(b"content-length", b"2")]), Body(1, b"o"), EndBody(1))
+    assert follow[0] == StreamClosed(1) and isinstance(follow[1], ConnectionClosed)
+
+
+@feed_modes
+def test_head_response_has_no_body_and_keeps_the_connection(bytewise: bool) -> None:
+    pair = H1Pair(bytewise)
+    pair.request(b"HEAD")
+    follow = pair.respond(
+        Response(1, 200, [(b"content-length", b"5")]), Body(1, b"hello"), EndBody(1)
+    )
+    assert follow == [StreamClosed(1)]
+    wire = pair.server.data_to_send()
+    assert wire.endswith(b"content-length: 5\r\n\r\n")
+    assert not pair.server.closed
+
+
+def test_pipelined_bytes_are_bounded() -> None:
+    """Past MAX_PIPELINED_BYTES waiting behind a response, the rest is dropped and the
+    connection closes after that response (RFC 9112 §9.3.2: the client retries)."""
+    pair = H1Pair(False)
+    pair.raw(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    one = b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+    for _ in range(settings.MAX_PIPELINED_BYTES // len(one) + 10):
+        assert pair.raw(one) == []
+    assert len(pair.server._buf) <= settings.MAX_PIPELINED_BYTES
+    assert pair.server.peer_sending  # so the server layer lingers instead of resetting
+    follow = pair.respond(Response(1, 200, [(b"content-length", b"0")]), EndBody(1))
+    assert follow == [StreamClosed(1), ConnectionClosed("not keep-alive")]
+    parsed = parse_response(pair.server.data_to_send())
+    assert (parsed.status, parsed.header(b"connection")) == (200, b"close")
+
+
+@feed_modes
+def test_empty_lines_before_a_request_are_ignored(bytewise: bool) -> None:
+    """RFC 9112 §2.2 (a client may send a CRLF after a body); they are dropped, not kept."""
+    pair = H1Pair(bytewise)
+    events = pair.raw(b"\r\n\r\n\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [type(e) for e in events] == [Request, EndBody] and events[0].target == "/a"
+    pair.respond(Response(1, 204), EndBody(1))
+    assert pair.raw(b"\r\n" * 1000) == []
+    assert not pair.server.head_started  # nothing kept
+    assert pair.raw(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")[0].target == "/b"
 
 
 @feed_modes

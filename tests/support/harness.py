@@ -45,8 +45,13 @@ class Running:
         return ctx
 
 
-def config_text(body: str, *, upstream_url: str, certs: Path, extra_listen: str = "") -> str:
-    """A routes.yaml around `body` (the `routes:` list etc.), listening on port 0."""
+def config_text(
+    body: str, *, upstream_url: str, certs: Path, extra_listen: str = "", http3: bool = False
+) -> str:
+    """A routes.yaml around `body` (the `routes:` list etc.), listening on port 0 (`http3`:
+    QUIC too, its port in `ports["http3"]`)."""
+    if http3:
+        extra_listen = 'http3: "127.0.0.1:0"\n' + extra_listen
     head = f"""\
 listen:
   https: "127.0.0.1:0"

@@ -228,6 +228,7 @@ def test_optional_sections_default(tmp_path: Path) -> None:
 def test_repository_routes_yaml_loads_with_every_field() -> None:
     config = load_config(ROOT / "routes.yaml")
     assert config.listen.https == ("0.0.0.0", 8443)
+    assert config.listen.http3 == ("0.0.0.0", 8443)  # UDP: it may share the TCP port
     assert config.listen.http == ("0.0.0.0", 8080)
     assert config.listen.http_mode == "redirect"
     assert config.listen.admin == ("127.0.0.1", 9901)

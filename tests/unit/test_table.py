@@ -142,9 +142,10 @@ def test_describe_prints_the_whole_table() -> None:
 def test_describe_the_repository_example() -> None:
     text = describe(load_config(ROOT / "routes.yaml"))
     lines = text.splitlines()
-    assert lines[:4] == [
+    assert lines[:5] == [
         "listeners:",
         "  https  0.0.0.0:8443",
+        "  http3  0.0.0.0:8443  (UDP + QUIC, HTTP/3; advertised with Alt-Svc)",
         "  http   0.0.0.0:8080  (redirect)",
         "  admin  127.0.0.1:9901",
     ]

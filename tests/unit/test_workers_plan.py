@@ -44,6 +44,11 @@ def test_a_worker_serves_the_supervisors_ports(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv(workers.ENV_INDEX, "1")
     other = workers.worker_config(config)
     assert other.listen.http == ("127.0.0.1", 18080) and other.listen.admin is None
+    quic = parse_config(BASE.replace("listen: {", 'listen: {https: ":8443", http3: ":8443", '))
+    assert quic.listen.http3 is not None and workers.worker_config(quic).listen.http3 is None
+    monkeypatch.setenv(workers.ENV_INDEX, "0")
+    assert workers.worker_config(quic).listen.http3 == quic.listen.http3
+    monkeypatch.setenv(workers.ENV_INDEX, "1")
     assert workers.plan("r.yaml", config, "5") == other  # a worker never supervises
     monkeypatch.delenv(workers.ENV_INDEX)
     assert workers.plan("r.yaml", config, "1") is config
