@@ -16,8 +16,9 @@ from .handlers.proxy import ProxyHandler
 from .handlers.router import Router
 from .handlers.stream import StreamHandler
 from .handlers.websocket import WebSocketHandler
+from .hub.broker import Broker, LocalBroker
 from .hub.hub import Hub
-from .routing.model import Config
+from .routing.model import BrokerConfig, Config
 from .routing.table import RouteTable
 from .server.run import Bridge
 from .upstream.client import UpstreamPool
@@ -37,7 +38,7 @@ def build_app(config: Config, pool: UpstreamPool | None = None, hub: Hub | None 
     connections and live streams carry over; `Hub.reconfigure` sorts out the streams."""
     pool = pool or UpstreamPool()
     limits = config.limits
-    hub = hub or Hub(pool, limits=limits)
+    hub = hub or Hub(pool, limits=limits, broker=make_broker(config.broker))
     table = RouteTable(config.routes)
     proxy = ProxyHandler(pool, max_request_body=limits.max_request_body)
     websocket = WebSocketHandler(hub, pool, max_message=limits.max_ws_message)
@@ -60,3 +61,15 @@ def create_bridge(config: Config) -> Bridge:
         return build_app(new, pool=app.pool, hub=app.hub).router
 
     return Bridge(config, pool=app.pool, hub=app.hub, handler=app.router, rebuild=rebuild)
+
+
+def make_broker(config: BrokerConfig | None) -> Broker:
+    """`broker:` of routes.yaml: the in-process broker, or Redis (started: it logs whether
+    Redis answers, and bridge serves either way)."""
+    if config is None:
+        return LocalBroker()
+    from .upstream.redis import RedisBroker
+
+    broker = RedisBroker(config)
+    broker.start()
+    return broker

@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
         cmd.add_argument(
             "-c", "--config", default="routes.yaml", help="config file (default: ./routes.yaml)"
         )
+        if name == "serve":
+            cmd.add_argument(
+                "--workers", default="1", help="processes, or auto for one per core (default 1)"
+            )
     commands["serve"].add_argument(
         "--pid-file", help="write the process id here (for bridge reload); removed at exit"
     )
@@ -56,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         return _check(args.config)
     if args.command == "serve":
-        return _serve(args.config, args.pid_file)
+        return _serve(args.config, args.workers, args.pid_file)
     if args.command == "reload":
         return _reload(args.config, args.pid_file)
     if args.command == "certs":
@@ -100,16 +104,24 @@ def _check(path: str) -> int:
     return 0
 
 
-def _serve(path: str, pid_file: str | None = None) -> int:
+def _serve(path: str, workers: str = "1", pid_file: str | None = None) -> int:
     from .app import create_bridge
     from .server.run import run
+    from .server.workers import plan, worker_index
 
     config = _load(path)
     if config is None:
         return 1
+    config = plan(path, config, workers)  # --workers N > 1: this process supervises
+    if isinstance(config, int):
+        return config
 
     async def go() -> None:
-        await create_bridge(config).serve_forever(Path(pid_file) if pid_file else None)
+        bridge = create_bridge(config)
+        bridge.reuse_port = worker_index() is not None  # the workers share their ports
+        # One pid file per process group: a worker does not write it (see the report).
+        pid = Path(pid_file) if pid_file and worker_index() is None else None
+        await bridge.serve_forever(pid)
 
     try:
         run(go)

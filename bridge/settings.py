@@ -133,3 +133,16 @@ LONGPOLL_MIN_GAP = 1.0
 MAX_PREFER_WAIT = 120.0  # cap for `Prefer: wait=N` long-polls
 MAX_PUSH_AUTO = 16  # assets learned by `push: auto`
 ASSET_CACHE_BYTES = 32 * MB
+
+# --- the Redis broker (routes.yaml `broker:`, bridge/upstream/redis.py) ------------------------
+BROKER_LEASE = 5.0  # a stream leader's lease (`?lease=` overrides); renewed every third of it
+BROKER_OP_TIMEOUT = 2.0  # every Redis command, beyond any time it is asked to block
+BROKER_READ_BLOCK = 0.25  # XREAD BLOCK: how soon a newly joined key is in the shared read
+BROKER_READ_COUNT = 1000  # entries per key per XREAD at most
+BROKER_HISTORY_WAIT = 2.0  # a new subscriber waits this long for the stored history at most
+BROKER_RETRY_BASE = 0.1  # reconnect backoff after a Redis failure, doubling up to the max
+BROKER_RETRY_MAX = 5.0
+BROKER_STREAM_TTL = 24 * 3600.0  # a key's records expire this long after its last change
+BROKER_STATUS_KEEP = 16  # poll outcomes kept per key (followers read only new ones)
+BROKER_MAX_CONNECTIONS = 16  # to Redis, per process (one of them blocks in XREAD)
+BROKER_ERROR_LOG_INTERVAL = 30.0  # at most one "Redis unreachable" line per interval

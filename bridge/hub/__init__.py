@@ -6,23 +6,31 @@ and give each subscriber a `Sink`; everything else here is the hub's own busines
 
 from __future__ import annotations
 
-from .channel import Channel, ChannelState, Fetcher
+from .broker import Broker, LocalBroker, Record, Status
+from .channel import Channel, ChannelSpec, ChannelState
 from .clock import Clock, RealClock, VirtualClock
 from .hub import Hub
 from .item import HEARTBEAT, Format, Item
+from .poller import Fetcher, Poller
 from .subscription import Sink, Subscription
 
 __all__ = [
     "HEARTBEAT",
+    "Broker",
     "Channel",
+    "ChannelSpec",
     "ChannelState",
     "Clock",
     "Fetcher",
     "Format",
     "Hub",
     "Item",
+    "LocalBroker",
+    "Poller",
     "RealClock",
+    "Record",
     "Sink",
+    "Status",
     "Subscription",
     "VirtualClock",
 ]

@@ -1,20 +1,23 @@
-"""A `Channel`: one stream key (route, path parameters, `vary` values), one upstream poller, its
-bounded history, and its subscribers.
+"""A `Channel`: one stream key in this process — its subscribers, its bounded history of
+`Item`s, fan-out, heartbeats, lagging and the plain GETs waiting on it. The upstream side is
+the `Poller` (poller.py); the two meet only through the `Broker` (broker.py).
 
-- **Lifetime.** The poller starts with the first subscriber (or a plain GET) and stops
+- **Lifetime.** The channel starts with the first subscriber (or a plain GET) and stops
   `settings.STREAM_LINGER` after the last one leaves; interest returning during the linger
-  keeps it running. The latest state survives, so a newcomer gets it at once.
-- **Polling.** `every`: a conditional GET (`If-None-Match` / `If-Modified-Since` from the last
-  answer) at the interval ±10 %. `longpoll`: the cursor from the last body goes back in the
-  query, and the next request leaves as soon as an answer arrives; a long-poll that times out
-  after the upstream held it is normal, not an error.
-- **Change detection.** A 304 or a byte-identical body emits nothing (patch/merge streams also
-  ignore a body that parses to the same JSON). Each change becomes one `Item` — the body, or
-  an RFC 6902 / RFC 7386 diff computed once — and is fanned out synchronously to every
-  subscriber (`Subscription.offer`): no task, no await, no copy per subscriber.
-- **Trouble upstream** (exceptions, non-2xx other than 304, a body over `max_snapshot`) is
-  retried with backoff (`backoff.py`); subscribers keep their last state and get heartbeats,
-  never error events. Failures are logged at most once a minute per channel.
+  keeps it running. The latest state survives, so a newcomer gets it at once. While some
+  other process still wants the key (a cluster broker), the leader's channel keeps lingering:
+  its poller serves them.
+- **Leadership.** A started channel asks the broker for the key's lease and runs a `Poller`
+  while it holds it (with `LocalBroker`, at once and for good). A new poller continues from the
+  channel's latest state (`Seed`), so ids keep growing and nothing is published twice.
+- **Records.** Each `Record` the broker delivers becomes one `Item`, fanned out synchronously
+  to every subscriber (`Subscription.offer`): no task, no await, no copy per subscriber; it is
+  rendered at most once per format, in this process. A record whose id is not newer than the
+  latest is a duplicate and dropped; one that does not follow the latest (`prev`) means records
+  were missed (a Redis restart, a trimmed stream): history is cleared and everyone gets the new
+  state as a `reset` (patch/merge: a `snapshot`), never a patch against a state they lack.
+- **Trouble upstream** reaches the channel as a `Status`: subscribers keep their last state and
+  get heartbeats, never error events; plain GETs waiting for a first state give up at once.
 - **Heartbeats.** One per channel when it has sent nothing for `heartbeat` (jittered
   downwards, so thousands of channels drift apart): rendered once, written to everyone.
 """
@@ -24,31 +27,27 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
-import json
 import logging
 import random
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Protocol
-from urllib.parse import quote
+from typing import Any
 
 from .. import settings
-from ..errors import ErrorCode, StreamError
 from ..events import Headers
-from ..routing.model import Route, StreamSpec, Upstream
+from ..routing.model import Route, StreamSpec
 from ..routing.paths import substitute
 from ..settings import Limits
 from ..upstream.headers import HOP_BY_HOP
-from .backoff import Backoff, parse_retry_after
+from .broker import Broker, LocalBroker, Record, Status
 from .clock import Clock, wait_future
 from .counters import new_buckets, observe
-from .diff import diff, json_equal, loads
 from .item import HEARTBEAT, Format, Item
+from .poller import ACCEPT, Fetcher, Poller, Seed
 from .subscription import Sink, Subscription
-
-ACCEPT = b"application/json, */*;q=0.5"
 
 # Fields a subscriber can never set on the poll, even when `vary` names them: framing and
 # hop-by-hop fields would break the GET, and the conditional ones belong to the poller's own
@@ -64,20 +63,8 @@ NOT_FORWARDED = HOP_BY_HOP | {
     b"range",
 }
 
-SEQ_WIDTH = 6  # ids are "<13-digit epoch ms>-<6-digit seq>" (see item.py)
-SEQ_MAX = 10**SEQ_WIDTH - 1
-EVERY_JITTER = 0.1  # poll intervals are every * [0.9, 1.1]
 HEARTBEAT_JITTER = 0.15  # heartbeats go after heartbeat * [0.85, 1.0] of silence
 LAG_CHECK = settings.LAG_CLOSE_AFTER / 4  # the tick loop looks at laggers at least this often
-ERROR_LOG_INTERVAL = 60.0  # at most one failure line per channel per interval
-
-
-class Fetcher(Protocol):
-    """Implemented by `bridge.upstream.client.UpstreamPool`."""
-
-    async def fetch(
-        self, upstream: Upstream, target: str, headers: Headers, *, timeout: float, max_bytes: int
-    ) -> tuple[int, Headers, bytes]: ...
 
 
 class ChannelState(enum.Enum):
@@ -85,14 +72,6 @@ class ChannelState(enum.Enum):
     POLLING = "polling"  # the last request succeeded
     BACKOFF = "backoff"  # the last request failed; waiting to retry
     STOPPED = "stopped"
-
-
-class _NotJson:
-    """A parse result meaning "this body is not JSON"."""
-
-
-NOT_JSON: Any = _NotJson()
-_UNPARSED: Any = object()
 
 
 def vary_headers(spec: StreamSpec, headers: Headers) -> Headers:
@@ -108,74 +87,116 @@ def vary_headers(spec: StreamSpec, headers: Headers) -> Headers:
     return chosen
 
 
-def _header(headers: Headers, name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
+def poll_headers(spec: StreamSpec, vary: Headers) -> Headers:
+    """The request headers of every poll: Host, the route's `vary` headers only (never
+    Cookie/Authorization), Accept."""
+    named = {name for name, _ in vary}
+    headers: Headers = []
+    if b"host" not in named:
+        headers.append((b"host", spec.upstream.authority.encode("ascii")))
+    headers += vary
+    if b"accept" not in named:
+        headers.append((b"accept", ACCEPT))
+    return headers
 
 
-def _dotted(doc: Any, path: str) -> Any:
-    """The value at a dotted path (`meta.seq`, `items.0.id`), or None."""
-    for part in path.split("."):
-        if isinstance(doc, dict) and part in doc:
-            doc = doc[part]
-        elif isinstance(doc, list) and part.isdigit() and int(part) < len(doc):
-            doc = doc[int(part)]
-        else:
-            return None
-    return doc
-
-
-def _parse(body: bytes) -> Any:
-    try:
-        return loads(body)
-    except (ValueError, RecursionError):
-        return NOT_JSON
+def stream_key(spec: StreamSpec, target: str, vary: Headers) -> str:
+    """The key every process agrees on: a digest of what the upstream sees (origin, filled-in
+    poll target, vary values) and of the rest of the stream's settings (emit, event, poll
+    mode, history, heartbeat), so two routes polling the same URL share a channel only if it
+    would behave the same for both. Not the route's index: processes may order their routes
+    differently during a rolling config change. A digest, because vary values may be per-user
+    secrets and the key goes to Redis."""
+    upstream = spec.upstream
+    longpoll = spec.longpoll
+    mode = f"every={spec.every}" if longpoll is None else repr(longpoll)
+    what = repr(
+        (
+            upstream.scheme,
+            upstream.host,
+            upstream.port,
+            upstream.base_path,
+            target,
+            tuple(vary),
+            spec.emit,
+            spec.event,
+            mode,
+            spec.history,
+            spec.heartbeat,
+        )
+    )
+    return hashlib.sha256(what.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def _item_id(item: Item) -> str:
     return item.id
 
 
+def _item(record: Record) -> Item:
+    return Item(
+        record.id,
+        record.event,
+        record.data,
+        state=record.state,
+        content_type=record.content_type,
+    )
+
+
+@dataclass(slots=True)
+class ChannelSpec:
+    """Everything a channel is made of: which stream, and the process parts it uses."""
+
+    route: Route
+    params: dict[str, str]
+    vary: Headers
+    fetcher: Fetcher
+    clock: Clock
+    limits: Limits
+    epoch: Callable[[], int]
+    broker: Broker = field(default_factory=LocalBroker)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("bridge.hub"))
+    rng: random.Random = field(default_factory=random.Random)
+    on_stop: Callable[[Channel], None] | None = None
+    on_leave: Callable[[], None] | None = None
+
+    @property
+    def stream(self) -> StreamSpec:
+        stream = self.route.stream
+        if stream is None:
+            raise ValueError(f"route {self.route.path} has no stream")
+        return stream
+
+    @property
+    def target(self) -> str:
+        return substitute(self.stream.poll, self.params)
+
+    @property
+    def key(self) -> str:
+        return stream_key(self.stream, self.target, self.vary)
+
+
 class Channel:
-    def __init__(
-        self,
-        *,
-        key: tuple[Any, ...],
-        route: Route,
-        params: dict[str, str],
-        vary: Headers,
-        fetcher: Fetcher,
-        clock: Clock,
-        limits: Limits,
-        epoch: Callable[[], int],
-        log: logging.Logger | None = None,
-        on_stop: Callable[[Channel], None] | None = None,
-        on_leave: Callable[[], None] | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
-        spec = route.stream
-        if spec is None:
-            raise ValueError(f"route {route.path} has no stream")
-        if (spec.every is None) == (spec.longpoll is None):
-            raise ValueError(f"route {route.path}: exactly one of every and longpoll")
-        self.key = key
-        self.route = route
-        self.spec: StreamSpec = spec
-        self.params = params
-        self.vary = vary
-        self.fetcher = fetcher
-        self.clock = clock
-        self.limits = limits
-        self.log = log or logging.getLogger("bridge.hub")
-        self.rng = rng or random.Random()
-        self._new_epoch = epoch
-        self._on_stop = on_stop
-        self._on_leave = on_leave
-        self.target = substitute(spec.poll, params)
-        self.name = f"{route.path} ({spec.upstream.name} {self.target})"
-        self._headers = self._base_headers()
+    def __init__(self, spec: ChannelSpec) -> None:
+        stream = spec.stream
+        if (stream.every is None) == (stream.longpoll is None):
+            raise ValueError(f"route {spec.route.path}: exactly one of every and longpoll")
+        self.key = spec.key
+        self.route = spec.route
+        self.spec: StreamSpec = stream
+        self.params = spec.params
+        self.vary = spec.vary
+        self.fetcher = spec.fetcher
+        self.clock = spec.clock
+        self.limits = spec.limits
+        self.log = spec.log
+        self.rng = spec.rng
+        self.broker = spec.broker
+        self._new_epoch = spec.epoch
+        self._on_stop = spec.on_stop
+        self._on_leave = spec.on_leave
+        self.target = spec.target
+        self.name = f"{spec.route.path} ({stream.upstream.name} {self.target})"
+        self._headers = poll_headers(stream, self.vary)
 
         self.subscribers: dict[Subscription, None] = {}  # insertion-ordered set, O(1) removal
         self.lagging: dict[Subscription, None] = {}
@@ -183,15 +204,13 @@ class Channel:
         # first event is the `reset` form of the first state.
         self._resetting: dict[Subscription, None] = {}
         self.waiters = 0  # plain GETs parked in wait_*: interest, like subscribers
-        self.history: deque[Item] = deque(maxlen=spec.history)
+        self.history: deque[Item] = deque(maxlen=stream.history)
         self.latest: Item | None = None
-        self.epoch = epoch()
-        self.seq = 0
 
         self.state = ChannelState.STARTING
-        self.backoff = Backoff(rng=self.rng)
-        self.polls = 0
         self.errors = 0
+        self.poller: Poller | None = None  # while this process leads the key
+        self._polls_before = 0  # polls of earlier pollers of this channel
         # For /metrics and /streams (counters.py): bumped in place, read at scrape time.
         self.not_modified = 0
         self.published = 0  # events
@@ -205,19 +224,15 @@ class Channel:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.retry_at: float | None = None  # in backoff: when the next poll goes
-        self.last_sent = clock.now()
-        self._body: bytes | None = None  # the last body seen (its bytes decide "changed")
-        self._doc: Any = _UNPARSED  # ... parsed, for patch/merge streams
-        self._validators: Headers = []
-        self._cursor: str | None = None
-        self._warned_not_json = False
-        self._logged_at = -ERROR_LOG_INTERVAL
-        self._suppressed = 0
-        self._streak_logged = False
+        self.last_sent = self.clock.now()
         self._change: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._linger_until = 0.0
         self._linger_task: asyncio.Task[None] | None = None
+        # Subscribers that came before the broker delivered the history: welcomed by
+        # `on_history` (their Last-Event-ID may be in it), until then not fanned out to.
+        self._arriving: dict[Subscription, str | None] = {}
+        self._ready = False
 
     # --- lifetime -------------------------------------------------------------------------------
 
@@ -229,14 +244,18 @@ class Channel:
         if self._tasks or self.stopped:
             return
         self._tasks = [
-            asyncio.create_task(self._poll_loop(), name=f"poll {self.name}"),
+            asyncio.create_task(self._lead_loop(), name=f"lead {self.name}"),
             asyncio.create_task(self._tick_loop(), name=f"tick {self.name}"),
         ]
+        self.broker.subscribe(self.key, self, self.spec.history)
+
+    def _idle(self) -> bool:
+        return not self.subscribers and not self.waiters and not self._arriving
 
     def touch(self) -> None:
         """Someone is interested (a subscriber or a plain GET): run, and linger after."""
         self.start()
-        if not self.subscribers and not self.waiters:
+        if self._idle():
             self._linger()
 
     def _linger(self) -> None:
@@ -255,9 +274,14 @@ class Channel:
                 if remaining > 0:
                     await self.clock.sleep(remaining)
                     continue
-                if not self.subscribers and not self.waiters:
-                    self.stop()
-                return  # interest came back; whoever leaves last lingers again
+                if not self._idle():
+                    return  # interest came back; whoever leaves last lingers again
+                if self.poller is not None and await self.broker.interest_elsewhere(self.key):
+                    # Other processes still want this key and this one polls it for them.
+                    self._linger_until = self.clock.now() + settings.STREAM_LINGER
+                    continue
+                self.stop()
+                return
         finally:
             self._linger_task = None
 
@@ -266,7 +290,8 @@ class Channel:
         if self.stopped:
             return
         self.state = ChannelState.STOPPED
-        for sub in tuple(self.subscribers):
+        self.broker.unsubscribe(self.key, self)
+        for sub in (*self._arriving, *self.subscribers):
             sub.end_for_shutdown()
         for task in self._tasks:
             task.cancel()
@@ -280,22 +305,20 @@ class Channel:
     def restart(self, route: Route) -> None:
         """A reload changed this stream's `stream:` block but not what its subscribers are
         (path, `vary`, protocols, `ws_format`): poll the new way from now on, keeping the
-        subscribers, the history and the id sequence. The next answer is published even if
-        its body is the last one seen (it is the first state under the new block; patch and
-        merge streams start again with a `snapshot`)."""
-        spec = route.stream
-        if spec is None or self.stopped:
+        subscribers and the history. The new poller continues from the latest state (its
+        `Seed`), so ids keep growing and an unchanged body publishes nothing."""
+        stream = route.stream
+        if stream is None or self.stopped:
             raise ValueError(f"route {route.path} has no stream")
         for task in self._tasks:
             task.cancel()
         self._tasks = []
-        self.route, self.spec = route, spec
-        self.target = substitute(spec.poll, self.params)
-        self.name = f"{route.path} ({spec.upstream.name} {self.target})"
-        self._headers = self._base_headers()
-        self.history = deque(self.history, maxlen=spec.history)
-        self._body, self._doc, self._validators, self._cursor = None, _UNPARSED, [], None
-        self.backoff.reset()
+        self.route, self.spec = route, stream
+        self.target = substitute(stream.poll, self.params)
+        self.name = f"{route.path} ({stream.upstream.name} {self.target})"
+        self._headers = poll_headers(stream, self.vary)
+        self.history = deque(self.history, maxlen=stream.history)
+        self.key = stream_key(stream, self.target, self.vary)
         self.state = ChannelState.STARTING
         self.start()
 
@@ -309,20 +332,26 @@ class Channel:
         if self.stopped:
             raise RuntimeError("subscribe on a stopped channel")
         sub = Subscription(self, sink, fmt, self.limits.subscriber_buffer)
-        self.subscribers[sub] = None
         self.start()
-        self._welcome(sub, last_event_id or None)
+        if self._ready:
+            self.subscribers[sub] = None
+            self._welcome(sub, last_event_id or None)
+        else:
+            self._arriving[sub] = last_event_id or None
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        if sub not in self.subscribers:
+        if sub in self.subscribers:
+            del self.subscribers[sub]
+        elif sub in self._arriving:
+            del self._arriving[sub]
+        else:
             return
-        del self.subscribers[sub]
         self.lagging.pop(sub, None)
         self._resetting.pop(sub, None)
         if self._on_leave is not None:
             self._on_leave()
-        if not self.subscribers and not self.waiters:
+        if self._idle():
             self._linger()
 
     def _welcome(self, sub: Subscription, last_event_id: str | None) -> None:
@@ -386,6 +415,114 @@ class Channel:
         """A jittered SSE reconnection hint, so the clients of a closed crowd come back apart."""
         return int(settings.SSE_RETRY_MS * self.rng.uniform(0.75, 1.5))
 
+    # --- from the broker ------------------------------------------------------------------------
+
+    def on_history(self, records: Sequence[Record]) -> None:
+        for record in records:
+            latest = self.latest
+            if latest is not None and record.id <= latest.id:
+                continue
+            item = _item(record)
+            if latest is not None and record.prev != latest.id:
+                self.history.clear()  # a hole: never replay across it
+            self.history.append(item)
+            self.latest = item
+            if latest is not None:
+                latest.release()
+        self._ready = True
+        arriving, self._arriving = self._arriving, {}
+        for sub, last_event_id in arriving.items():
+            self.subscribers[sub] = None
+            self._welcome(sub, last_event_id)
+
+    def on_record(self, record: Record) -> None:
+        latest = self.latest
+        if latest is not None and record.id <= latest.id:
+            return  # already here (a reader re-reading after a reconnect, or a new leader)
+        if self.state is ChannelState.STARTING:
+            self.state = ChannelState.POLLING
+        item = _item(record)
+        if latest is not None and record.prev != latest.id:
+            # Records were missed: whatever a subscriber holds may not be what the new one
+            # follows. Everyone starts over from this state, and history restarts here.
+            self.log.info(
+                "stream %s: records missed before %s; sending a reset", self.name, item.id
+            )
+            self.history.clear()
+            self._resetting.update(dict.fromkeys(self.subscribers))
+        self.publish(item)
+
+    def on_status(self, status: Status) -> None:
+        if self.stopped:
+            return
+        if status.ok:
+            self.state = ChannelState.POLLING
+            return
+        self.errors += 1
+        self.last_error, self.last_error_at = status.detail or None, self.clock.wall()
+        self.state = ChannelState.BACKOFF
+        self._notify()  # plain GETs waiting for a first answer learn it failed
+
+    async def _lead_loop(self) -> None:
+        """Poll whenever this process holds the key's lease (with one process: always)."""
+        while True:
+            try:
+                lease = await self.broker.lease(self.key, self)
+                await lease.hold(self._poll)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not end the stream's polling for good
+                self.log.exception("stream %s: leadership failed; trying again", self.name)
+                await self.clock.sleep(settings.BACKOFF_BASE)
+
+    async def _poll(self) -> None:
+        latest = self.latest
+        seed = Seed(latest.id, latest.state) if latest is not None and latest.has_state else None
+        poller = Poller(
+            spec=self.spec,
+            target=self.target,
+            headers=self._headers,
+            name=self.name,
+            fetcher=self.fetcher,
+            clock=self.clock,
+            limits=self.limits,
+            epoch=self._new_epoch,
+            publish=self._publish_record,
+            report=self._report,
+            rng=self.rng,
+            log=self.log,
+            seed=seed,
+            observe=self._polled,
+        )
+        self.poller = poller
+        try:
+            await poller.run()
+        finally:
+            self._polls_before += poller.polls
+            self.poller = None
+
+    def _polled(self, seconds: float, status: int, retry_in: float | None) -> None:
+        """This process's poller answered (or failed): the counters /metrics reads."""
+        if status < 0:
+            self.retry_at = self.clock.wall() + (retry_in or 0.0)
+            return
+        observe(self.poll_buckets, seconds)
+        self.poll_seconds += seconds
+        self.last_poll_at = self.clock.wall()
+        if status == 304:
+            self.not_modified += 1
+
+    async def _publish_record(self, record: Record) -> None:
+        await self.broker.publish(self.key, record)
+
+    def _report(self, status: Status) -> None:
+        self.broker.report(self.key, status)
+
+    @property
+    def polls(self) -> int:
+        poller = self.poller
+        return self._polls_before + (poller.polls if poller is not None else 0)
+
     # --- fan-out --------------------------------------------------------------------------------
 
     def publish(self, item: Item) -> None:
@@ -413,7 +550,7 @@ class Channel:
 
     def _heartbeat(self) -> None:
         self.last_sent = self.clock.now()
-        for sub in tuple(self.subscribers):
+        for sub in (*self._arriving, *self.subscribers):  # those waiting for history too
             sub.offer(HEARTBEAT)
 
     def _heartbeat_after(self) -> float:
@@ -478,7 +615,7 @@ class Channel:
             return True
         finally:
             self.waiters -= 1
-            if not self.waiters and not self.subscribers:
+            if self._idle():
                 self._linger()
 
     async def wait_ready(self, timeout: float) -> Item | None:
@@ -496,199 +633,6 @@ class Channel:
 
         return self.snapshot() if await self._wait(changed, timeout) else None
 
-    # --- polling --------------------------------------------------------------------------------
-
-    def _base_headers(self) -> Headers:
-        named = {name for name, _ in self.vary}
-        headers: Headers = []
-        if b"host" not in named:
-            headers.append((b"host", self.spec.upstream.authority.encode("ascii")))
-        headers += self.vary  # the route's `vary` headers only: never Cookie/Authorization
-        if b"accept" not in named:
-            headers.append((b"accept", ACCEPT))
-        return headers
-
-    def _request_headers(self) -> Headers:
-        if self._validators:
-            return self._headers + self._validators
-        return self._headers
-
-    def _poll_target(self) -> str:
-        longpoll = self.spec.longpoll
-        if longpoll is None or self._cursor is None:
-            return self.target
-        target = self.target
-        if "?" not in target:
-            target += "?"
-        elif not target.endswith(("?", "&")):
-            target += "&"
-        return f"{target}{_quote(longpoll.param)}={_quote(self._cursor)}"
-
-    async def _poll_loop(self) -> None:
-        while True:
-            try:
-                delay = await self._poll_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug must not end the stream: log, back off, go on
-                delay = self._failed(f"unexpected {exc!r}", None, exc)
-            if delay > 0:
-                await self.clock.sleep(delay)
-            else:
-                await asyncio.sleep(0)  # long-poll: at once, but let the loop breathe
-
-    async def _poll_once(self) -> float:
-        """One upstream request; returns the delay before the next."""
-        spec = self.spec
-        longpoll = spec.longpoll
-        if longpoll is None:
-            timeout = spec.upstream.timeout
-        else:
-            timeout = longpoll.timeout + settings.LONGPOLL_MARGIN
-        started = self.clock.now()
-        self.polls += 1
-        try:
-            status, headers, body = await self.fetcher.fetch(
-                spec.upstream,
-                self._poll_target(),
-                self._request_headers(),
-                timeout=timeout,
-                max_bytes=self.limits.max_snapshot,
-            )
-        except StreamError as exc:
-            self._polled(started)
-            held = self.clock.now() - started
-            if (
-                longpoll is not None
-                and exc.code is ErrorCode.UPSTREAM_TIMEOUT
-                and held >= longpoll.timeout
-            ):
-                self._ok()  # held past its own timeout with nothing new: normal, ask again
-                return 0.0
-            return self._failed(exc.detail, None)
-        self._polled(started)
-        if 200 <= status < 300:
-            if len(body) > self.limits.max_snapshot:
-                return self._failed(f"answer of {len(body)} bytes over max_snapshot", None)
-            changed = self._accept(headers, body)
-        elif status == 304:
-            self.not_modified += 1
-            changed = False
-        else:
-            retry = parse_retry_after(_header(headers, b"retry-after"), self.clock.wall())
-            return self._failed(f"upstream answered {status}", retry)
-        self._ok()
-        if longpoll is None:
-            assert spec.every is not None
-            return spec.every * self.rng.uniform(1 - EVERY_JITTER, 1 + EVERY_JITTER)
-        if changed:
-            return 0.0
-        # Nothing new, and quickly: the upstream did not hold the request. Don't spin.
-        return max(0.0, settings.LONGPOLL_MIN_GAP - (self.clock.now() - started))
-
-    def _polled(self, started: float) -> None:
-        seconds = self.clock.now() - started
-        observe(self.poll_buckets, seconds)
-        self.poll_seconds += seconds
-        self.last_poll_at = self.clock.wall()
-
-    def _ok(self) -> None:
-        if self.backoff.failures and self._streak_logged:
-            self.log.info(
-                "stream %s: upstream recovered after %d failure(s)",
-                self.name,
-                self.backoff.failures,
-            )
-        self._streak_logged = False
-        self.backoff.reset()
-        self.state = ChannelState.POLLING
-
-    def _failed(self, why: str, retry_after: float | None, exc: Exception | None = None) -> float:
-        self.errors += 1
-        self.last_error, self.last_error_at = why, self.clock.wall()
-        self.state = ChannelState.BACKOFF
-        delay = self.backoff.next(retry_after)
-        self.retry_at = self.last_error_at + delay
-        now = self.clock.now()
-        if now - self._logged_at >= ERROR_LOG_INTERVAL:
-            more = f" (+{self._suppressed} more failures not logged)" if self._suppressed else ""
-            self.log.warning(
-                "stream %s: poll failed: %s; retrying in %.1fs%s",
-                self.name,
-                why,
-                delay,
-                more,
-                exc_info=exc,
-            )
-            self._logged_at = now
-            self._suppressed = 0
-            self._streak_logged = True
-        else:
-            self._suppressed += 1
-        self._notify()  # plain GETs waiting for a first answer learn it failed
-        return delay
-
-    # --- change detection -----------------------------------------------------------------------
-
-    def _accept(self, headers: Headers, body: bytes) -> bool:
-        """A 2xx answer: remember validators and cursor; publish if it is a change."""
-        spec = self.spec
-        if spec.every is not None:
-            validators: Headers = []
-            etag = _header(headers, b"etag")
-            if etag is not None:
-                validators.append((b"if-none-match", etag))
-            modified = _header(headers, b"last-modified")
-            if modified is not None:
-                validators.append((b"if-modified-since", modified))
-            self._validators = validators
-        doc: Any = _UNPARSED
-        if spec.longpoll is not None:
-            doc = _parse(body)
-            cursor = None if doc is NOT_JSON else _dotted(doc, spec.longpoll.cursor)
-            if cursor is not None:
-                self._cursor = cursor if isinstance(cursor, str) else json.dumps(cursor)
-        if body == self._body:
-            return False
-        content_type = _content_type(headers, body)
-        if spec.emit == "snapshot":
-            self._body = body
-            self.publish(Item(self._next_id(), spec.event, body, content_type=content_type))
-            return True
-        if doc is _UNPARSED:
-            doc = _parse(body)
-        old = self._doc
-        if doc is not NOT_JSON and old is not NOT_JSON and old is not _UNPARSED:
-            if json_equal(old, doc):
-                self._body = body  # the same JSON, spelled differently: nothing to tell
-                return False
-            patch = diff(spec.emit, old, doc)
-        else:
-            patch = None
-            if doc is NOT_JSON and not self._warned_not_json:
-                self._warned_not_json = True
-                self.log.warning(
-                    "stream %s: the body is not JSON; sending snapshots instead of %s events",
-                    self.name,
-                    spec.emit,
-                )
-        self._body = body
-        self._doc = doc
-        item_id = self._next_id()
-        if patch is None:  # the first state, not JSON, or not expressible as a diff
-            item = Item(item_id, "snapshot", body, content_type=content_type)
-        else:
-            item = Item(item_id, spec.emit, patch, state=body, content_type=content_type)
-        self.publish(item)
-        return True
-
-    def _next_id(self) -> str:
-        if self.seq >= SEQ_MAX:
-            self.epoch = self._new_epoch()  # keeps string order == numeric order
-            self.seq = 0
-        self.seq += 1
-        return f"{self.epoch:013d}-{self.seq:0{SEQ_WIDTH}d}"
-
     # --- admin ----------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
@@ -697,7 +641,7 @@ class Channel:
             # The values may be per-user secrets: a digest tells streams apart without them.
             vary = hashlib.sha256(repr(self.vary).encode()).hexdigest()[:12]
         return {
-            "key": f"{self.route.index}:{self.target}" + (f"#{vary}" if vary else ""),
+            "key": self.key,
             "route": self.route.path,
             "params": dict(self.params),
             "vary": vary,
@@ -711,19 +655,8 @@ class Channel:
             "polls": self.polls,
             "errors": self.errors,
             "state": self.state.value,
+            "leader": self.poller is not None,
         }
 
     def __repr__(self) -> str:
         return f"<Channel {self.name} {self.state.value} subscribers={len(self.subscribers)}>"
-
-
-def _quote(text: str) -> str:
-    return quote(text, safe="")
-
-
-def _content_type(headers: Headers, body: bytes) -> str:
-    value = _header(headers, b"content-type")
-    if value is not None:
-        return value.decode("latin-1")
-    # No type given: a JSON-looking body is JSON (most stream upstreams are JSON APIs).
-    return "application/json" if body.lstrip()[:1] in (b"{", b"[") else "application/octet-stream"

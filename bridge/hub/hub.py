@@ -1,9 +1,11 @@
 """The `Hub`: every live channel of the process, keyed by stream key, and the subscriber limits.
 
-A stream key is (route, path parameters, values of the route's `vary` headers): subscribers
-with the same key share one channel and so one upstream poller (ROUTES.md "One upstream poll
-per stream"). The hub is what handlers talk to: `subscribe` for SSE and WebSocket
-subscribers, `latest` and `wait_change` for plain GETs on a stream path.
+A stream key is a digest of what the upstream sees (origin, filled-in poll target, values of
+the route's `vary` headers; `channel.stream_key`): subscribers with the same key share one
+channel and so one upstream poller (ROUTES.md "One upstream poll per stream") — in this
+process, and through a cluster broker in every process, which all compute the same key. The
+hub is what handlers talk to: `subscribe` for SSE and WebSocket subscribers, `latest` and
+`wait_change` for plain GETs on a stream path.
 
 Keys come from the client, so the hub bounds what they can make bridge do upstream: at most
 `limits.max_channels_per_route` live channels per route (a new key beyond that is refused
@@ -23,8 +25,10 @@ from .. import settings
 from ..errors import ErrorCode, StreamError
 from ..events import Headers
 from ..routing.model import Route, StreamSpec
+from ..routing.paths import substitute
 from ..settings import Limits
-from .channel import Channel, Fetcher, vary_headers
+from .broker import Broker, LocalBroker
+from .channel import Channel, ChannelSpec, Fetcher, stream_key, vary_headers
 from .clock import Clock, RealClock
 from .counters import RouteTotals
 from .item import Format, Item
@@ -43,13 +47,15 @@ class Hub:
         clock: Clock | None = None,
         logger: logging.Logger | None = None,
         rng: random.Random | None = None,
+        broker: Broker | None = None,
     ) -> None:
         self.fetcher = fetcher
+        self.broker: Broker = broker or LocalBroker()
         self.limits = limits
         self.clock = clock or RealClock()
         self.log = logger or logging.getLogger("bridge.hub")
         self.rng = rng or random.Random()
-        self.channels: dict[tuple[Any, ...], Channel] = {}
+        self.channels: dict[str, Channel] = {}
         self.subscriber_count = 0  # across all channels, kept up to date in O(1)
         # Counters of stopped channels, by route path, so /metrics never goes down (counters.py).
         self.retired: dict[str, RouteTotals] = {}
@@ -63,8 +69,11 @@ class Hub:
     # --- channels -------------------------------------------------------------------------------
 
     @staticmethod
-    def key(route: Route, params: dict[str, str], vary: Headers) -> tuple[Any, ...]:
-        return (route.index, tuple(sorted(params.items())), tuple(vary))
+    def key(route: Route, params: dict[str, str], vary: Headers) -> str:
+        spec = route.stream
+        if spec is None:
+            raise ValueError(f"route {route.path} is not a stream")
+        return stream_key(spec, substitute(spec.poll, params), vary)
 
     def channel(self, route: Route, params: dict[str, str], headers: Headers) -> Channel:
         """The live channel for this request's stream key, created if needed (not started)."""
@@ -84,18 +93,20 @@ class Hub:
                 )
             self._per_route[route.index] = live + 1
             channel = Channel(
-                key=key,
-                route=route,
-                params=dict(params),
-                vary=vary,
-                fetcher=self.fetcher,
-                clock=self.clock,
-                limits=self.limits,
-                epoch=self._epoch,
-                log=self.log,
-                on_stop=self._forget,
-                on_leave=self._left,
-                rng=self.rng,
+                ChannelSpec(
+                    route=route,
+                    params=dict(params),
+                    vary=vary,
+                    fetcher=self.fetcher,
+                    clock=self.clock,
+                    limits=self.limits,
+                    epoch=self._epoch,
+                    broker=self.broker,
+                    log=self.log,
+                    rng=self.rng,
+                    on_stop=self._forget,
+                    on_leave=self._left,
+                )
             )
             self.channels[key] = channel
         return channel
@@ -241,7 +252,7 @@ class Hub:
         current state as `reset`). New subscribers get the new limits.
         """
         streams = {route.path: route for route in routes if route.stream is not None}
-        keep: dict[tuple[Any, ...], Channel] = {}
+        keep: dict[str, Channel] = {}
         gone: list[Channel] = []
         restarted = 0
         for channel in self.channels.values():
@@ -291,6 +302,7 @@ class Hub:
         self._unsubscribed.clear()
         if tasks:
             await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
+        await self.broker.close()
 
 
 def _same_audience(old: StreamSpec, new: StreamSpec) -> bool:

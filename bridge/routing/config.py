@@ -31,6 +31,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..errors import ConfigError, ConfigProblem
 from ..settings import Limits
+from .broker import parse_broker as _broker
 from .model import (
     AccessLogConfig,
     Address,
@@ -70,7 +71,7 @@ _TARGET = re.compile(
 )
 _PARAM = re.compile(r"\{[^{}]*\}")
 
-TOP_KEYS = ("listen", "tls", "access_log", "limits", "upstreams", "routes")
+TOP_KEYS = ("listen", "tls", "access_log", "limits", "upstreams", "routes", "broker")
 LISTEN_KEYS = ("https", "http3", "http", "http_mode", "admin", "admin_public")
 TLS_KEYS = ("cert", "key")
 ACCESS_LOG_KEYS = ("path", "format")
@@ -336,6 +337,12 @@ def _build(w: _Walker, root: Node, source: Path) -> Config | None:
     limits = _limits(w, _present(top, "limits"))
     upstreams, declared = _upstreams(w, _present(top, "upstreams"))
     routes = _routes(w, _present(top, "routes"), upstreams, declared, root)
+    broker_node = _present(top, "broker")
+    broker = None
+    if broker_node is not None:
+        text = w.text(broker_node, "broker")
+        if text is not None:
+            broker = _broker(text, lambda message: w.error(broker_node, "broker", message))
     if w.problems:
         return None
     return Config(
@@ -346,6 +353,7 @@ def _build(w: _Walker, root: Node, source: Path) -> Config | None:
         limits=limits,
         upstreams=upstreams,
         routes=tuple(routes),
+        broker=broker,
     )
 
 

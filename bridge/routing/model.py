@@ -100,6 +100,23 @@ class AccessLogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    """`broker: redis://host:port/db[?lease=2s]`: stream records, leadership and interest shared
+    through Redis, so a cluster polls each stream once. (`memory`, the default, is None.)"""
+
+    url: str  # as written, without the query: handed to the Redis client
+    host: str
+    port: int
+    db: int
+    lease: float  # seconds a leader's lease lasts without renewal
+
+    @property
+    def shown(self) -> str:
+        """The URL without any password, for logs."""
+        return f"redis://{self.host}:{self.port}/{self.db}"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: Path  # the file as given on the command line
     listen: Listen
@@ -108,4 +125,5 @@ class Config:
     limits: Limits
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()
+    broker: BrokerConfig | None = None  # None: the in-process broker
     warnings: tuple[ConfigProblem, ...] = ()  # accepted, but probably not what was meant

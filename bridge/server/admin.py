@@ -16,7 +16,6 @@ meant for loopback or a private network only (the loader refuses another address
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -69,40 +68,31 @@ def streams_view(hub: Any) -> list[dict[str, Any]]:
 
 
 def channel_view(channel: Any) -> dict[str, Any]:
-    vary = None
-    if channel.vary:
-        vary = hashlib.sha256(repr(channel.vary).encode()).hexdigest()[:12]
+    """The channel's own `stats()` (key, route, params, a digest of `vary`, subscribers, last
+    id, history, polls, errors, state, leader), and what an operator asks next: subscribers by
+    protocol, last poll, last change, last error (text and time), backoff."""
+    view: dict[str, Any] = channel.stats()
     by_protocol: dict[str, int] = {}
     for sub in channel.subscribers:
         name = f"{subscriber_kind(sub)}/{subscriber_protocol(sub)}"
         by_protocol[name] = by_protocol.get(name, 0) + 1
     state = channel.state.value
-    return {
-        "key": f"{channel.route.path}:{channel.target}" + (f"#{vary}" if vary else ""),
-        "route": channel.route.path,
-        "params": dict(channel.params),
-        "vary": vary,
-        "upstream": channel.spec.upstream.name,
-        "target": channel.target,
-        "state": state,
-        "subscribers": len(channel.subscribers),
-        "by_protocol": dict(sorted(by_protocol.items())),
-        "lagging": len(channel.lagging),
-        "waiters": channel.waiters,
-        "last_id": channel.latest.id if channel.latest is not None else None,
-        "history": len(channel.history),
-        "polls": channel.polls,
-        "not_modified": channel.not_modified,
-        "errors": channel.errors,
-        "last_poll_at": channel.last_poll_at,
-        "last_change_at": channel.last_change_at,
-        "last_error": channel.last_error,
-        "last_error_at": channel.last_error_at,
-        "backoff": {
-            "failures": channel.backoff.failures,
-            "retry_at": channel.retry_at if state == "backoff" else None,
-        },
-    }
+    view.update(
+        {
+            "by_protocol": dict(sorted(by_protocol.items())),
+            "not_modified": getattr(channel, "not_modified", 0),
+            "last_poll_at": getattr(channel, "last_poll_at", None),
+            "last_change_at": getattr(channel, "last_change_at", None),
+            "last_error": getattr(channel, "last_error", None),
+            "last_error_at": getattr(channel, "last_error_at", None),
+            "backoff": {
+                # The poller (this process's, while it leads the key) keeps the failure streak.
+                "failures": getattr(getattr(channel.poller, "backoff", None), "failures", 0),
+                "retry_at": getattr(channel, "retry_at", None) if state == "backoff" else None,
+            },
+        }
+    )
+    return view
 
 
 async def start_admin(bridge: Bridge, address: Address) -> tuple[asyncio.AbstractServer, int]:

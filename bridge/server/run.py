@@ -72,6 +72,7 @@ class Bridge:
         self.push_base: dict[str, int] = {}
         self.config_loaded_at = time.time()
         self.quic: QuicEndpoint | None = None
+        self.reuse_port = False  # SO_REUSEPORT listeners (`--workers`: server/workers.py)
 
     def tls_paths(self) -> tuple[Path, Path]:
         """The certificate and key TCP and QUIC both serve (dev ones made when absent)."""
@@ -141,6 +142,7 @@ class Bridge:
             ssl_handshake_timeout=ctx.limits.tls_handshake_timeout if tls else None,
             backlog=4096,
             reuse_address=True,
+            reuse_port=self.reuse_port or None,
         )
         for sock in server.sockets:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -240,6 +242,12 @@ class Bridge:
             )
             self._count_reload("invalid")
             return False
+        from .workers import worker_config, worker_index
+
+        if worker_index() is not None:
+            # A `--workers` worker serves the supervisor's ports (and admin on worker 0 only):
+            # the file's own listen addresses would rebind it away from the shared ones.
+            config = worker_config(config)
         try:
             changes = await self._apply(config)
         except Exception as exc:  # a port taken, a file gone since the check: keep serving

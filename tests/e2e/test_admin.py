@@ -109,7 +109,7 @@ def test_metrics_and_streams_match_what_is_connected(certs: Path) -> None:
                     samples = await scrape(admin)
 
                 prices, down = streams["/prices/{symbol}"], streams["/down"]
-                assert prices["key"] == "/prices/{symbol}:/api/price?s=A"
+                assert prices["target"] == "/api/price?s=A" and prices["leader"] is True
                 assert prices["params"] == {"symbol": "A"}
                 assert prices["subscribers"] == 3
                 assert prices["by_protocol"] == {"sse/h2": 2, "websocket/http/1.1": 1}

@@ -225,7 +225,7 @@ def test_a_changed_stream_restarts_its_poller_and_keeps_its_subscribers(certs: P
                     assert await b.bridge.reload()
                     second = await kept.next_event()
                     assert json.loads(second.data) == {"v2": True}
-                    assert seq(second.id) == (seq(first.id)[0], seq(first.id)[1] + 1)
+                    assert second.id > first.id  # ids only grow, across the new poller too
                     assert "/api/v2/price" in [r.path for r in origin.requests]
                     await asyncio.wait_for(gone.closed.wait(), 5)
                     assert not kept.closed.is_set()

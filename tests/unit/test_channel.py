@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from bridge import settings
 from bridge.errors import ErrorCode, StreamError
-from bridge.hub import channel as channel_module
+from bridge.hub import poller as poller_module
 from bridge.hub.backoff import Backoff, parse_retry_after
 from bridge.hub.diff import apply_merge_patch, json_equal
 from bridge.hub.item import HEARTBEAT, Format
@@ -124,7 +124,7 @@ def test_ids_grow_sort_as_strings_and_survive_restarts() -> None:
 
 
 def test_sequence_overflow_moves_to_a_new_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(channel_module, "SEQ_MAX", 3)
+    monkeypatch.setattr(poller_module, "SEQ_MAX", 3)
 
     async def body() -> None:
         h = Harness()

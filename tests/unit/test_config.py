@@ -326,8 +326,8 @@ def test_the_path_is_shown_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         (
             MINIMAL + "routes: [{path: /, upstream: app}]\nextra: 1\n",
             [
-                '4:1: unknown top-level key "extra" (expected one of: access_log, limits, listen,'
-                " routes, tls, upstreams)"
+                '4:1: unknown top-level key "extra" (expected one of: access_log, broker, limits,'
+                " listen, routes, tls, upstreams)"
             ],
         ),
         (
@@ -426,6 +426,33 @@ ROUTE = "routes: [{path: /, upstream: app}]\n"
             'listen: {http: ":8080", http3: ":8443"}\n' + MINIMAL[24:] + ROUTE,
             ["1:32: listen.http3: needs listen.https (its Alt-Svc is sent there)"],
         ),
+        # broker
+        (
+            MINIMAL + "broker: redis://127.0.0.1:6379/99\n" + ROUTE,
+            ["3:9: broker: the database must be a number from 0 to 15"],
+        ),
+        (
+            MINIMAL + "broker: memcached://x\n" + ROUTE,
+            ['3:9: broker: expected "memory" or "redis://host[:port][/db][?lease=5s]"'],
+        ),
+        (
+            MINIMAL + "broker: redis://h/0?lease=1y&x=1\n" + ROUTE,
+            ['3:9: broker: lease: expected a duration like "2s" (units: ms, s, m, h)'],
+        ),
+        (
+            MINIMAL + "broker: redis://h/0?lease=10ms\n" + ROUTE,
+            ["3:9: broker: lease: must be between 0.2s and 300s"],
+        ),
+        (
+            MINIMAL + "broker: redis://h:99999/0\n" + ROUTE,
+            [
+                '3:9: broker: expected "memory" or "redis://host[:port][/db][?lease=5s]": Port out of range 0-65535'
+            ],
+        ),
+        (
+            MINIMAL + "broker: {url: redis://h}\n" + ROUTE,
+            ["3:9: broker: expected a string, got a mapping"],
+        ),
         # tls, access_log
         (
             MINIMAL + "tls: {cert: a.crt}\n" + ROUTE,
@@ -496,6 +523,12 @@ ROUTE = "routes: [{path: /, upstream: app}]\n"
         "ipv6-and-host",
         "same-address-and-mode",
         "http3-without-https",
+        "broker-db",
+        "broker-scheme",
+        "broker-lease-unit",
+        "broker-lease-range",
+        "broker-port",
+        "broker-not-text",
         "half-tls",
         "empty-tls-path",
         "access-log-format",
@@ -859,6 +892,18 @@ def test_origins_are_normalised(raw: str, normal: str | None) -> None:
 def test_format_duration_round_trips() -> None:
     for text in ("250ms", "1s", "1.5s", "2m", "1h", "90s"):
         assert parse_duration(format_duration(parse_duration(text))) == parse_duration(text)
+
+
+def test_broker_url_and_lease() -> None:
+    config = parse_config(MINIMAL + "broker: redis://10.0.0.5:6380/3?lease=1.5s\n" + ROUTE)
+    assert config.broker is not None
+    assert (config.broker.host, config.broker.port, config.broker.db) == ("10.0.0.5", 6380, 3)
+    assert config.broker.lease == 1.5 and config.broker.url == "redis://10.0.0.5:6380/3"
+    plain = parse_config(MINIMAL + "broker: redis://:secret@cache\n" + ROUTE).broker
+    assert plain is not None and plain.lease == 5.0 and (plain.port, plain.db) == (6379, 0)
+    assert "secret" not in plain.shown and "secret" in plain.url
+    assert parse_config(MINIMAL + "broker: memory\n" + ROUTE).broker is None
+    assert parse_config(MINIMAL + ROUTE).broker is None
 
 
 def test_max_channels_per_route_is_loaded_and_checked() -> None:

@@ -19,7 +19,7 @@ def test_two_streams_that_swap_places_keep_their_channels() -> None:
     async def body() -> None:
         h = Harness(seed=1)
         first = route(0)
-        second = dataclasses.replace(route(1), path="/q/{s}")  # same params, another path
+        second = dataclasses.replace(route(1, poll="/q?s={s}"), path="/q/{s}")  # same params
         _, a_sink = h.subscribe(first)
         _, b_sink = h.subscribe(second)
         await h.advance(0.1)
@@ -46,7 +46,7 @@ def test_a_changed_poll_restarts_and_an_audience_change_ends() -> None:
         h = Harness(seed=1)
         r = route(0)
         sub, sink = h.subscribe(r)
-        ws_route = dataclasses.replace(route(1), path="/w/{s}")
+        ws_route = dataclasses.replace(route(1, poll="/w?s={s}"), path="/w/{s}")
         _, ws_sink = h.subscribe(ws_route, fmt=Format.WS_ENVELOPE)
         await h.advance(0.1)
         before = [e.id for e in sink.events()]
@@ -58,10 +58,11 @@ def test_a_changed_poll_restarts_and_an_audience_change_ends() -> None:
         assert (kept, restarted, ended) == (0, 1, 1)
         assert not sink.closed and sub.channel is channel and channel.target == "/v2?s=A"
         assert ws_sink.closed and ws_sink.final == b""  # WebSocket: closed 1013, reconnect
+        h.upstream.set({"v": 2})  # what the new poll target answers
         await h.advance(1.5)
         assert h.upstream.requests[-1].target == "/v2?s=A"
         after = [e.id for e in sink.events()]
-        # the restarted poller's first answer is published, continuing the same id sequence
+        # the restarted poller's first new state is published; ids keep growing
         assert after[: len(before)] == before and len(after) == len(before) + 1
         assert after[-1] > before[-1]
 

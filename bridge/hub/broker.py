@@ -1,0 +1,131 @@
+"""The seam between a stream's single writer (the `Poller`) and its readers (`Channel`s).
+
+A `Poller` publishes plain `Record`s — no rendered bytes, no subscriber state — and poll
+`Status`es through a `Broker`; every process's `Channel` for that key receives them, turns each
+record into an `Item` and renders it for its own subscribers (rendered bytes never cross
+processes). The broker also decides who writes: `lease` is granted to one poller per key.
+
+- `LocalBroker` (this module): one process. Delivery is a synchronous call, the lease is always
+  granted, there is no interest elsewhere: the figures of the fused channel it replaced.
+- `RedisBroker` (`bridge/upstream/redis.py`): a cluster. Records go through Redis Streams,
+  the lease is a `SET NX PX` key, interest is a counter per key with a TTL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One change of a stream as the poller saw it, in a form that can cross processes.
+
+    `prev` is the id of the record this one follows (None for the first state a poller knew
+    nothing before): a reader whose latest id differs has missed something, and treats the
+    record as a reset instead of replaying across the hole.
+    """
+
+    id: str
+    event: str
+    data: bytes
+    state: bytes | None  # the whole body after the change; None when it is `data` itself
+    content_type: str
+    prev: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The outcome of a poll, told to every reader: plain GETs waiting for a first state must
+    learn that the upstream failed, whichever process polled it."""
+
+    ok: bool
+    detail: str = ""
+
+
+class Listener(Protocol):
+    """Implemented by `Channel`: what a broker delivers to the readers of one key."""
+
+    def on_history(self, records: Sequence[Record]) -> None:
+        """Called once per `subscribe`, before any `on_record`: the key's stored records, oldest
+        first (possibly none, e.g. when the store is unreachable)."""
+
+    def on_record(self, record: Record) -> None:
+        """A new record, in order; may repeat one already delivered (the reader dedupes)."""
+
+    def on_status(self, status: Status) -> None: ...
+
+
+class Lease(Protocol):
+    """Leadership of one key. `hold` runs the poller for as long as the lease is held and
+    returns (the poller cancelled) once it is lost or released."""
+
+    async def hold(self, work: Callable[[], Awaitable[None]]) -> None: ...
+
+
+class Broker(Protocol):
+    def subscribe(self, key: str, listener: Listener, history: int) -> None:
+        """Deliver the key's last `history` records (`on_history`, maybe later) and then every
+        new record to `listener`, until `unsubscribe`. `history` also bounds what the broker
+        stores for the key."""
+
+    def unsubscribe(self, key: str, listener: Listener) -> None: ...
+
+    async def publish(self, key: str, record: Record) -> None:
+        """Publish one record (called by the key's leader only). Raises if it could not be
+        published: the poller then keeps its old state and detects the change again."""
+
+    def report(self, key: str, status: Status) -> None:
+        """A poll outcome (failures, and the return to success). Best effort."""
+
+    async def lease(self, key: str, listener: Listener) -> Lease:
+        """Wait (unbounded, cancellable) until this process leads `key`. Before it returns,
+        `listener` has every record published so far (a new poller continues from there)."""
+
+    async def interest_elsewhere(self, key: str) -> int:
+        """How many other processes still want `key` polled (0 when unknown)."""
+
+    async def close(self) -> None: ...
+
+
+class _LocalLease:
+    async def hold(self, work: Callable[[], Awaitable[None]]) -> None:
+        await work()
+
+
+_LEASE = _LocalLease()
+
+
+class LocalBroker:
+    """One process: records go straight to the channel, synchronously (no task, no copy)."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, Listener] = {}
+
+    def subscribe(self, key: str, listener: Listener, history: int) -> None:
+        self._listeners[key] = listener
+        listener.on_history(())  # history lives in the channel itself
+
+    def unsubscribe(self, key: str, listener: Listener) -> None:
+        if self._listeners.get(key) is listener:
+            del self._listeners[key]
+
+    async def publish(self, key: str, record: Record) -> None:
+        listener = self._listeners.get(key)
+        if listener is not None:
+            listener.on_record(record)
+
+    def report(self, key: str, status: Status) -> None:
+        listener = self._listeners.get(key)
+        if listener is not None:
+            listener.on_status(status)
+
+    async def lease(self, key: str, listener: Listener) -> Lease:
+        return _LEASE
+
+    async def interest_elsewhere(self, key: str) -> int:
+        return 0
+
+    async def close(self) -> None:
+        self._listeners.clear()

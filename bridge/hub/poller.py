@@ -1,0 +1,384 @@
+"""A `Poller`: the single writer of one stream key. It asks the upstream, detects changes,
+computes each diff once, assigns ids, and publishes `Record`s through the broker.
+
+- **Polling.** `every`: a conditional GET (`If-None-Match` / `If-Modified-Since` from the last
+  answer) at the interval ±10 %. `longpoll`: the cursor from the last body goes back in the
+  query, and the next request leaves as soon as an answer arrives; a long-poll that times out
+  after the upstream held it is normal, not an error.
+- **Change detection.** A 304 or a byte-identical body emits nothing (patch/merge streams also
+  ignore a body that parses to the same JSON). Each change becomes one record — the body, or an
+  RFC 6902 / RFC 7386 diff computed once, with the whole state beside it.
+- **Committed only once published.** The body, validators and cursor a change came with are
+  remembered only after the broker took the record: a publish that fails (Redis down) leaves
+  the poller where it was, so the next poll finds the same change again. No change is lost.
+- **Trouble upstream** (exceptions, non-2xx other than 304, a body over `max_snapshot`) is
+  retried with backoff (`backoff.py`) and reported as a `Status` to every reader. Failures are
+  logged at most once a minute per stream.
+- **Ids** are `"<epoch>-<seq>"` (item.py). A poller that takes over a stream (a new leader, a
+  restarted process) starts from the last state its channel knows: a later epoch than that
+  id, and that body as the base of the next diff, so nothing already published is repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from .. import settings
+from ..errors import ErrorCode, StreamError
+from ..events import Headers
+from ..routing.model import StreamSpec, Upstream
+from ..settings import Limits
+from .backoff import Backoff, parse_retry_after
+from .broker import Record, Status
+from .clock import Clock
+from .diff import diff, json_equal, loads
+
+ACCEPT = b"application/json, */*;q=0.5"
+SEQ_WIDTH = 6  # ids are "<13-digit epoch ms>-<6-digit seq>" (see item.py)
+SEQ_MAX = 10**SEQ_WIDTH - 1
+EVERY_JITTER = 0.1  # poll intervals are every * [0.9, 1.1]
+ERROR_LOG_INTERVAL = 60.0  # at most one failure line per stream per interval
+
+
+class Fetcher(Protocol):
+    """Implemented by `bridge.upstream.client.UpstreamPool`."""
+
+    async def fetch(
+        self, upstream: Upstream, target: str, headers: Headers, *, timeout: float, max_bytes: int
+    ) -> tuple[int, Headers, bytes]: ...
+
+
+class _NotJson:
+    """A parse result meaning "this body is not JSON"."""
+
+
+NOT_JSON: Any = _NotJson()
+_UNPARSED: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Seed:
+    """The last state published on this key, as the channel knows it: where a new poller
+    continues from."""
+
+    id: str
+    state: bytes
+
+
+@dataclass(slots=True)
+class _Change:
+    """A change found in an answer, to be committed once published."""
+
+    record: Record | None
+    body: bytes
+    doc: Any
+    validators: Headers
+    cursor: str | None
+
+
+class Poller:
+    def __init__(
+        self,
+        *,
+        spec: StreamSpec,
+        target: str,
+        headers: Headers,
+        name: str,
+        fetcher: Fetcher,
+        clock: Clock,
+        limits: Limits,
+        epoch: Callable[[], int],
+        publish: Callable[[Record], Awaitable[None]],
+        report: Callable[[Status], None],
+        rng: random.Random,
+        log: logging.Logger,
+        seed: Seed | None = None,
+        observe: Callable[[float, int, float | None], None] | None = None,
+    ) -> None:
+        # For /metrics and /streams: (seconds, status or 0, retry delay) after each poll.
+        self._observe = observe
+        self.spec = spec
+        self.target = target
+        self.name = name
+        self.fetcher = fetcher
+        self.clock = clock
+        self.limits = limits
+        self.rng = rng
+        self.log = log
+        self._headers = headers
+        self._publish = publish
+        self._report = report
+        self._new_epoch = epoch
+        self.backoff = Backoff(rng=rng)
+        self.polls = 0
+        self.errors = 0
+        self.ok: bool | None = None  # the last outcome reported (None: nothing yet)
+        self._body: bytes | None = None  # the last body published (its bytes decide "changed")
+        self._doc: Any = _UNPARSED  # ... parsed, for patch/merge streams
+        self._validators: Headers = []
+        self._cursor: str | None = None
+        self._prev: str | None = None
+        self._warned_not_json = False
+        self._logged_at = -ERROR_LOG_INTERVAL
+        self._suppressed = 0
+        self._streak_logged = False
+        self.epoch = epoch()
+        self.seq = 0
+        if seed is not None:
+            self._continue_from(seed)
+
+    def _continue_from(self, seed: Seed) -> None:
+        self._prev = seed.id
+        self._body = seed.state
+        if self.spec.emit != "snapshot":
+            self._doc = _parse(seed.state)
+        longpoll = self.spec.longpoll
+        if longpoll is not None:
+            doc = _parse(seed.state)
+            cursor = None if doc is NOT_JSON else _dotted(doc, longpoll.cursor)
+            if cursor is not None:
+                self._cursor = cursor if isinstance(cursor, str) else json.dumps(cursor)
+        head = seed.id.split("-", 1)[0]
+        if head.isdigit() and int(head) >= self.epoch:
+            # Ids must keep growing past what another poller (or process) handed out.
+            self.epoch = int(head) + 1
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            try:
+                delay = await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug must not end the stream: log, back off, go on
+                delay = self._failed(f"unexpected {exc!r}", None, exc)
+            if delay > 0:
+                await self.clock.sleep(delay)
+            else:
+                await asyncio.sleep(0)  # long-poll: at once, but let the loop breathe
+
+    def _request_headers(self) -> Headers:
+        if self._validators:
+            return self._headers + self._validators
+        return self._headers
+
+    def _poll_target(self) -> str:
+        longpoll = self.spec.longpoll
+        if longpoll is None or self._cursor is None:
+            return self.target
+        target = self.target
+        if "?" not in target:
+            target += "?"
+        elif not target.endswith(("?", "&")):
+            target += "&"
+        return f"{target}{_quote(longpoll.param)}={_quote(self._cursor)}"
+
+    async def poll_once(self) -> float:
+        """One upstream request; returns the delay before the next."""
+        spec = self.spec
+        longpoll = spec.longpoll
+        if longpoll is None:
+            timeout = spec.upstream.timeout
+        else:
+            timeout = longpoll.timeout + settings.LONGPOLL_MARGIN
+        started = self.clock.now()
+        self.polls += 1
+        try:
+            status, headers, body = await self.fetcher.fetch(
+                spec.upstream,
+                self._poll_target(),
+                self._request_headers(),
+                timeout=timeout,
+                max_bytes=self.limits.max_snapshot,
+            )
+        except StreamError as exc:
+            held = self.clock.now() - started
+            if self._observe is not None:
+                self._observe(held, 0, None)
+            if (
+                longpoll is not None
+                and exc.code is ErrorCode.UPSTREAM_TIMEOUT
+                and held >= longpoll.timeout
+            ):
+                self._ok()  # held past its own timeout with nothing new: normal, ask again
+                return 0.0
+            return self._failed(exc.detail, None)
+        if self._observe is not None:
+            self._observe(self.clock.now() - started, status, None)
+        if 200 <= status < 300:
+            if len(body) > self.limits.max_snapshot:
+                return self._failed(f"answer of {len(body)} bytes over max_snapshot", None)
+            change = self._examine(headers, body)
+            if change.record is not None:
+                try:
+                    await self._publish(change.record)
+                except Exception as exc:
+                    return self._failed(f"could not publish: {exc!r}", None)
+            self._commit(change)
+            changed = change.record is not None
+        elif status == 304:
+            changed = False
+        else:
+            retry = parse_retry_after(_header(headers, b"retry-after"), self.clock.wall())
+            return self._failed(f"upstream answered {status}", retry)
+        self._ok()
+        if longpoll is None:
+            assert spec.every is not None
+            return spec.every * self.rng.uniform(1 - EVERY_JITTER, 1 + EVERY_JITTER)
+        if changed:
+            return 0.0
+        # Nothing new, and quickly: the upstream did not hold the request. Don't spin.
+        return max(0.0, settings.LONGPOLL_MIN_GAP - (self.clock.now() - started))
+
+    def _ok(self) -> None:
+        if self.backoff.failures and self._streak_logged:
+            self.log.info(
+                "stream %s: upstream recovered after %d failure(s)",
+                self.name,
+                self.backoff.failures,
+            )
+        self._streak_logged = False
+        self.backoff.reset()
+        if self.ok is not True:
+            self.ok = True
+            self._report(Status(True))
+
+    def _failed(self, why: str, retry_after: float | None, exc: Exception | None = None) -> float:
+        self.errors += 1
+        self.ok = False
+        delay = self.backoff.next(retry_after)
+        if self._observe is not None:
+            self._observe(0.0, -1, delay)  # -1: not a poll, the delay before the next
+        now = self.clock.now()
+        if now - self._logged_at >= ERROR_LOG_INTERVAL:
+            more = f" (+{self._suppressed} more failures not logged)" if self._suppressed else ""
+            self.log.warning(
+                "stream %s: poll failed: %s; retrying in %.1fs%s",
+                self.name,
+                why,
+                delay,
+                more,
+                exc_info=exc,
+            )
+            self._logged_at = now
+            self._suppressed = 0
+            self._streak_logged = True
+        else:
+            self._suppressed += 1
+        self._report(Status(False, why))  # plain GETs waiting for a first answer learn it
+        return delay
+
+    # --- change detection -----------------------------------------------------------------------
+
+    def _examine(self, headers: Headers, body: bytes) -> _Change:
+        """A 2xx answer: its validators and cursor, and the record if it is a change."""
+        spec = self.spec
+        validators = self._validators
+        if spec.every is not None:
+            validators = []
+            etag = _header(headers, b"etag")
+            if etag is not None:
+                validators.append((b"if-none-match", etag))
+            modified = _header(headers, b"last-modified")
+            if modified is not None:
+                validators.append((b"if-modified-since", modified))
+        doc: Any = _UNPARSED
+        cursor = self._cursor
+        if spec.longpoll is not None:
+            doc = _parse(body)
+            found = None if doc is NOT_JSON else _dotted(doc, spec.longpoll.cursor)
+            if found is not None:
+                cursor = found if isinstance(found, str) else json.dumps(found)
+        change = _Change(None, body, self._doc, validators, cursor)
+        if body == self._body:
+            return change
+        content_type = _content_type(headers, body)
+        if spec.emit == "snapshot":
+            change.record = self._record(spec.event, body, None, content_type)
+            return change
+        if doc is _UNPARSED:
+            doc = _parse(body)
+        old = self._doc
+        change.doc = doc
+        if doc is not NOT_JSON and old is not NOT_JSON and old is not _UNPARSED:
+            if json_equal(old, doc):
+                return change  # the same JSON, spelled differently: nothing to tell
+            patch = diff(spec.emit, old, doc)
+        else:
+            patch = None
+            if doc is NOT_JSON and not self._warned_not_json:
+                self._warned_not_json = True
+                self.log.warning(
+                    "stream %s: the body is not JSON; sending snapshots instead of %s events",
+                    self.name,
+                    spec.emit,
+                )
+        if patch is None:  # the first state, not JSON, or not expressible as a diff
+            change.record = self._record("snapshot", body, None, content_type)
+        else:
+            change.record = self._record(spec.emit, patch, body, content_type)
+        return change
+
+    def _record(self, event: str, data: bytes, state: bytes | None, content_type: str) -> Record:
+        return Record(self._next_id(), event, data, state, content_type, self._prev)
+
+    def _commit(self, change: _Change) -> None:
+        self._body = change.body
+        self._doc = change.doc
+        self._validators = change.validators
+        self._cursor = change.cursor
+        if change.record is not None:
+            self._prev = change.record.id
+
+    def _next_id(self) -> str:
+        if self.seq >= SEQ_MAX:
+            self.epoch = self._new_epoch()  # keeps string order == numeric order
+            self.seq = 0
+        self.seq += 1
+        return f"{self.epoch:013d}-{self.seq:0{SEQ_WIDTH}d}"
+
+
+def _header(headers: Headers, name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def _dotted(doc: Any, path: str) -> Any:
+    """The value at a dotted path (`meta.seq`, `items.0.id`), or None."""
+    for part in path.split("."):
+        if isinstance(doc, dict) and part in doc:
+            doc = doc[part]
+        elif isinstance(doc, list) and part.isdigit() and int(part) < len(doc):
+            doc = doc[int(part)]
+        else:
+            return None
+    return doc
+
+
+def _parse(body: bytes) -> Any:
+    try:
+        return loads(body)
+    except (ValueError, RecursionError):
+        return NOT_JSON
+
+
+def _quote(text: str) -> str:
+    return quote(text, safe="")
+
+
+def _content_type(headers: Headers, body: bytes) -> str:
+    value = _header(headers, b"content-type")
+    if value is not None:
+        return value.decode("latin-1")
+    # No type given: a JSON-looking body is JSON (most stream upstreams are JSON APIs).
+    return "application/json" if body.lstrip()[:1] in (b"{", b"[") else "application/octet-stream"

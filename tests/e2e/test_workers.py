@@ -1,0 +1,177 @@
+"""`bridge serve --workers N`: a supervisor and N worker processes on SO_REUSEPORT listeners,
+sharing a real redis-server as the broker. Refused with the in-process broker; serves through
+every worker; a worker killed with -9 is restarted; SIGTERM stops them all."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.cluster import ROOT, BridgeNode, RedisServer, node_config
+from tests.support.harness import run
+from tests.support.subscribers import sse
+from tests.support.upstream import Upstream
+
+PLAIN = """\
+  - path: /plain
+    upstream: app
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return "zombie"
+
+
+def test_several_workers_need_a_shared_broker(tmp_path: Path) -> None:
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        'listen: {http: "127.0.0.1:0"}\nupstreams: {app: {url: "http://127.0.0.1:9"}}\n'
+        "routes: [{path: /, upstream: app}]\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "serve", "-c", str(config), "--workers", "2"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert b"--workers 2 needs a shared broker" in done.stderr
+    assert b"broker: memory" in done.stderr
+
+
+async def _get(url: str) -> int:
+    # A fresh connection each time, so the kernel picks a worker each time.
+    async with httpx.AsyncClient(timeout=5) as client:
+        return (await client.get(url, headers={"connection": "close"})).status_code
+
+
+def test_workers_share_ports_and_a_killed_worker_is_restarted() -> None:
+    async def body() -> None:
+        redis = RedisServer()
+        await asyncio.to_thread(redis.start)
+        try:
+            async with Upstream() as upstream:
+                upstream.set_json("/plain", {"ok": True})
+                upstream.set_json("/feed/w", {"n": 0})
+                config = node_config(redis.url, upstream.port, extra=PLAIN)
+                node = await asyncio.to_thread(BridgeNode, config, args=("--workers", "2"))
+                try:
+                    await _check(node, upstream)
+                finally:
+                    await asyncio.to_thread(node.stop)
+        finally:
+            await asyncio.to_thread(redis.stop)
+
+    run(body(), timeout=90)
+
+
+async def _wait_workers(node: BridgeNode, count: int, timeout: float = 20.0) -> dict[int, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        workers = node.workers()
+        if len(workers) == count and all(alive(pid) for pid in workers.values()):
+            return workers
+        assert time.monotonic() < deadline, node.log()
+        await asyncio.sleep(0.1)
+
+
+async def _serving(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if await _get(url) == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{url} not served"
+        await asyncio.sleep(0.1)
+
+
+async def _check(node: BridgeNode, upstream: Upstream) -> None:
+    workers = await _wait_workers(node, 2)
+    supervisor = node.proc
+    assert supervisor is not None
+    await _serving(node.url("/plain"))
+    # Both workers listen on the supervisor's port (SO_REUSEPORT), each with its own socket.
+    for pid in workers.values():
+        await asyncio.to_thread(_wait_listening, pid, node.http)
+    assert [await _get(node.url("/plain")) for _ in range(10)] == [200] * 10
+
+    # Subscribers spread over the workers share one poller and one id through Redis.
+    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as c:
+        async with sse(c, node.url("/feed/w")) as a, sse(c, node.url("/feed/w")) as b:
+            firsts = [await a.next_event(), await b.next_event()]
+            assert firsts[0].id == firsts[1].id
+
+    # kill -9 a worker: the supervisor starts another; the port keeps being served.
+    victim = workers[1]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while node.workers().get(1) in (None, victim):
+        assert time.monotonic() < deadline, node.log()
+        await asyncio.sleep(0.1)
+    assert f"worker 1 (pid {victim}) exited" in node.log()
+    replaced = await _wait_workers(node, 2)
+    assert replaced[0] == workers[0] and replaced[1] != victim
+    await _serving(node.url("/plain"))
+    await asyncio.to_thread(_wait_listening, replaced[1], node.http)
+
+    # SIGHUP goes on to every worker (each reloads, or, without a reload handler, exits and
+    # is restarted); the port keeps being served either way.
+    supervisor.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "SIGHUP: passing it on to 2 workers" not in node.log():
+        assert time.monotonic() < deadline, node.log()
+        await asyncio.sleep(0.1)
+    replaced = await _wait_workers(node, 2)
+    await _serving(node.url("/plain"))
+
+    # SIGTERM to the supervisor reaches every worker; all exit.
+    supervisor.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(supervisor.wait, 30)
+    assert code == 0
+    assert not any(alive(pid) for pid in replaced.values())
+
+
+def _listens_on(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a listening TCP socket on `port` (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port and inode in inodes:
+                return True
+    return False
+
+
+def _wait_listening(pid: int, port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not _listens_on(pid, port):
+        assert time.monotonic() < deadline, f"pid {pid} never listened on {port}"
+        time.sleep(0.1)
