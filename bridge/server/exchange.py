@@ -50,6 +50,40 @@ class ExchangeState(enum.Enum):
 class Exchange:
     """A handler's view of one stream; created by the `StreamDispatcher` for each `Request`."""
 
+    # Slotted: one exchange lives for each idle stream subscriber, and past 29 attributes
+    # CPython 3.11's per-instance dict grows by about 1.3 KB.
+    __slots__ = (
+        "_cleanup",
+        "_inbound",
+        "_inbound_done",
+        "_inbound_size",
+        "_reader",
+        "_t0",
+        "_writer",
+        "access",
+        "bytes_sent",
+        "client_ip",
+        "detached",
+        "events",
+        "handler_returned",
+        "lagged",
+        "log_kind",
+        "logged",
+        "note",
+        "on_abort",
+        "on_drain",
+        "port",
+        "request",
+        "response_started",
+        "route",
+        "started",
+        "state",
+        "status",
+        "stream_id",
+        "task",
+        "upstream_status",
+    )
+
     def __init__(self, port: StreamPort, request: Request) -> None:
         self.port = port
         self.request = request
