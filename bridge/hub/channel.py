@@ -318,7 +318,11 @@ class Channel:
         self.name = f"{route.path} ({stream.upstream.name} {self.target})"
         self._headers = poll_headers(stream, self.vary)
         self.history = deque(self.history, maxlen=stream.history)
-        self.key = stream_key(stream, self.target, self.vary)
+        key = stream_key(stream, self.target, self.vary)
+        if key != self.key:
+            # The old key's records and lease are another stream's business from now on.
+            self.broker.unsubscribe(self.key, self)
+            self.key = key
         self.state = ChannelState.STARTING
         self.start()
 

@@ -57,6 +57,8 @@ def test_a_changed_poll_restarts_and_an_audience_change_ends() -> None:
         )
         assert (kept, restarted, ended) == (0, 1, 1)
         assert not sink.closed and sub.channel is channel and channel.target == "/v2?s=A"
+        # The broker hears the restarted channel under its new key only.
+        assert h.hub.broker._listeners == {channel.key: channel}  # type: ignore[attr-defined]
         assert ws_sink.closed and ws_sink.final == b""  # WebSocket: closed 1013, reconnect
         h.upstream.set({"v": 2})  # what the new poll target answers
         await h.advance(1.5)
