@@ -112,14 +112,15 @@ def _serve(path: str, workers: str = "1", pid_file: str | None = None) -> int:
     config = _load(path)
     if config is None:
         return 1
-    config = plan(path, config, workers)  # --workers N > 1: this process supervises
+    # --workers N > 1: this process supervises, and its pid is the one `bridge reload` signals.
+    config = plan(path, config, workers, Path(pid_file) if pid_file else None)
     if isinstance(config, int):
         return config
 
     async def go() -> None:
         bridge = create_bridge(config)
         bridge.reuse_port = worker_index() is not None  # the workers share their ports
-        # One pid file per process group: a worker does not write it (see the report).
+        # One pid file per process group: a worker does not write it (its supervisor does).
         pid = Path(pid_file) if pid_file and worker_index() is None else None
         await bridge.serve_forever(pid)
 

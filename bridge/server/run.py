@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import gc
 import logging
-import os
 import signal
 import socket
 import ssl
@@ -31,6 +30,7 @@ from ..routing.model import Address, Config, Route
 from .connection import ServerConnection
 from .context import ServerContext
 from .datagram import QuicEndpoint
+from .pidfile import remove_pid_file, write_pid_file
 from .tls import server_context
 
 if TYPE_CHECKING:
@@ -388,21 +388,6 @@ def describe_changes(
         parts.append("listeners " + ", ".join(shown))
     parts.append("streams kept {}, restarted {}, ended {}".format(*streams))
     return "; ".join(parts)
-
-
-def write_pid_file(path: Path) -> None:
-    try:
-        path.write_text(f"{os.getpid()}\n")
-    except OSError as exc:
-        log.warning("cannot write the pid file %s: %s (bridge reload will not find it)", path, exc)
-
-
-def remove_pid_file(path: Path) -> None:
-    try:
-        if path.read_text().strip() == str(os.getpid()):
-            path.unlink()
-    except OSError:
-        pass
 
 
 def tune_gc() -> None:

@@ -33,6 +33,7 @@ from types import FrameType
 from .. import settings
 from ..certs import ensure_dev_certs
 from ..routing.model import Address, Config
+from .pidfile import remove_pid_file, write_pid_file
 
 log = logging.getLogger("bridge.workers")
 
@@ -96,7 +97,9 @@ def worker_config(config: Config) -> Config:
     return dataclasses.replace(config, listen=dataclasses.replace(listen, **changes))  # type: ignore[arg-type]
 
 
-def plan(config_path: str, config: Config, workers: str) -> Config | int:
+def plan(
+    config_path: str, config: Config, workers: str, pid_file: Path | None = None
+) -> Config | int:
     """`bridge serve`'s fork in the road: the config this process serves itself (a single
     process, or a worker), or the exit code of a supervisor run."""
     if worker_index() is not None:
@@ -106,7 +109,7 @@ def plan(config_path: str, config: Config, workers: str) -> Config | int:
     except ValueError as exc:
         print(f"bridge: {exc}", file=sys.stderr)
         return 2
-    return supervise(config_path, config, count) if count > 1 else config
+    return supervise(config_path, config, count, pid_file) if count > 1 else config
 
 
 # --- the supervisor ----------------------------------------------------------------------------
@@ -123,8 +126,11 @@ def _placeholder(address: Address) -> socket.socket:
 
 
 class Supervisor:
-    def __init__(self, config_path: str, config: Config, workers: int) -> None:
+    def __init__(
+        self, config_path: str, config: Config, workers: int, pid_file: Path | None = None
+    ) -> None:
         self.config_path = config_path
+        self.pid_file = pid_file  # the supervisor's pid: it is the one that takes the signals
         self.config = config
         self.count = workers
         self.held: list[socket.socket] = []
@@ -170,6 +176,8 @@ class Supervisor:
             signal.signal(sig, self._on_signal)
         names = ", ".join(f"{k}={v}" for k, v in self.ports.items())
         log.info("supervising %d workers (%s)", self.count, names)
+        if self.pid_file is not None:
+            write_pid_file(self.pid_file)
         for index in range(self.count):
             self.spawn(index)
         while not self.stopping:
@@ -227,16 +235,18 @@ class Supervisor:
                 proc.wait(5)
         for sock in self.held:
             sock.close()
+        if self.pid_file is not None:
+            remove_pid_file(self.pid_file)
         return 0
 
 
-def supervise(config_path: str, config: Config, workers: int) -> int:
+def supervise(config_path: str, config: Config, workers: int, pid_file: Path | None = None) -> int:
     problem = refusal(config, workers)
     if problem is not None:
         print(f"bridge: {problem}", file=sys.stderr)
         return 2
     try:
-        return Supervisor(config_path, config, workers).run()
+        return Supervisor(config_path, config, workers, pid_file).run()
     except OSError as exc:
         print(f"bridge: {exc}", file=sys.stderr)
         return 1

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -72,11 +74,15 @@ def test_workers_share_ports_and_a_killed_worker_is_restarted() -> None:
                 upstream.set_json("/plain", {"ok": True})
                 upstream.set_json("/feed/w", {"n": 0})
                 config = node_config(redis.url, upstream.port, extra=PLAIN)
-                node = await asyncio.to_thread(BridgeNode, config, args=("--workers", "2"))
+                pid_dir = Path(tempfile.mkdtemp(prefix="bridge-workers-"))
+                pid_file = pid_dir / "bridge.pid"
+                args = ("--workers", "2", "--pid-file", str(pid_file))
+                node = await asyncio.to_thread(BridgeNode, config, args=args)
                 try:
-                    await _check(node, upstream)
+                    await _check(node, upstream, pid_file)
                 finally:
                     await asyncio.to_thread(node.stop)
+                    shutil.rmtree(pid_dir, ignore_errors=True)
         finally:
             await asyncio.to_thread(redis.stop)
 
@@ -105,10 +111,12 @@ async def _serving(url: str, timeout: float = 20.0) -> None:
         await asyncio.sleep(0.1)
 
 
-async def _check(node: BridgeNode, upstream: Upstream) -> None:
+async def _check(node: BridgeNode, upstream: Upstream, pid_file: Path) -> None:
     workers = await _wait_workers(node, 2)
     supervisor = node.proc
     assert supervisor is not None
+    # The supervisor takes the signals, so its pid is the one `bridge reload` finds.
+    assert pid_file.read_text().strip() == str(supervisor.pid)
     await _serving(node.url("/plain"))
     # Both workers listen on the supervisor's port (SO_REUSEPORT), each with its own socket.
     for pid in workers.values():
@@ -136,7 +144,23 @@ async def _check(node: BridgeNode, upstream: Upstream) -> None:
 
     # SIGHUP goes on to every worker (each reloads, or, without a reload handler, exits and
     # is restarted); the port keeps being served either way.
-    supervisor.send_signal(signal.SIGHUP)
+    reload = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "bridge",
+            "reload",
+            "-c",
+            str(node.config),
+            "--pid-file",
+            str(pid_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert reload.returncode == 0, reload.stderr
     deadline = time.monotonic() + 10
     while "SIGHUP: passing it on to 2 workers" not in node.log():
         assert time.monotonic() < deadline, node.log()
@@ -149,6 +173,7 @@ async def _check(node: BridgeNode, upstream: Upstream) -> None:
     code = await asyncio.to_thread(supervisor.wait, 30)
     assert code == 0
     assert not any(alive(pid) for pid in replaced.values())
+    assert not pid_file.exists()
 
 
 def _listens_on(pid: int, port: int) -> bool:
