@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, BridgeProcess, StealMeter, free_port, rss_bytes
+from proxy import run_upstream
 
 ROUTES = """\
 listen:
@@ -44,22 +45,6 @@ routes:
   - path: /{{rest*}}
     upstream: app
 """
-
-
-def run_upstream(port: int) -> subprocess.Popen[bytes]:
-    here = str(Path(__file__).resolve().parent)
-    code = (
-        f"import asyncio, sys; sys.path.insert(0, {here!r})\n"
-        "from _common import fixed_upstream\n"
-        "async def main():\n"
-        f"    await fixed_upstream({port})\n"
-        "    await asyncio.sleep(600)\n"
-        "asyncio.run(main())\n"
-    )
-    cmd = [sys.executable, "-c", code]
-    if shutil.which("taskset"):
-        cmd = ["taskset", "-c", "1", *cmd]
-    return subprocess.Popen(cmd)
 
 
 def main() -> None:
