@@ -73,6 +73,13 @@ async def cluster(count: int) -> AsyncIterator[tuple[RedisServer, Upstream, list
         await asyncio.to_thread(redis.stop)
 
 
+async def subscribe_all(
+    stack: contextlib.AsyncExitStack, client: httpx.AsyncClient, nodes: list[BridgeNode], path: str
+) -> list[SseSubscriber]:
+    """One SSE subscriber of `path` on each process, closed with `stack`."""
+    return [await stack.enter_async_context(sse(client, node.url(path))) for node in nodes]
+
+
 def value(event: SseEvent) -> int:
     return int(json.loads(event.data)["n"])
 
@@ -105,10 +112,7 @@ def test_one_poller_for_the_cluster_and_a_killed_leader_is_replaced_without_a_ga
         async with cluster(3) as (_redis, upstream, nodes), httpx.AsyncClient(timeout=10) as client:
             feed = Feed(upstream, "/feed/a")
             async with contextlib.AsyncExitStack() as stack:
-                subs = [
-                    await stack.enter_async_context(sse(client, node.url("/feed/a")))
-                    for node in nodes
-                ]
+                subs = await subscribe_all(stack, client, nodes, "/feed/a")
                 firsts = [await sub.next_event() for sub in subs]
                 assert {value(e) for e in firsts} == {0}
                 assert len({e.id for e in firsts}) == 1  # one id, whichever process served it
@@ -165,10 +169,7 @@ def test_a_redis_restart_loses_no_event_after_recovery() -> None:
         async with cluster(2) as (redis, upstream, nodes), httpx.AsyncClient(timeout=10) as client:
             feed = Feed(upstream, "/feed/r")
             async with contextlib.AsyncExitStack() as stack:
-                subs = [
-                    await stack.enter_async_context(sse(client, node.url("/feed/r")))
-                    for node in nodes
-                ]
+                subs = await subscribe_all(stack, client, nodes, "/feed/r")
                 first = [await sub.next_event() for sub in subs]
                 assert {value(e) for e in first} == {0}
                 # Redis goes away (no persistence: it comes back empty).
@@ -324,10 +325,7 @@ def test_a_stalled_process_catches_up_from_the_stream_on_a_patch_stream() -> Non
         async with cluster(2) as (_redis, upstream, nodes), httpx.AsyncClient(timeout=10) as client:
             feed = Feed(upstream, "/feed/p")
             async with contextlib.AsyncExitStack() as stack:
-                subs = [
-                    await stack.enter_async_context(sse(client, node.url("/patch/p")))
-                    for node in nodes
-                ]
+                subs = await subscribe_all(stack, client, nodes, "/patch/p")
                 assert [(await s.next_event()).event for s in subs] == ["snapshot", "snapshot"]
                 lead = await leader(nodes)
                 index = 1 - nodes.index(lead)
@@ -370,10 +368,7 @@ def test_a_foreign_entry_in_the_stream_is_skipped_and_the_stream_goes_on() -> No
         async with cluster(2) as (redis, upstream, nodes), httpx.AsyncClient(timeout=10) as client:
             feed = Feed(upstream, "/feed/j")
             async with contextlib.AsyncExitStack() as stack:
-                subs = [
-                    await stack.enter_async_context(sse(client, node.url("/feed/j")))
-                    for node in nodes
-                ]
+                subs = await subscribe_all(stack, client, nodes, "/feed/j")
                 first = [await s.next_event() for s in subs]
                 (stream,) = await asyncio.to_thread(nodes[0].streams)
                 # Something else writes to bridge's stream, with a later id than bridge's own.

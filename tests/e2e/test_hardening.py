@@ -308,6 +308,17 @@ def server_frames(data: bytes) -> list[tuple[int, bytes]]:
 
 
 @contextlib.asynccontextmanager
+async def price_site(certs: Path) -> AsyncIterator[tuple[Origin, Running]]:
+    """An origin answering /api/price, and a bridge with STREAM_ROUTES in front of it."""
+    async with Origin() as origin:
+        origin.json("/api/price", {"p": 1})
+        async with running_bridge(
+            config_text(STREAM_ROUTES, upstream_url=origin.url, certs=certs), certs
+        ) as b:
+            yield origin, b
+
+
+@contextlib.asynccontextmanager
 async def honest_subscriber(b: Running, origin: Origin, path: str) -> AsyncIterator[None]:
     """A WebSocket subscriber beside the attacker: it must get a change made after the attack."""
     url = f"wss://localhost:{b.ports['https']}{path}"
@@ -329,24 +340,20 @@ def close_code(frames: list[tuple[int, bytes]]) -> int | None:
 
 def test_websocket_ping_flood_from_a_client_that_never_reads_is_cut_off(certs: Path) -> None:
     async def body() -> None:
-        async with Origin() as origin:
-            origin.json("/api/price", {"p": 1})
-            async with (
-                running_bridge(
-                    config_text(STREAM_ROUTES, upstream_url=origin.url, certs=certs), certs
-                ) as b,
-                honest_subscriber(b, origin, "/prices/A"),
-            ):
-                reader, writer = await ws_over_tls(b, "/prices/A", rcvbuf=4096)
-                # 20,000 pings of 125 bytes: unbounded, as many 127-byte pongs queue (2.5 MB)
-                tracemalloc.start()
-                try:
-                    await flood(writer, masked(0x9, b"p" * 125), 20_000)
-                    _, peak = tracemalloc.get_traced_memory()
-                finally:
-                    tracemalloc.stop()
-                data = await read_until_closed(reader, timeout=10)
-                writer.close()
+        async with (
+            price_site(certs) as (origin, b),
+            honest_subscriber(b, origin, "/prices/A"),
+        ):
+            reader, writer = await ws_over_tls(b, "/prices/A", rcvbuf=4096)
+            # 20,000 pings of 125 bytes: unbounded, as many 127-byte pongs queue (2.5 MB)
+            tracemalloc.start()
+            try:
+                await flood(writer, masked(0x9, b"p" * 125), 20_000)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            data = await read_until_closed(reader, timeout=10)
+            writer.close()
             frames = server_frames(data)
             pongs = sum(1 for op, _ in frames if op == 0xA)
             assert pongs < 200, pongs  # one per read of pings at most
@@ -359,21 +366,17 @@ def test_websocket_ping_flood_from_a_client_that_never_reads_is_cut_off(certs: P
 @pytest.mark.parametrize("piece", [b"", b"x"], ids=["empty", "1-byte"])
 def test_websocket_fragment_bomb_is_closed_1009(certs: Path, piece: bytes) -> None:
     async def body() -> None:
-        async with Origin() as origin:
-            origin.json("/api/price", {"p": 1})
-            async with (
-                running_bridge(
-                    config_text(STREAM_ROUTES, upstream_url=origin.url, certs=certs), certs
-                ) as b,
-                honest_subscriber(b, origin, "/prices/A"),
-            ):
-                reader, writer = await ws_over_tls(b, "/prices/A")
-                # a text message begun, then 300,000 continuation frames that never end it
-                writer.write(masked(0x1, b"a", fin=False))
-                sent = asyncio.ensure_future(flood(writer, masked(0x0, piece, fin=False), 300_000))
-                data = await read_until_closed(reader, timeout=10)
-                await asyncio.wait_for(sent, 10)
-                writer.close()
+        async with (
+            price_site(certs) as (origin, b),
+            honest_subscriber(b, origin, "/prices/A"),
+        ):
+            reader, writer = await ws_over_tls(b, "/prices/A")
+            # a text message begun, then 300,000 continuation frames that never end it
+            writer.write(masked(0x1, b"a", fin=False))
+            sent = asyncio.ensure_future(flood(writer, masked(0x0, piece, fin=False), 300_000))
+            data = await read_until_closed(reader, timeout=10)
+            await asyncio.wait_for(sent, 10)
+            writer.close()
             assert close_code(server_frames(data)) == 1009
 
     run(body())
@@ -558,32 +561,28 @@ def test_reset_connections_leave_no_cyclic_garbage(
         await asyncio.sleep(0.5)  # the loop lets go of closed transports on its next turns
 
     async def body() -> None:
-        async with Origin() as origin:
-            origin.json("/api/price", {"p": 1})
-            async with running_bridge(
-                config_text(STREAM_ROUTES, upstream_url=origin.url, certs=certs), certs
-            ) as b:
-                await churn(b, 10)  # warm up: the channel, the pool, first-use caches
+        async with price_site(certs) as (_origin, b):
+            await churn(b, 10)  # warm up: the channel, the pool, first-use caches
+            gc.collect()
+            gc.disable()  # `bridge serve` collects rarely (GC_THRESHOLDS); here, never
+            tracemalloc.start()
+            try:
+                base, _ = tracemalloc.get_traced_memory()
+                await churn(b, count)
+                held, _ = tracemalloc.get_traced_memory()
+                gc.set_debug(gc.DEBUG_SAVEALL)
                 gc.collect()
-                gc.disable()  # `bridge serve` collects rarely (GC_THRESHOLDS); here, never
-                tracemalloc.start()
-                try:
-                    base, _ = tracemalloc.get_traced_memory()
-                    await churn(b, count)
-                    held, _ = tracemalloc.get_traced_memory()
-                    gc.set_debug(gc.DEBUG_SAVEALL)
-                    gc.collect()
-                    ours = [
-                        type(o).__qualname__
-                        for o in gc.garbage
-                        if type(o).__module__.startswith("bridge.")
-                        and not type(o).__module__.startswith("bridge.demo")  # the origin
-                    ]
-                finally:
-                    gc.set_debug(0)
-                    gc.garbage.clear()
-                    tracemalloc.stop()
-                    gc.enable()
+                ours = [
+                    type(o).__qualname__
+                    for o in gc.garbage
+                    if type(o).__module__.startswith("bridge.")
+                    and not type(o).__module__.startswith("bridge.demo")  # the origin
+                ]
+            finally:
+                gc.set_debug(0)
+                gc.garbage.clear()
+                tracemalloc.stop()
+                gc.enable()
             # Each reset connection used to leave its ServerConnection, dispatcher, adapter,
             # exchange and (on uvloop) ~260 KiB of TLS buffers in reference cycles.
             assert len(ours) <= count // 50, sorted(set(ours))
@@ -666,28 +665,24 @@ def test_priority_and_empty_data_floods_get_enhance_your_calm(certs: Path, kind:
 
 def test_websocket_fragment_bomb_over_http2_closes_that_stream_only(certs: Path) -> None:
     async def body() -> None:
-        async with Origin() as origin:
-            origin.json("/api/price", {"p": 1})
-            async with (
-                running_bridge(
-                    config_text(STREAM_ROUTES, upstream_url=origin.url, certs=certs), certs
-                ) as b,
-                ws_http2(b.ports["https"], "/prices/A", b.client_ssl(("h2",))) as h2ws,
-            ):
-                bomber = h2ws.first
-                honest = await h2ws.open_stream("/prices/A")  # same connection, RFC 8441
-                await bomber.sub.next_event()
-                await honest.sub.next_event()
-                bomber.send_raw(masked(0x1, b"a", fin=False))
-                for _ in range(5):  # 5,000 empty fragments, 30 KB: within the stream's window
-                    bomber.send_raw(masked(0x0, fin=False) * 1000)
-                await asyncio.wait_for(bomber.close_received.wait(), 10)
-                assert bomber.closed == 1009
-                origin.set("/api/price", {"p": 2})
-                for _ in range(50):
-                    if json.loads((await honest.sub.next_event()).data) == {"p": 2}:
-                        break
-                else:
-                    raise AssertionError("the other stream got no new event")
+        async with (
+            price_site(certs) as (origin, b),
+            ws_http2(b.ports["https"], "/prices/A", b.client_ssl(("h2",))) as h2ws,
+        ):
+            bomber = h2ws.first
+            honest = await h2ws.open_stream("/prices/A")  # same connection, RFC 8441
+            await bomber.sub.next_event()
+            await honest.sub.next_event()
+            bomber.send_raw(masked(0x1, b"a", fin=False))
+            for _ in range(5):  # 5,000 empty fragments, 30 KB: within the stream's window
+                bomber.send_raw(masked(0x0, fin=False) * 1000)
+            await asyncio.wait_for(bomber.close_received.wait(), 10)
+            assert bomber.closed == 1009
+            origin.set("/api/price", {"p": 2})
+            for _ in range(50):
+                if json.loads((await honest.sub.next_event()).data) == {"p": 2}:
+                    break
+            else:
+                raise AssertionError("the other stream got no new event")
 
     run(body())
