@@ -64,12 +64,19 @@ class ProxyHandler:
             headers = response_headers(response.headers, http_version=request.http_version)
             if decorate is not None:
                 headers = await decorate(response.status, headers)
+            if not exchange.congested():
+                # Most answers are small and came in one read: head, body and end go out
+                # together, in one write. A congested client takes the path that waits.
+                whole = response.whole_body()
+                if whole is not None:
+                    exchange.respond_now(response.status, headers, whole)
+                    return
             exchange.start_response(response.status, headers)
             async for piece in response:
                 await exchange.send_body(piece)
             await exchange.end()
         finally:
-            await response.aclose()
+            response.close()
 
     async def _request_body(self, exchange: Exchange) -> AsyncIterator[bytes]:
         received = 0

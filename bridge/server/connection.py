@@ -229,9 +229,7 @@ class ServerConnection(asyncio.BufferedProtocol):
         if adapter is None or self.transport is None:
             return
         if self._alt_svc is not None and isinstance(event, Response):
-            # HTTP/3 is on: every HTTPS response advertises it (RFC 7838 §3), whatever the
-            # handler; handlers need not know that another transport exists.
-            event = Response(event.stream_id, event.status, [*event.headers, self._alt_svc])
+            event = self._advertise(event)
         dispatch = self.streams.dispatch
         for follow in adapter.send(event):
             dispatch(follow)
@@ -239,6 +237,29 @@ class ServerConnection(asyncio.BufferedProtocol):
         if not self._flush_soon:
             self._flush_soon = True
             self.loop.call_soon(self._deferred_flush)
+
+    def send_all(self, events: list[Event]) -> None:
+        adapter = self.adapter
+        if adapter is None or self.transport is None:
+            return
+        dispatch = self.streams.dispatch
+        for event in events:
+            if self._alt_svc is not None and isinstance(event, Response):
+                event = self._advertise(event)
+            for follow in adapter.send(event):
+                dispatch(follow)
+        if adapter.multiplexed:
+            # Other streams may answer in this loop iteration too: one write for them all.
+            if not self._flush_soon:
+                self._flush_soon = True
+                self.loop.call_soon(self._deferred_flush)
+        else:
+            self.flush()
+
+    def _advertise(self, event: Response) -> Response:
+        # HTTP/3 is on: every HTTPS response advertises it (RFC 7838 §3), whatever the
+        # handler; handlers need not know that another transport exists.
+        return Response(event.stream_id, event.status, [*event.headers, self._alt_svc])  # type: ignore[list-item]
 
     def _deferred_flush(self) -> None:
         self._flush_soon = False

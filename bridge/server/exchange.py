@@ -261,13 +261,29 @@ class Exchange:
         self.respond_now(status, headers, body)
 
     def respond_now(self, status: int, headers: Headers, body: bytes = b"") -> None:
-        """A whole small response at once (bounded by the caller: error pages, snapshots)."""
-        self.start_response(status, headers)
+        """A whole small response at once (bounded by the caller: error pages, snapshots,
+        an upstream answer that arrived whole), in one write where the transport allows."""
+        if self.aborted:
+            raise StreamError(ErrorCode.CANCELLED, "client went away")
+        if status == 101 or not self._done():
+            # A tunnel stays open, and an exchange already ended takes only its head: the
+            # step-by-step path knows both.
+            self.start_response(status, headers)
+            if body and self.request.method != "HEAD":
+                self.bytes_sent += len(body)
+                self._send(Body(self.stream_id, body))
+            if self._done():
+                self.port.send(EndBody(self.stream_id))
+            return
+        self.status = status
+        self.response_started = True
+        stream_id = self.stream_id
+        events: list[Event] = [Response(stream_id, status, headers)]
         if body and self.request.method != "HEAD":
             self.bytes_sent += len(body)
-            self._send(Body(self.stream_id, body))
-        if self._done():
-            self.port.send(EndBody(self.stream_id))
+            events.append(Body(stream_id, body))
+        events.append(EndBody(stream_id))
+        self.port.send_all(events)
 
     def reset(self, code: ErrorCode) -> None:
         """End the stream abnormally: an error status before the head, a reset after it."""
@@ -287,6 +303,10 @@ class Exchange:
         return True
 
     # --- tunnels and hot-path writes ----------------------------------------------------------
+
+    def congested(self) -> bool:
+        """Would a body written now have to wait (see `drain`)?"""
+        return self.port.congested(self.stream_id)
 
     @property
     def tunnel(self) -> bool:

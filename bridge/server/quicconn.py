@@ -216,6 +216,15 @@ class QuicServerConnection:
             dispatch(follow)
         self._schedule()
 
+    def send_all(self, events: list[Event]) -> None:
+        if self.state is QuicState.CLOSED:
+            return
+        dispatch = self.streams.dispatch
+        for event in events:
+            for follow in self.adapter.send(event):
+                dispatch(follow)
+        self._schedule()
+
     def write_prerendered(self, stream_id: int, data: bytes, *, framed: bool = False) -> None:
         adapter = self.adapter
         out = adapter.frame_prerendered(stream_id, data, framed=framed)

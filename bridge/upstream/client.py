@@ -15,8 +15,10 @@ backpressure both ways:
 
 Every await is bounded: `timeout` (default: the upstream's own) covers connecting, sending and
 the response head (see `UpstreamPool.request`); each body read is bounded by the pool's
-`idle_timeout`. Waits use a timer handle on one future rather than `asyncio.wait_for`, which
-would cost a Task per await on the proxy's hot path.
+`idle_timeout`. Waits are a bare future with one timer per connection, re-armed lazily (it
+fires at the deadline it was set for and, if the current deadline is later, sets itself again):
+`asyncio.wait_for` would cost a Task per await, and a timer per wait is a timer-heap insert and
+removal per request on the proxy's hot path.
 
 Errors are `UpstreamUnreachable` (502: refused, reset, closed early, or bytes that are not
 HTTP/1.1) and `UpstreamTimeout` (504). A pooled connection that turns out to be dead before
@@ -72,11 +74,6 @@ class _Stale(Exception):
     """The connection died before any byte of the answer: the request may be retried."""
 
 
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
-
-
 # One read buffer for every upstream connection: the loop runs one callback at a time and
 # `buffer_updated` copies the bytes out before it returns.
 _READ_BUFFER = memoryview(bytearray(settings.READ_CHUNK))
@@ -87,10 +84,12 @@ class _Connection(asyncio.BufferedProtocol):
     pausing the transport, and the llhttp reader of its answers."""
 
     __slots__ = (
+        "_deadline",
         "_drain_waiter",
         "_inbound",
         "_read_paused",
         "_reader",
+        "_timer",
         "_write_paused",
         "answered",
         "buffered",
@@ -98,14 +97,16 @@ class _Connection(asyncio.BufferedProtocol):
         "early",
         "eof",
         "idle_since",
+        "loop",
         "origin",
         "reader",
         "request_done",
         "transport",
     )
 
-    def __init__(self, origin: Origin) -> None:
+    def __init__(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> None:
         self.origin = origin
+        self.loop = loop
         self.reader = wire.ResponseReader()
         self.request_done = False  # the whole current request has been handed to the socket
         self.transport: asyncio.Transport | None = None
@@ -120,6 +121,9 @@ class _Connection(asyncio.BufferedProtocol):
         self._read_paused = False
         self._write_paused = False
         self.idle_since = 0.0
+        # The one timer of the waits (see the module docstring): what it guards is `_deadline`.
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
 
     # --- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -155,6 +159,7 @@ class _Connection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
         self.closed = True
+        self._cancel_timer()
         # The transport refers to us as its protocol: without this the pair is a reference
         # cycle that waits for a full collection (rare under settings.GC_THRESHOLDS).
         self.transport = None
@@ -190,9 +195,38 @@ class _Connection(asyncio.BufferedProtocol):
 
     def close(self) -> None:
         self.closed = True
+        self._cancel_timer()
         self.reader.detach()
         if self.transport is not None:
             self.transport.close()
+
+    # --- the wait timer -----------------------------------------------------------------------
+    def _wait(self, deadline: float) -> asyncio.Future[None]:
+        """A future that the next socket event completes, or TimeoutError at `deadline`."""
+        waiter = self.loop.create_future()
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(deadline, self._expired)
+        return waiter
+
+    def _expired(self) -> None:
+        self._timer = None
+        waiters = [w for w in (self._reader, self._drain_waiter) if w is not None and not w.done()]
+        if not waiters:
+            return  # nothing waits now; the next wait arms the timer again
+        if self.loop.time() < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._expired)
+            return
+        for waiter in waiters:
+            waiter.set_exception(TimeoutError())
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     # --- writing -----------------------------------------------------------------------------
     def write(self, pieces: list[bytes]) -> None:
@@ -208,13 +242,10 @@ class _Connection(asyncio.BufferedProtocol):
         caller looks for an early answer). TimeoutError, or ConnectionResetError once closed."""
         if self.closed:
             raise ConnectionResetError("upstream connection closed")
-        loop = asyncio.get_running_loop()
-        waiter = self._drain_waiter = loop.create_future()
-        timer = loop.call_later(timeout, _expire, waiter)
+        waiter = self._drain_waiter = self._wait(self.loop.time() + timeout)
         try:
             await waiter
         finally:
-            timer.cancel()
             self._drain_waiter = None
         if self.closed:
             raise ConnectionResetError("upstream connection closed")
@@ -248,15 +279,15 @@ class _Connection(asyncio.BufferedProtocol):
         event = self.poll_event()
         if event is not wire.NEED_DATA:
             return event
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        return await self.wait_event(self.loop.time() + timeout)
+
+    async def wait_event(self, deadline: float) -> tuple:
+        """The next answer event once more bytes come, by `deadline` (TimeoutError)."""
         while True:
-            reader = self._reader = loop.create_future()
-            timer = loop.call_at(deadline, _expire, reader)
+            reader = self._reader = self._wait(deadline)
             try:
                 await reader
             finally:
-                timer.cancel()
                 self._reader = None
             event = self.poll_event()
             if event is not wire.NEED_DATA:
@@ -340,6 +371,16 @@ class UpstreamResponse:
             self._abort()
             raise UpstreamUnreachable("unexpected head in the upstream body")
 
+    def whole_body(self) -> bytes | None:
+        """The whole rest of the body if it is already here, else None (nothing is read)."""
+        conn = self._conn
+        if conn is None or self._done or self._rest is not None:
+            return None
+        body = conn.reader.take_whole_body()
+        if body is not None:
+            self._finish()
+        return body
+
     def _split(self, view: memoryview) -> bytes:
         chunk = settings.BODY_CHUNK
         if len(view) > chunk:
@@ -359,6 +400,10 @@ class UpstreamResponse:
 
     async def aclose(self) -> None:
         """Give the connection back (body fully read, reusable) or close it. Idempotent."""
+        self.close()
+
+    def close(self) -> None:
+        """`aclose`, which never needs to wait."""
         conn = self._conn
         if conn is None:
             return
@@ -489,7 +534,7 @@ class UpstreamPool:
         made: list[_Connection] = []
 
         def protocol() -> _Connection:
-            made.append(_Connection(origin))
+            made.append(_Connection(origin, loop))
             return made[0]
 
         try:
@@ -525,7 +570,6 @@ class UpstreamPool:
         on_informational: Callable[[int, Headers], None] | None,
         pulled: list[bool],
     ) -> UpstreamResponse:
-        loop = asyncio.get_running_loop()
         conn.answered = False
         conn.early = None
         conn.reader.begin(method)
@@ -537,12 +581,19 @@ class UpstreamPool:
             pieces = [request, body]
         else:
             pieces = [request + body]
-        sending = await self._send(conn, pieces, deadline - loop.time(), on_informational)
+        # The common case (the socket takes the request at once) awaits nothing here.
+        try:
+            conn.write(pieces)
+        except ConnectionError:
+            raise _Stale() from None
+        sending = True
+        if conn.write_paused:
+            sending = await self._send(conn, [], deadline - conn.loop.time(), on_informational)
         if sending and streamed:
             assert body is not None and not isinstance(body, bytes)
             if await self._send_body(conn, body, framing, timeout, pulled, on_informational):
                 # The body's pace is the client's: the answer's clock starts after it.
-                deadline = loop.time() + timeout
+                deadline = conn.loop.time() + timeout
         return await self._read_head(conn, deadline, on_informational)
 
     async def _send(
@@ -619,7 +670,6 @@ class UpstreamPool:
         deadline: float,
         on_informational: Callable[[int, Headers], None] | None,
     ) -> UpstreamResponse:
-        loop = asyncio.get_running_loop()
         informational = 0
         while True:
             try:
@@ -627,7 +677,9 @@ class UpstreamPool:
                 if conn.early is not None:
                     event, conn.early = conn.early, None
                 else:
-                    event = await conn.next_event(deadline - loop.time())
+                    event = conn.poll_event()
+                    if event is wire.NEED_DATA:
+                        event = await conn.wait_event(deadline)
             except TimeoutError:
                 raise UpstreamTimeout("upstream did not answer in time") from None
             except wire.ResponseError as exc:

@@ -225,6 +225,23 @@ class ResponseReader:
             raise self._error
         return NEED_DATA
 
+    def take_whole_body(self) -> bytes | None:
+        """The rest of the body if the answer's end is already parsed (then it is consumed),
+        else None and nothing is consumed: an answer that came in one read is passed on
+        whole, with no wait per piece."""
+        events = self._events
+        if not events or events[-1][0] != END:
+            return None
+        pieces = []
+        for event in events:
+            kind = event[0]
+            if kind == DATA:
+                pieces.append(event[1])
+            elif kind != END:
+                return None
+        events.clear()
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
     @property
     def has_events(self) -> bool:
         return bool(self._events)

@@ -599,6 +599,78 @@ def test_silent_upstream_times_out(loop: str) -> None:
     run(main(), loop)
 
 
+def test_a_reused_connection_keeps_each_requests_own_deadline(loop: str) -> None:
+    """One timer serves every wait of a connection, re-armed lazily: a later, shorter
+    deadline must still fire on time, and an earlier, shorter one that is still pending must
+    not cut a later, longer wait short."""
+    delays = [0.0, 0.0, 0.8, None]  # per request: answer after this many seconds; None: never
+
+    async def script(conn: ServerConn) -> None:
+        for delay in delays:
+            if await conn.request() is None:
+                return
+            if delay is None:
+                await conn.wait_peer_closed(10)
+                return
+            await asyncio.sleep(delay)
+            await conn.respond(200, [(b"content-length", b"2")], b"ok")
+
+    async def main() -> None:
+        async with ScriptedServer(script) as server:
+            upstream = upstream_for(server.port)
+            pool = UpstreamPool()
+
+            async def get(timeout: float) -> bytes:
+                response = await pool.request(
+                    upstream, "GET", "/", host(server.port), timeout=timeout
+                )
+                try:
+                    return await read_all(response)
+                finally:
+                    await response.aclose()
+
+            assert await get(10.0) == b"ok"  # arms the timer 10 s out
+            assert await get(0.3) == b"ok"  # re-arms it 0.3 s out
+            # That 0.3 s timer is still pending: it must not end this 0.8 s answer's wait.
+            assert await get(5.0) == b"ok"
+            start = time.monotonic()
+            with pytest.raises(UpstreamTimeout):
+                await get(0.3)  # after a 5 s deadline, a 0.3 s one still fires in time
+            assert time.monotonic() - start < 3.0
+            assert server.connections == 1
+            await pool.close()
+
+    run(main(), loop)
+
+
+def test_an_answer_that_came_whole_is_taken_at_once(loop: str) -> None:
+    async def script(conn: ServerConn) -> None:
+        await conn.request()
+        await conn.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nwhole")
+        await conn.request()
+        await conn.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf.")
+        await asyncio.sleep(0.2)
+        await conn.write(b"rest.")
+        await conn.wait_peer_closed(10)
+
+    async def main() -> None:
+        async with ScriptedServer(script) as server:
+            upstream = upstream_for(server.port)
+            pool = UpstreamPool()
+            response = await pool.request(upstream, "GET", "/", host(server.port))
+            assert response.whole_body() == b"whole"
+            assert response.complete and pool.idle_count(upstream) == 1  # given back at once
+            assert await response.read() == b""
+            response = await pool.request(upstream, "GET", "/", host(server.port))
+            assert response.whole_body() is None  # its end is not here: nothing taken
+            assert await read_all(response) == b"half.rest."
+            response.close()
+            assert pool.idle_count(upstream) == 1
+            await pool.close()
+
+    run(main(), loop)
+
+
 def test_stalled_body_times_out(loop: str) -> None:
     async def script(conn: ServerConn) -> None:
         await conn.request()

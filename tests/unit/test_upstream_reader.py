@@ -7,6 +7,7 @@ and an error that arrives in the same read as a good head.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -139,14 +140,16 @@ def test_a_closed_upstream_connection_is_freed_without_the_cycle_collector() -> 
 
     from bridge.upstream.client import _Connection
 
+    loop = asyncio.new_event_loop()
     gc.collect()
     gc.disable()
     try:
         for _ in range(20):
-            conn = _Connection(("http", "127.0.0.1", 1))
+            conn = _Connection(("http", "127.0.0.1", 1), loop)
             conn.reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             conn.close()
             del conn
         assert gc.collect() == 0
     finally:
         gc.enable()
+        loop.close()
