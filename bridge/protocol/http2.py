@@ -43,6 +43,7 @@ from ..events import (
     WindowOpened,
 )
 from .fields import request_from_fields, response_fields
+from .hpackenc import LeanEncoder
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -96,10 +97,18 @@ class Http2Protocol:
     ) -> None:
         self.scheme = scheme
         self.max_concurrent_streams = max_concurrent_streams
+        # What a client sends is validated by h2. What we send is built by `response_fields`
+        # from heads llhttp already checked (an upstream's) or from our own constants, and
+        # h2's outbound normalising and validation cost more than the rest of a response.
         config = h2.config.H2Configuration(
-            client_side=False, header_encoding=None, validate_inbound_headers=True
+            client_side=False,
+            header_encoding=None,
+            validate_inbound_headers=True,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
         )
         conn = h2.connection.H2Connection(config=config)
+        conn.encoder = LeanEncoder()  # type: ignore[assignment]  # h2 needs only encode()
         conn.local_settings = _UnenforcedSettings(
             client=False,
             initial_values={
