@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from functools import partial
 from urllib.parse import parse_qs
 
@@ -94,7 +93,7 @@ class StreamHandler:
         exchange.detach(partial(finish_subscription, exchange, subscription))
         # Of the request, only what its access-log line needs is kept for the stream's life: a
         # browser's dozen headers (cookies included) are a kilobyte or two per subscriber.
-        exchange.request = replace(request, headers=_log_headers(request.headers))
+        exchange.request = request.with_headers(_log_headers(request.headers))
         exchange.start_response(200, list(_SSE_HEADERS))
         # A jittered reconnect hint, so a restart does not bring every client back at once.
         sink.open(sse_retry(subscription.channel.retry_ms()))

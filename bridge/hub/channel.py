@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import hashlib
 import logging
 import random
@@ -100,6 +101,20 @@ def poll_headers(spec: StreamSpec, vary: Headers) -> Headers:
     return headers
 
 
+@functools.lru_cache(maxsize=1024)
+def _settings_text(spec: StreamSpec) -> tuple[str, str]:
+    """What `stream_key` digests before and after the target and vary values: the same for
+    every subscriber of a route, so formatted once per stream spec, not per subscription.
+    Joined, the pieces are exactly the repr of the whole tuple, so the keys stay what every
+    process of an older version computes too."""
+    upstream = spec.upstream
+    longpoll = spec.longpoll
+    mode = f"every={spec.every}" if longpoll is None else repr(longpoll)
+    before = (upstream.scheme, upstream.host, upstream.port, upstream.base_path)
+    after = (spec.emit, spec.event, mode, spec.history, spec.heartbeat)
+    return repr(before)[:-1] + ", ", ", " + repr(after)[1:]
+
+
 def stream_key(spec: StreamSpec, target: str, vary: Headers) -> str:
     """The key every process agrees on: a digest of what the upstream sees (origin, filled-in
     poll target, vary values) and of the rest of the stream's settings (emit, event, poll
@@ -107,24 +122,8 @@ def stream_key(spec: StreamSpec, target: str, vary: Headers) -> str:
     would behave the same for both. Not the route's index: processes may order their routes
     differently during a rolling config change. A digest, because vary values may be per-user
     secrets and the key goes to Redis."""
-    upstream = spec.upstream
-    longpoll = spec.longpoll
-    mode = f"every={spec.every}" if longpoll is None else repr(longpoll)
-    what = repr(
-        (
-            upstream.scheme,
-            upstream.host,
-            upstream.port,
-            upstream.base_path,
-            target,
-            tuple(vary),
-            spec.emit,
-            spec.event,
-            mode,
-            spec.history,
-            spec.heartbeat,
-        )
-    )
+    before, after = _settings_text(spec)
+    what = before + repr(target) + ", " + repr(tuple(vary)) + after
     return hashlib.sha256(what.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 

@@ -11,7 +11,7 @@ from bridge.hub.broker import LocalBroker, Record
 from bridge.hub.channel import Channel, stream_key
 from bridge.hub.hub import Hub
 from bridge.settings import Limits
-from tests.unit.hubfakes import UP, Harness, route, run
+from tests.unit.hubfakes import UP, Harness, longpoll_route, route, run
 
 
 def test_the_key_is_what_the_upstream_sees_not_the_route() -> None:
@@ -39,6 +39,34 @@ def test_the_key_is_what_the_upstream_sees_not_the_route() -> None:
         assert longer is not None and key != stream_key(longer, "/api?s=A", [])
 
     run(body)
+
+
+def test_the_key_is_the_same_digest_older_versions_compute() -> None:
+    """Processes of two versions share Redis during a rolling upgrade: the digest's input must
+    not change shape when its computation is made cheaper."""
+    import hashlib
+
+    for spec in (route().stream, route(emit="patch", history=7).stream, longpoll_route().stream):
+        assert spec is not None
+        longpoll = spec.longpoll
+        mode = f"every={spec.every}" if longpoll is None else repr(longpoll)
+        vary = [(b"x-user", b"alice")]
+        text = repr(
+            (
+                spec.upstream.scheme,
+                spec.upstream.host,
+                spec.upstream.port,
+                spec.upstream.base_path,
+                "/api?s=A",
+                tuple(vary),
+                spec.emit,
+                spec.event,
+                mode,
+                spec.history,
+                spec.heartbeat,
+            )
+        )
+        assert stream_key(spec, "/api?s=A", vary) == hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 class FlakyBroker(LocalBroker):
