@@ -23,6 +23,10 @@ class StreamProtocol(Protocol):
     def send(self, event: Event) -> list[Event]:
         """Queue an event's bytes; returns follow-up events (a pipelined request, a close)."""
 
+    def send_all(self, events: list[Event]) -> list[Event]:
+        """`send` each event in order (a whole response): an adapter may frame them
+        together (HTTP/2: the body and its end in one DATA frame)."""
+
     def frame_prerendered(
         self, stream_id: int, data: bytes, *, framed: bool = False
     ) -> bytes | None:

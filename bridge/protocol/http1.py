@@ -441,6 +441,12 @@ class Http1Protocol:
 
     # --- sending --------------------------------------------------------------------------------
 
+    def send_all(self, events: list[Event]) -> list[Event]:
+        follow: list[Event] = []
+        for event in events:
+            follow += self.send(event)
+        return follow
+
     def send(self, event: Event) -> list[Event]:
         """Queue an event's bytes; returns follow-up events (e.g. the next pipelined request)."""
         if self._closed and not isinstance(event, StreamReset):

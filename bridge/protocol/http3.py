@@ -235,6 +235,12 @@ class Http3Protocol:
 
     # --- sending --------------------------------------------------------------------------------
 
+    def send_all(self, events: list[Event]) -> list[Event]:
+        follow: list[Event] = []
+        for event in events:
+            follow += self.send(event)
+        return follow
+
     def send(self, event: Event) -> list[Event]:
         if isinstance(event, ConnectionClosed):
             self.shutdown()

@@ -242,12 +242,11 @@ class ServerConnection(asyncio.BufferedProtocol):
         adapter = self.adapter
         if adapter is None or self.transport is None:
             return
+        if self._alt_svc is not None:
+            events = [self._advertise(e) if isinstance(e, Response) else e for e in events]
         dispatch = self.streams.dispatch
-        for event in events:
-            if self._alt_svc is not None and isinstance(event, Response):
-                event = self._advertise(event)
-            for follow in adapter.send(event):
-                dispatch(follow)
+        for follow in adapter.send_all(events):
+            dispatch(follow)
         if adapter.multiplexed:
             # Other streams may answer in this loop iteration too: one write for them all.
             if not self._flush_soon:

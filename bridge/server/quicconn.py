@@ -220,9 +220,8 @@ class QuicServerConnection:
         if self.state is QuicState.CLOSED:
             return
         dispatch = self.streams.dispatch
-        for event in events:
-            for follow in self.adapter.send(event):
-                dispatch(follow)
+        for follow in self.adapter.send_all(events):
+            dispatch(follow)
         self._schedule()
 
     def write_prerendered(self, stream_id: int, data: bytes, *, framed: bool = False) -> None:

@@ -16,6 +16,7 @@ import pytest
 from h2.settings import SettingCodes
 from hyperframe.frame import (
     ContinuationFrame,
+    Frame,
     HeadersFrame,
     WindowUpdateFrame,
 )
@@ -659,3 +660,46 @@ def test_shutdown_sends_goaway_and_drops_late_writes(bytewise: bool) -> None:
 
 def test_preface_constant_matches_rfc() -> None:
     assert PREFACE == b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 §3.4
+
+
+def _frames(data: bytes) -> list[Frame]:
+    frames = []
+    while data:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        frames.append(frame)
+        data = data[9 + length :]
+    return frames
+
+
+@feed_modes
+def test_a_whole_response_ends_with_its_last_data_frame(bytewise: bool) -> None:
+    pair = _ready(bytewise)
+    sid = pair.get()
+    pair.to_server()
+    head = Response(sid, 200, [(b"content-length", b"5")])
+    assert pair.server.send_all([head, Body(sid, b"hello"), EndBody(sid)]) == [StreamClosed(sid)]
+    data = pair.server.data_to_send()
+    frames = [f for f in _frames(data) if f.stream_id == sid]
+    assert [type(f).__name__ for f in frames] == ["HeadersFrame", "DataFrame"]
+    assert frames[1].data == b"hello" and "END_STREAM" in frames[1].flags
+    events = pair.client.receive_data(data)
+    assert b"".join(e.data for e in of_type(events, h2.events.DataReceived)) == b"hello"
+    assert of_type(events, h2.events.StreamEnded)
+
+
+@feed_modes
+def test_a_whole_response_beyond_the_window_ends_when_its_rest_is_sent(bytewise: bool) -> None:
+    pair = _ready(bytewise, client_settings={SettingCodes.INITIAL_WINDOW_SIZE: 3})
+    sid = pair.get()
+    pair.to_server()
+    assert pair.server.send_all([Response(sid, 200), Body(sid, b"hello"), EndBody(sid)]) == []
+    events = pair.to_client()
+    assert b"".join(e.data for e in of_type(events, h2.events.DataReceived)) == b"hel"
+    assert not of_type(events, h2.events.StreamEnded)
+    assert pair.server.pending(sid) == 2
+    pair.client.increment_flow_control_window(10, stream_id=sid)
+    assert StreamClosed(sid) in pair.to_server()
+    events = pair.to_client()
+    assert b"".join(e.data for e in of_type(events, h2.events.DataReceived)) == b"lo"
+    assert of_type(events, h2.events.StreamEnded)
