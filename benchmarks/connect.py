@@ -17,7 +17,6 @@ nghttp2-client). Loopback only; bounded runs.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import re
 import shutil
 import subprocess
@@ -26,8 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BridgeProcess, StealMeter, cpu_seconds, free_port
-from fanout import ROUTES, raise_fd_limit, upstream_main
+from _common import StealMeter, cpu_seconds
+from fanout import raise_fd_limit, start_feed
 
 MODES = ("plain", "tls", "h2")
 
@@ -42,13 +41,7 @@ def _seconds(text: str) -> float:
 
 
 def measure(mode: str, subscribers: int, hold: int) -> dict[str, float]:
-    upstream_port, https, http = free_port(), free_port(), free_port()
-    publish: mp.Queue = mp.Queue()  # type: ignore[type-arg]
-    ready = mp.Event()
-    upstream = mp.Process(target=upstream_main, args=(upstream_port, publish, ready), daemon=True)
-    upstream.start()
-    ready.wait(10)
-    bridge = BridgeProcess(ROUTES.format(https=https, http=http, upstream=upstream_port))
+    upstream, _, bridge, https, http = start_feed()
     try:
         bridge.start([https, http])
         url = (

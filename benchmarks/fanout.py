@@ -425,9 +425,9 @@ def _run(coro: object) -> None:
 # --- the run --------------------------------------------------------------------------------
 
 
-def measure(
-    mode: str, subscribers: int, changes: int, processes: int, streams: int = 1
-) -> dict[str, float]:
+def start_feed() -> tuple[mp.Process, mp.Queue, BridgeProcess, int, int]:  # type: ignore[type-arg]
+    """The long-poll upstream in a process of its own, and bridge (not started) in front of
+    it: (upstream, its publish queue, bridge, https port, http port)."""
     upstream_port, https, http = free_port(), free_port(), free_port()
     publish: mp.Queue = mp.Queue()  # type: ignore[type-arg]
     ready = mp.Event()
@@ -435,6 +435,13 @@ def measure(
     upstream.start()
     ready.wait(10)
     bridge = BridgeProcess(ROUTES.format(https=https, http=http, upstream=upstream_port))
+    return upstream, publish, bridge, https, http
+
+
+def measure(
+    mode: str, subscribers: int, changes: int, processes: int, streams: int = 1
+) -> dict[str, float]:
+    upstream, publish, bridge, https, http = start_feed()
     raise_fd_limit()
     bridge.start([https, http])
     port = http if mode in ("sse-h1", "ws-h1") else https

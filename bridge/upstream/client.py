@@ -284,14 +284,16 @@ class _Connection(asyncio.BufferedProtocol):
     async def wait_event(self, deadline: float) -> tuple:
         """The next answer event once more bytes come, by `deadline` (TimeoutError)."""
         while True:
-            reader = self._reader = self._wait(deadline)
-            try:
-                await reader
-            finally:
-                self._reader = None
+            await self.readable(deadline)
             event = self.poll_event()
             if event is not wire.NEED_DATA:
                 return event
+
+    def readable(self, deadline: float) -> asyncio.Future[None]:
+        """What to await for more answer bytes (or the end of the socket), by `deadline`.
+        A plain future, not a coroutine: the proxy's head wait adds no frame of its own."""
+        reader = self._reader = self._wait(deadline)
+        return reader
 
 
 class UpstreamResponse:
@@ -594,7 +596,40 @@ class UpstreamPool:
             if await self._send_body(conn, body, framing, timeout, pulled, on_informational):
                 # The body's pace is the client's: the answer's clock starts after it.
                 deadline = conn.loop.time() + timeout
-        return await self._read_head(conn, deadline, on_informational)
+        # The answer's head (and any 1xx before it), read here rather than in a coroutine of
+        # its own: every level of awaiting costs a frame on each resume of the request.
+        informational = 0
+        while True:
+            try:
+                event: tuple
+                if conn.early is not None:
+                    event, conn.early = conn.early, None
+                else:
+                    event = conn.poll_event()
+                    while event is wire.NEED_DATA:
+                        await conn.readable(deadline)
+                        event = conn.poll_event()
+            except TimeoutError:
+                raise UpstreamTimeout("upstream did not answer in time") from None
+            except wire.ResponseError as exc:
+                if not conn.answered:
+                    raise _Stale() from None
+                if exc.eof:
+                    raise UpstreamUnreachable(
+                        "upstream closed the connection in the middle of the response head"
+                    ) from None
+                raise UpstreamUnreachable(f"upstream sent an invalid response: {exc}") from None
+            kind = event[0]
+            if kind == wire.HEAD:
+                return UpstreamResponse(self, conn, event)
+            if kind == wire.INFO:
+                informational += 1
+                if informational > _MAX_INFORMATIONAL:
+                    raise UpstreamUnreachable("upstream sent too many 1xx responses")
+                if on_informational is not None:
+                    on_informational(event[1], event[2])
+                continue
+            raise UpstreamUnreachable("upstream sent an invalid response")
 
     async def _send(
         self,
@@ -664,43 +699,6 @@ class UpstreamPool:
             return True
         return False
 
-    async def _read_head(
-        self,
-        conn: _Connection,
-        deadline: float,
-        on_informational: Callable[[int, Headers], None] | None,
-    ) -> UpstreamResponse:
-        informational = 0
-        while True:
-            try:
-                event: tuple
-                if conn.early is not None:
-                    event, conn.early = conn.early, None
-                else:
-                    event = conn.poll_event()
-                    if event is wire.NEED_DATA:
-                        event = await conn.wait_event(deadline)
-            except TimeoutError:
-                raise UpstreamTimeout("upstream did not answer in time") from None
-            except wire.ResponseError as exc:
-                if not conn.answered:
-                    raise _Stale() from None
-                if exc.eof:
-                    raise UpstreamUnreachable(
-                        "upstream closed the connection in the middle of the response head"
-                    ) from None
-                raise UpstreamUnreachable(f"upstream sent an invalid response: {exc}") from None
-            kind = event[0]
-            if kind == wire.HEAD:
-                return UpstreamResponse(self, conn, event)
-            if kind == wire.INFO:
-                informational += 1
-                if informational > _MAX_INFORMATIONAL:
-                    raise UpstreamUnreachable("upstream sent too many 1xx responses")
-                if on_informational is not None:
-                    on_informational(event[1], event[2])
-                continue
-            raise UpstreamUnreachable("upstream sent an invalid response")
 
     def _release(self, conn: _Connection) -> None:
         """After a whole answer: keep the connection if the request was sent whole, the answer
@@ -788,7 +786,7 @@ def _content_length(headers: Headers) -> int | None:
 
 def _early_head(conn: _Connection, on_informational: Callable[[int, Headers], None] | None) -> bool:
     """Parse answer bytes that arrived while we were sending: True once a final head is here
-    (kept in `conn.early` for `_read_head`), or when the bytes are garbage (`_read_head`
+    (kept in `conn.early` for `_exchange`), or when the bytes are garbage (`_exchange`
     reports that)."""
     try:
         while True:
