@@ -247,13 +247,9 @@ class ServerConnection(asyncio.BufferedProtocol):
         dispatch = self.streams.dispatch
         for follow in adapter.send_all(events):
             dispatch(follow)
-        if adapter.multiplexed:
-            # Other streams may answer in this loop iteration too: one write for them all.
-            if not self._flush_soon:
-                self._flush_soon = True
-                self.loop.call_soon(self._deferred_flush)
-        else:
-            self.flush()
+        # A whole response: it leaves now, in one write. (Deferring to the end of the loop
+        # iteration would batch nothing: each exchange flushes as its handler returns.)
+        self.flush()
 
     def _advertise(self, event: Response) -> Response:
         # HTTP/3 is on: every HTTPS response advertises it (RFC 7838 §3), whatever the

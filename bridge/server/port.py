@@ -50,8 +50,8 @@ class StreamPort(Protocol):
         """Hand a protocol event to the adapter; the bytes leave within this loop iteration."""
 
     def send_all(self, events: list[Event]) -> None:
-        """Hand a whole response's events to the adapter at once: on a connection of one
-        stream at a time the bytes leave now, in one write, with no callback scheduled."""
+        """Hand a whole response's events to the adapter at once: the bytes leave now, in
+        one write, with no callback scheduled."""
 
     def write_prerendered(self, stream_id: int, data: bytes, *, framed: bool = False) -> None:
         """Rendered stream bytes (an SSE event, a WebSocket frame), framed by the adapter,
