@@ -686,3 +686,45 @@ def test_websocket_fragment_bomb_over_http2_closes_that_stream_only(certs: Path)
                 raise AssertionError("the other stream got no new event")
 
     run(body())
+
+
+def test_pipelined_requests_from_a_client_that_never_reads_wait_for_it(certs: Path) -> None:
+    """Small answers are written whole, without waiting for the client (issue 10's fast path):
+    one that pipelines requests and reads nothing must still stall its own requests once our
+    write buffer is full, not have every answer queued in bridge's memory. When it reads, each
+    answer is there, whole and in order."""
+    body = bytes(range(256)) * 128  # 32 KiB
+
+    async def main() -> None:
+        async with Origin() as origin:
+            origin.route("/blob", lambda request: _answer(body))
+            async with running_bridge(
+                config_text(ROUTES, upstream_url=origin.url, certs=certs), certs
+            ) as b:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.setblocking(False)
+                loop = asyncio.get_running_loop()
+                await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", b.ports["http"])), 5)
+                reader, writer = await asyncio.open_connection(sock=sock)
+                # 31 MiB of answers, far past every buffer on the way: the kernel's on loopback
+                # hold about 3 MiB (some 100 answers), the rest must wait for the client.
+                count = 1000
+                request = b"GET /blob HTTP/1.1\r\nHost: a\r\n\r\n"
+                writer.write(request * count)
+                await asyncio.sleep(1.0)
+                reached = origin.count("/blob")
+                assert 0 < reached < 300, reached  # stalled by the client, not queued
+                await still_serving(b)
+                for _ in range(count):
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                    assert head.startswith(b"HTTP/1.1 200 ")
+                    assert await asyncio.wait_for(reader.readexactly(len(body)), 10) == body
+                assert origin.count("/blob") == count
+                writer.close()
+
+    run(main())
+
+
+async def _answer(body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    return 200, [(b"content-type", b"application/octet-stream")], body
