@@ -38,6 +38,11 @@ class ClientConnection(Protocol):
     def abort(self) -> None: ...
 
 
+class Flushable(Protocol):
+    def deferred_flush(self) -> None:
+        """Write what is queued now."""
+
+
 class ServerContext:
     def __init__(self, *, limits: Limits, handler: Handler, access_log: AccessLog | None) -> None:
         self.limits = limits
@@ -50,6 +55,22 @@ class ServerContext:
         self.tally = RequestTally()  # /metrics reads it at scrape time
         # `Alt-Svc` for TCP responses while HTTP/3 is served (RFC 7838, RFC 9114 §3.1.1).
         self.alt_svc: tuple[bytes, bytes] | None = None
+        self._unflushed: list[Flushable] = []  # connections to write at the iteration's end
+
+    def flush_later(self, conn: Flushable) -> bool:
+        """Queue `conn` for `flush_pending` (once per iteration, the caller checks); True when
+        it is the first of this iteration, and the caller must schedule `flush_pending`."""
+        self._unflushed.append(conn)
+        return len(self._unflushed) == 1
+
+    def flush_pending(self) -> None:
+        """The end of a loop iteration: every connection queued in it writes, back to back."""
+        pending, self._unflushed = self._unflushed, []
+        for conn in pending:
+            try:
+                conn.deferred_flush()
+            except Exception:  # one connection's failure must not keep the others' bytes
+                log.exception("flush failed")
 
     def admit(self, conn: ClientConnection) -> bool:
         if self.shutting_down or len(self.connections) >= self.limits.max_connections:
