@@ -699,7 +699,6 @@ class UpstreamPool:
             return True
         return False
 
-
     def _release(self, conn: _Connection) -> None:
         """After a whole answer: keep the connection if the request was sent whole, the answer
         allows another (keep-alive, no stray bytes) and the socket is still open."""
