@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # hpack logs every header it decodes at DEBUG, cookies and credentials included: `-v`
+    # must not put clients' secrets in the server's log.
+    logging.getLogger("hpack").setLevel(logging.INFO)
     if args.command == "check":
         return _check(args.config)
     if args.command == "serve":

@@ -90,40 +90,44 @@ def test_bridge_certs_keeps_the_ca_unless_forced_and_adds_hosts(tmp_path: Path) 
     assert (out / "ca.crt").read_bytes() != ca
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["int", "term"])
-def test_bridge_demo_serves_the_page_and_stops_on_a_signal(
-    tmp_path: Path, stop_signal: signal.Signals
-) -> None:
+def start_demo(tmp_path: Path, *options: str) -> tuple[subprocess.Popen[str], str, str]:
+    """`bridge [options] demo` on free ports: the process, its page URL and its admin URL
+    (read from its log, within a deadline)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "demo", "--port", "0"],
+        [sys.executable, "-m", "bridge", *options, "demo", "--port", "0"],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
+    url = admin = None
+    deadline = time.monotonic() + 30
+    assert proc.stderr is not None
+    seen = []
+    while (url is None or admin is None) and time.monotonic() < deadline:  # bounded
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        found = re.search(r"open (https://localhost:\d+/)", line)
+        if found:
+            url = found.group(1)
+        found = re.search(r"admin: (http://127.0.0.1:\d+/)metrics", line)
+        if found:
+            admin = found.group(1)
+    if not (url and admin):
+        proc.kill()
+        proc.wait()
+        raise AssertionError("".join(seen))
+    return proc, url, admin
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["int", "term"])
+def test_bridge_demo_serves_the_page_and_stops_on_a_signal(
+    tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    proc, url, admin = start_demo(tmp_path)
     try:
-        url = None
-        deadline = time.monotonic() + 30
-        assert proc.stderr is not None
-        seen = []
-        while url is None and time.monotonic() < deadline:  # bounded by the deadline
-            line = proc.stderr.readline()
-            if not line:
-                break
-            seen.append(line)
-            found = re.search(r"open (https://localhost:\d+/)", line)
-            if found:
-                url = found.group(1)
-        admin = None
-        while admin is None and time.monotonic() < deadline:  # bounded by the deadline
-            line = proc.stderr.readline()
-            if not line:
-                break
-            seen.append(line)
-            found = re.search(r"admin: (http://127.0.0.1:\d+/)metrics", line)
-            if found:
-                admin = found.group(1)
-        assert url and admin, "".join(seen)
         ca = tmp_path / "certs" / "ca.crt"
 
         async def visit() -> None:
@@ -142,8 +146,35 @@ def test_bridge_demo_serves_the_page_and_stops_on_a_signal(
         run(visit())
         proc.send_signal(stop_signal)
         assert proc.wait(20) == 0
+        assert proc.stderr is not None
         rest = proc.stderr.read()
         assert "Traceback" not in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_verbose_logging_never_writes_request_headers(tmp_path: Path) -> None:
+    """`-v` is DEBUG for every logger; hpack's logs each decoded header at DEBUG (cookies and
+    credentials included), so bridge keeps that one at INFO."""
+    proc, url, _ = start_demo(tmp_path, "-v")
+    try:
+
+        async def visit() -> None:
+            ctx = ssl.create_default_context(cafile=str(tmp_path / "certs" / "ca.crt"))
+            async with httpx.AsyncClient(verify=ctx, http2=True, timeout=10) as c:
+                secrets = {"cookie": "session=SECRET-4711", "authorization": "Bearer TOKEN-4711"}
+                page = await c.get(url, headers=secrets)
+                assert page.status_code == 200 and page.http_version == "HTTP/2"
+
+        run(visit())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        assert proc.stderr is not None
+        log = proc.stderr.read()
+        # Without the fix, hpack's DEBUG lines show both values ("session=SECRET-4711").
+        assert "4711" not in log
     finally:
         if proc.poll() is None:
             proc.kill()
