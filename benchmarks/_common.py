@@ -30,8 +30,15 @@ def free_port() -> int:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process, from /proc."""
+    user, system = cpu_split(pid)
+    return user + system
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, from /proc: the system share is the kernel's
+    work on bridge's behalf (syscalls, and waking the peers it writes to)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def rss_bytes(pid: int) -> int:

@@ -7,7 +7,8 @@ upstream share core 1. Prints one line per scenario, plus the CPU bridge used pe
     python3 benchmarks/proxy.py [--seconds 10] [--connections 50]
 
 Needs `wrk` and `h2load` (Debian: wrk, nghttp2-client); scenarios without their tool are
-skipped with a note. Loopback only.
+skipped with a note. `kernel %` is the system share of bridge's CPU (syscalls, and waking
+the peers it writes to). Loopback only.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BridgeProcess, StealMeter, cpu_seconds, free_port
+from _common import BridgeProcess, StealMeter, cpu_split, free_port
 
 ROUTES = """\
 listen:
@@ -230,7 +231,7 @@ def main() -> None:
         ]
         print(
             f"{'scenario':<16} {'req/s':>9} {'p99 ms':>8} {'failed':>7} {'bridge CPU µs/req':>18}"
-            f" {'steal %':>8}"
+            f" {'kernel %':>9} {'steal %':>8}"
         )
         keys = {
             "HTTP/1.1 plain": "plain",
@@ -246,13 +247,18 @@ def main() -> None:
                 continue
             runner = {"wrk": wrk, "h2load": h2load, "aioquic": h3load}[tool]
             runner(url, 2, args.connections)  # warm-up: connections, pools, caches
-            cpu0 = cpu_seconds(bridge.pid)
+            user0, system0 = cpu_split(bridge.pid)
             steal = StealMeter()
             rps, p99, failed = runner(url, args.seconds, args.connections)
-            cpu = cpu_seconds(bridge.pid) - cpu0
+            user1, system1 = cpu_split(bridge.pid)
+            cpu = (user1 - user0) + (system1 - system0)
             per = cpu / max(1.0, rps * args.seconds) * 1e6
+            kernel = (system1 - system0) / cpu * 100 if cpu else 0.0
             label = f"{p99:8.2f}" + ("*" if tool == "h2load" else " ")
-            print(f"{name:<16} {rps:9.0f} {label} {failed:7d} {per:18.1f} {steal.percent():8.1f}")
+            print(
+                f"{name:<16} {rps:9.0f} {label} {failed:7d} {per:18.1f} {kernel:9.0f}"
+                f" {steal.percent():8.1f}"
+            )
         print("* HTTP/2 p99 estimated as mean + 3 sd of h2load's request times")
     finally:
         bridge.stop()
