@@ -249,7 +249,10 @@ class ServerConnection(asyncio.BufferedProtocol):
     def _advertise(self, event: Response) -> Response:
         # HTTP/3 is on: every HTTPS response advertises it (RFC 7838 §3), whatever the
         # handler; handlers need not know that another transport exists.
-        return Response(event.stream_id, event.status, [*event.headers, self._alt_svc])  # type: ignore[list-item]
+        alt_svc = self._alt_svc
+        if alt_svc is None:
+            return event
+        return Response(event.stream_id, event.status, [*event.headers, alt_svc])
 
     def _flush_later(self) -> None:
         """Write what the adapter holds at the end of this loop iteration, together with
