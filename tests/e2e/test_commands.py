@@ -3,6 +3,7 @@ a bad config or a busy port, and the README / .ci/run / Dockerfile promises of i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -90,9 +92,10 @@ def test_bridge_certs_keeps_the_ca_unless_forced_and_adds_hosts(tmp_path: Path) 
     assert (out / "ca.crt").read_bytes() != ca
 
 
-def start_demo(tmp_path: Path, *options: str) -> tuple[subprocess.Popen[str], str, str]:
+@contextlib.contextmanager
+def demo(tmp_path: Path, *options: str) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
     """`bridge [options] demo` on free ports: the process, its page URL and its admin URL
-    (read from its log, within a deadline)."""
+    (read from its log, within a deadline); killed on the way out if still running."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "bridge", *options, "demo", "--port", "0"],
         cwd=tmp_path,
@@ -100,34 +103,43 @@ def start_demo(tmp_path: Path, *options: str) -> tuple[subprocess.Popen[str], st
         stderr=subprocess.PIPE,
         text=True,
     )
-    url = admin = None
-    deadline = time.monotonic() + 30
+    try:
+        url = admin = None
+        deadline = time.monotonic() + 30
+        assert proc.stderr is not None
+        seen = []
+        while (url is None or admin is None) and time.monotonic() < deadline:  # bounded
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen.append(line)
+            found = re.search(r"open (https://localhost:\d+/)", line)
+            if found:
+                url = found.group(1)
+            found = re.search(r"admin: (http://127.0.0.1:\d+/)metrics", line)
+            if found:
+                admin = found.group(1)
+        assert url and admin, "".join(seen)
+        yield proc, url, admin
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def stop(proc: subprocess.Popen[str], how: signal.Signals = signal.SIGTERM) -> str:
+    """Stop it with `how`; it must exit 0. The rest of its log."""
+    proc.send_signal(how)
+    assert proc.wait(20) == 0
     assert proc.stderr is not None
-    seen = []
-    while (url is None or admin is None) and time.monotonic() < deadline:  # bounded
-        line = proc.stderr.readline()
-        if not line:
-            break
-        seen.append(line)
-        found = re.search(r"open (https://localhost:\d+/)", line)
-        if found:
-            url = found.group(1)
-        found = re.search(r"admin: (http://127.0.0.1:\d+/)metrics", line)
-        if found:
-            admin = found.group(1)
-    if not (url and admin):
-        proc.kill()
-        proc.wait()
-        raise AssertionError("".join(seen))
-    return proc, url, admin
+    return proc.stderr.read()
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["int", "term"])
 def test_bridge_demo_serves_the_page_and_stops_on_a_signal(
     tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
-    proc, url, admin = start_demo(tmp_path)
-    try:
+    with demo(tmp_path) as (proc, url, admin):
         ca = tmp_path / "certs" / "ca.crt"
 
         async def visit() -> None:
@@ -144,22 +156,13 @@ def test_bridge_demo_serves_the_page_and_stops_on_a_signal(
                     assert "bridge_connections" in metrics.text
 
         run(visit())
-        proc.send_signal(stop_signal)
-        assert proc.wait(20) == 0
-        assert proc.stderr is not None
-        rest = proc.stderr.read()
-        assert "Traceback" not in rest
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert "Traceback" not in stop(proc, stop_signal)
 
 
 def test_verbose_logging_never_writes_request_headers(tmp_path: Path) -> None:
     """`-v` is DEBUG for every logger; hpack's logs each decoded header at DEBUG (cookies and
     credentials included), so bridge keeps that one at INFO."""
-    proc, url, _ = start_demo(tmp_path, "-v")
-    try:
+    with demo(tmp_path, "-v") as (proc, url, _):
 
         async def visit() -> None:
             ctx = ssl.create_default_context(cafile=str(tmp_path / "certs" / "ca.crt"))
@@ -169,16 +172,8 @@ def test_verbose_logging_never_writes_request_headers(tmp_path: Path) -> None:
                 assert page.status_code == 200 and page.http_version == "HTTP/2"
 
         run(visit())
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0
-        assert proc.stderr is not None
-        log = proc.stderr.read()
         # Without the fix, hpack's DEBUG lines show both values ("session=SECRET-4711").
-        assert "4711" not in log
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert "4711" not in stop(proc)
 
 
 def test_serve_refuses_a_bad_config_before_listening(tmp_path: Path) -> None:
