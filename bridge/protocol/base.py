@@ -8,6 +8,7 @@ DATA frames, per-stream flow control, push) are answered here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from ..events import Event
@@ -78,3 +79,11 @@ class ByteStreamProtocol(StreamProtocol, Protocol):
     @property
     def head_started(self) -> bool:
         """Part of a request head is in (a header timeout then deserves a 408)."""
+
+
+def send_each(send: Callable[[Event], list[Event]], events: list[Event]) -> list[Event]:
+    """`send_all` for an adapter that frames a whole response event by event."""
+    follow: list[Event] = []
+    for event in events:
+        follow += send(event)
+    return follow

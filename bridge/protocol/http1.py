@@ -42,6 +42,7 @@ from ..events import (
     StreamReset,
 )
 from . import h1wire
+from .base import send_each
 
 STREAM_ID = 1  # HTTP/1.1 has one stream at a time; it always carries this id.
 # RFC 9110 §5.6.2 tchar: a request line starts with a method token (CR/LF tolerated before it).
@@ -442,10 +443,7 @@ class Http1Protocol:
     # --- sending --------------------------------------------------------------------------------
 
     def send_all(self, events: list[Event]) -> list[Event]:
-        follow: list[Event] = []
-        for event in events:
-            follow += self.send(event)
-        return follow
+        return send_each(self.send, events)
 
     def send(self, event: Event) -> list[Event]:
         """Queue an event's bytes; returns follow-up events (e.g. the next pipelined request)."""

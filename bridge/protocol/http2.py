@@ -42,6 +42,7 @@ from ..events import (
     StreamReset,
     WindowOpened,
 )
+from .base import send_each
 from .fields import request_from_fields, response_fields
 from .hpackenc import LeanEncoder
 
@@ -319,23 +320,24 @@ class Http2Protocol:
     # --- sending --------------------------------------------------------------------------------
 
     def send_all(self, events: list[Event]) -> list[Event]:
-        body = events[1] if len(events) == 3 else None
-        end = events[2] if len(events) == 3 else None
-        if isinstance(body, Body) and isinstance(end, EndBody) and body.stream_id == end.stream_id:
-            # A whole response: its body leaves with END_STREAM on its last DATA frame,
-            # rather than an empty DATA frame of its own after it.
-            out = self.send(events[0])
-            stream = self._streams.get(body.stream_id)
-            if stream is None or self._closed:
-                return out
-            if body.data:
-                stream.pending.append(body.data)
-                stream.pending_size += len(body.data)
-            return out + self.send(end)
-        out = []
-        for event in events:
-            out += self.send(event)
-        return out
+        if len(events) == 3:
+            head, body, end = events
+            if (
+                isinstance(body, Body)
+                and isinstance(end, EndBody)
+                and body.stream_id == end.stream_id
+            ):
+                # A whole response: its body leaves with END_STREAM on its last DATA frame,
+                # rather than an empty DATA frame of its own after it.
+                out = self.send(head)
+                stream = self._streams.get(body.stream_id)
+                if stream is None or self._closed:
+                    return out
+                if body.data:
+                    stream.pending.append(body.data)
+                    stream.pending_size += len(body.data)
+                return out + self.send(end)
+        return send_each(self.send, events)
 
     def send(self, event: Event) -> list[Event]:
         sid = event.stream_id if not isinstance(event, ConnectionClosed) else 0

@@ -48,6 +48,7 @@ from ..events import (
     StreamReset,
     WindowOpened,
 )
+from .base import send_each
 from .fields import request_from_fields, response_fields
 from .quic import ServerQuic
 
@@ -236,10 +237,7 @@ class Http3Protocol:
     # --- sending --------------------------------------------------------------------------------
 
     def send_all(self, events: list[Event]) -> list[Event]:
-        follow: list[Event] = []
-        for event in events:
-            follow += self.send(event)
-        return follow
+        return send_each(self.send, events)
 
     def send(self, event: Event) -> list[Event]:
         if isinstance(event, ConnectionClosed):

@@ -225,32 +225,24 @@ class ServerConnection(asyncio.BufferedProtocol):
     # --- StreamPort: writing ----------------------------------------------------------------------
 
     def send(self, event: Event) -> None:
-        adapter = self.adapter
-        if adapter is None or self.transport is None:
-            return
-        if self._alt_svc is not None and isinstance(event, Response):
-            event = self._advertise(event)
-        dispatch = self.streams.dispatch
-        for follow in adapter.send(event):
-            dispatch(follow)
-        self._flush_later()
+        self.send_all([event])
 
     def send_all(self, events: list[Event]) -> None:
         adapter = self.adapter
         if adapter is None or self.transport is None:
             return
         if self._alt_svc is not None:
-            events = [self._advertise(e) if isinstance(e, Response) else e for e in events]
+            events = [self._advertise(e) for e in events]
         dispatch = self.streams.dispatch
         for follow in adapter.send_all(events):
             dispatch(follow)
         self._flush_later()
 
-    def _advertise(self, event: Response) -> Response:
+    def _advertise(self, event: Event) -> Event:
         # HTTP/3 is on: every HTTPS response advertises it (RFC 7838 §3), whatever the
         # handler; handlers need not know that another transport exists.
         alt_svc = self._alt_svc
-        if alt_svc is None:
+        if alt_svc is None or not isinstance(event, Response):
             return event
         return Response(event.stream_id, event.status, [*event.headers, alt_svc])
 

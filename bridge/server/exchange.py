@@ -265,12 +265,14 @@ class Exchange:
         an upstream answer that arrived whole), in one write where the transport allows."""
         if self.aborted:
             raise StreamError(ErrorCode.CANCELLED, "client went away")
+        if self.request.method == "HEAD":
+            body = b""
+        self.bytes_sent += len(body)
         if status == 101 or not self._done():
             # A tunnel stays open, and an exchange already ended takes only its head: the
             # step-by-step path knows both.
             self.start_response(status, headers)
-            if body and self.request.method != "HEAD":
-                self.bytes_sent += len(body)
+            if body:
                 self._send(Body(self.stream_id, body))
             if self._done():
                 self.port.send(EndBody(self.stream_id))
@@ -279,8 +281,7 @@ class Exchange:
         self.response_started = True
         stream_id = self.stream_id
         events: list[Event] = [Response(stream_id, status, headers)]
-        if body and self.request.method != "HEAD":
-            self.bytes_sent += len(body)
+        if body:
             events.append(Body(stream_id, body))
         events.append(EndBody(stream_id))
         self.port.send_all(events)

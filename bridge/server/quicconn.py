@@ -209,12 +209,7 @@ class QuicServerConnection:
     # --- StreamPort -----------------------------------------------------------------------------
 
     def send(self, event: Event) -> None:
-        if self.state is QuicState.CLOSED:
-            return
-        dispatch = self.streams.dispatch
-        for follow in self.adapter.send(event):
-            dispatch(follow)
-        self._schedule()
+        self.send_all([event])
 
     def send_all(self, events: list[Event]) -> None:
         if self.state is QuicState.CLOSED:

@@ -596,40 +596,7 @@ class UpstreamPool:
             if await self._send_body(conn, body, framing, timeout, pulled, on_informational):
                 # The body's pace is the client's: the answer's clock starts after it.
                 deadline = conn.loop.time() + timeout
-        # The answer's head (and any 1xx before it), read here rather than in a coroutine of
-        # its own: every level of awaiting costs a frame on each resume of the request.
-        informational = 0
-        while True:
-            try:
-                event: tuple
-                if conn.early is not None:
-                    event, conn.early = conn.early, None
-                else:
-                    event = conn.poll_event()
-                    while event is wire.NEED_DATA:
-                        await conn.readable(deadline)
-                        event = conn.poll_event()
-            except TimeoutError:
-                raise UpstreamTimeout("upstream did not answer in time") from None
-            except wire.ResponseError as exc:
-                if not conn.answered:
-                    raise _Stale() from None
-                if exc.eof:
-                    raise UpstreamUnreachable(
-                        "upstream closed the connection in the middle of the response head"
-                    ) from None
-                raise UpstreamUnreachable(f"upstream sent an invalid response: {exc}") from None
-            kind = event[0]
-            if kind == wire.HEAD:
-                return UpstreamResponse(self, conn, event)
-            if kind == wire.INFO:
-                informational += 1
-                if informational > _MAX_INFORMATIONAL:
-                    raise UpstreamUnreachable("upstream sent too many 1xx responses")
-                if on_informational is not None:
-                    on_informational(event[1], event[2])
-                continue
-            raise UpstreamUnreachable("upstream sent an invalid response")
+        return await self._read_head(conn, deadline, on_informational)
 
     async def _send(
         self,
@@ -698,6 +665,46 @@ class UpstreamPool:
             conn.request_done = True
             return True
         return False
+
+    async def _read_head(
+        self,
+        conn: _Connection,
+        deadline: float,
+        on_informational: Callable[[int, Headers], None] | None,
+    ) -> UpstreamResponse:
+        """The answer's head, skipping (and reporting) any 1xx before it, by `deadline`."""
+        informational = 0
+        while True:
+            try:
+                event: tuple
+                if conn.early is not None:
+                    event, conn.early = conn.early, None
+                else:
+                    event = conn.poll_event()
+                    while event is wire.NEED_DATA:
+                        await conn.readable(deadline)
+                        event = conn.poll_event()
+            except TimeoutError:
+                raise UpstreamTimeout("upstream did not answer in time") from None
+            except wire.ResponseError as exc:
+                if not conn.answered:
+                    raise _Stale() from None
+                if exc.eof:
+                    raise UpstreamUnreachable(
+                        "upstream closed the connection in the middle of the response head"
+                    ) from None
+                raise UpstreamUnreachable(f"upstream sent an invalid response: {exc}") from None
+            kind = event[0]
+            if kind == wire.HEAD:
+                return UpstreamResponse(self, conn, event)
+            if kind == wire.INFO:
+                informational += 1
+                if informational > _MAX_INFORMATIONAL:
+                    raise UpstreamUnreachable("upstream sent too many 1xx responses")
+                if on_informational is not None:
+                    on_informational(event[1], event[2])
+                continue
+            raise UpstreamUnreachable("upstream sent an invalid response")
 
     def _release(self, conn: _Connection) -> None:
         """After a whole answer: keep the connection if the request was sent whole, the answer
@@ -785,7 +792,7 @@ def _content_length(headers: Headers) -> int | None:
 
 def _early_head(conn: _Connection, on_informational: Callable[[int, Headers], None] | None) -> bool:
     """Parse answer bytes that arrived while we were sending: True once a final head is here
-    (kept in `conn.early` for `_exchange`), or when the bytes are garbage (`_exchange`
+    (kept in `conn.early` for `_read_head`), or when the bytes are garbage (`_read_head`
     reports that)."""
     try:
         while True:
