@@ -146,3 +146,11 @@ BROKER_STREAM_TTL = 24 * 3600.0  # a key's records expire this long after its la
 BROKER_STATUS_KEEP = 16  # poll outcomes kept per key (followers read only new ones)
 BROKER_MAX_CONNECTIONS = 16  # to Redis, per process (one of them blocks in XREAD)
 BROKER_ERROR_LOG_INTERVAL = 30.0  # at most one "Redis unreachable" line per interval
+
+# --- workers (`bridge serve --workers N`) ------------------------------------------------------
+WORKER_RESTART_MIN = 0.5  # pause before restarting a worker that died
+WORKER_RESTART_MAX = 10.0  # ... doubling while it keeps dying within WORKER_STABLE seconds
+WORKER_STABLE = 10.0
+WORKER_POLL = 0.1  # the supervisor looks at its workers this often
+# After SIGTERM a worker gets `limits.shutdown_grace` plus this margin to exit, then is killed.
+WORKER_KILL_MARGIN = 5.0

@@ -32,6 +32,8 @@ from types import FrameType
 
 from .. import settings
 from ..certs import ensure_dev_certs
+from ..errors import ConfigError
+from ..routing.config import load_config
 from ..routing.model import Address, Config
 from .pidfile import remove_pid_file, write_pid_file
 
@@ -39,11 +41,6 @@ log = logging.getLogger("bridge.workers")
 
 ENV_PORTS = "BRIDGE_WORKER_PORTS"  # {"https": 8443, ...} chosen by the supervisor
 ENV_INDEX = "BRIDGE_WORKER_INDEX"
-RESTART_MIN = 0.5  # pause before restarting a worker that died
-RESTART_MAX = 10.0  # ... doubling while it keeps dying within STABLE seconds
-STABLE = 10.0
-POLL = 0.1  # the supervisor looks at its workers this often
-STOP_GRACE = settings.SHUTDOWN_GRACE + 5.0  # then a worker that has not exited is killed
 LISTENERS = ("https", "http", "admin")
 
 
@@ -137,7 +134,7 @@ class Supervisor:
         self.ports: dict[str, int] = {}
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * workers
         self.started: list[float] = [0.0] * workers
-        self.pause: list[float] = [RESTART_MIN] * workers
+        self.pause: list[float] = [settings.WORKER_RESTART_MIN] * workers
         self.due: list[float] = [0.0] * workers
         self.stopping = False
         self.hup = False
@@ -181,11 +178,12 @@ class Supervisor:
         for index in range(self.count):
             self.spawn(index)
         while not self.stopping:
-            time.sleep(POLL)
+            time.sleep(settings.WORKER_POLL)
             if self.hup:
                 self.hup = False
                 log.info("SIGHUP: passing it on to %d workers", self.count)
                 self._signal_all(signal.SIGHUP)
+                self._reread()
             self._tend()
         return self._stop()
 
@@ -199,8 +197,12 @@ class Supervisor:
             code = proc.poll()
             if code is None or self.stopping:
                 continue  # (a Ctrl-C reaches the workers too, before the supervisor looks)
-            quick = now - self.started[index] < STABLE
-            self.pause[index] = min(self.pause[index] * 2, RESTART_MAX) if quick else RESTART_MIN
+            quick = now - self.started[index] < settings.WORKER_STABLE
+            self.pause[index] = (
+                min(self.pause[index] * 2, settings.WORKER_RESTART_MAX)
+                if quick
+                else settings.WORKER_RESTART_MIN
+            )
             self.due[index] = now + self.pause[index]
             self.procs[index] = None
             self.restarts += 1
@@ -211,6 +213,20 @@ class Supervisor:
                 code,
                 self.pause[index],
             )
+
+    def _reread(self) -> None:
+        """Keep the supervisor's view of `limits` in step with what the workers reload: the
+        stop deadline follows the configured grace. A file the workers refuse is refused here
+        too (they report why), and the old limits stay."""
+        try:
+            self.config = load_config(self.config_path)
+        except (ConfigError, OSError):  # the workers log why; the supervisor keeps what it had
+            return
+
+    def stop_deadline(self) -> float:
+        """Seconds a worker gets to exit after SIGTERM: its own `limits.shutdown_grace`, then
+        a margin to close connections and flush logs, then it is killed."""
+        return self.config.limits.shutdown_grace + settings.WORKER_KILL_MARGIN
 
     def _signal_all(self, sig: int) -> None:
         for proc in self.procs:
@@ -223,7 +239,7 @@ class Supervisor:
     def _stop(self) -> int:
         log.info("stopping %d workers", self.count)
         self._signal_all(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE
+        deadline = time.monotonic() + self.stop_deadline()
         for proc in self.procs:
             if proc is None:
                 continue

@@ -200,3 +200,52 @@ def _wait_listening(pid: int, port: int, timeout: float = 20.0) -> None:
     while not _listens_on(pid, port):
         assert time.monotonic() < deadline, f"pid {pid} never listened on {port}"
         time.sleep(0.1)
+
+
+SLOW = """\
+  - path: /slow
+    upstream: app
+limits:
+  shutdown_grace: 30s
+"""
+
+
+def test_workers_get_the_configured_shutdown_grace() -> None:
+    """A worker finishing a slow request inside a configured 30 s grace is not killed at the
+    supervisor's own idea of the grace: the request outlives the 10 s default + margin."""
+    from bridge import settings
+    from bridge.settings import Limits
+
+    slow = Limits().shutdown_grace + settings.WORKER_KILL_MARGIN + 2.0
+
+    async def body() -> None:
+        redis = RedisServer()
+        await asyncio.to_thread(redis.start)
+        try:
+            async with Upstream() as upstream:
+                upstream.set_json("/plain", {"ok": True})
+                upstream.set_json("/slow", {"done": True})
+                upstream.set_delay("/slow", slow)
+                config = node_config(redis.url, upstream.port, extra=PLAIN + SLOW)
+                config = config.replace("    url: ", "    timeout: 60s\n    url: ", 1)
+                node = await asyncio.to_thread(BridgeNode, config, args=("--workers", "2"))
+                try:
+                    await _wait_workers(node, 2)
+                    await _serving(node.url("/plain"))
+                    async with httpx.AsyncClient(timeout=slow + 20) as client:
+                        request = asyncio.ensure_future(client.get(node.url("/slow")))
+                        await upstream.wait_for_requests("/slow", 1, timeout=10)
+                        supervisor = node.proc
+                        assert supervisor is not None
+                        supervisor.send_signal(signal.SIGTERM)
+                        response = await asyncio.wait_for(request, slow + 20)
+                    assert response.status_code == 200, node.log()
+                    assert response.json() == {"done": True}
+                    assert await asyncio.to_thread(supervisor.wait, 30) == 0
+                    assert "did not stop in time" not in node.log()
+                finally:
+                    await asyncio.to_thread(node.stop)
+        finally:
+            await asyncio.to_thread(redis.stop)
+
+    run(body(), timeout=90)
