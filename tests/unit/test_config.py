@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import ConfigError
-from bridge.routing.config import load_config, normalize_origin, parse_config
+from bridge.routing.config import load_config, parse_config
 from bridge.routing.model import (
     AccessLogConfig,
     Config,
@@ -19,7 +19,13 @@ from bridge.routing.model import (
     TlsConfig,
     Upstream,
 )
-from bridge.routing.units import format_duration, parse_address, parse_duration, parse_size
+from bridge.routing.units import (
+    format_duration,
+    normalize_origin,
+    parse_address,
+    parse_duration,
+    parse_size,
+)
 from bridge.settings import Limits
 
 ROOT = Path(__file__).resolve().parents[2]
