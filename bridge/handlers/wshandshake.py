@@ -11,7 +11,7 @@ import hashlib
 
 from ..errors import ErrorCode
 from ..events import Headers
-from ..routing.config import normalize_origin
+from ..routing.units import normalize_origin
 from ..server.exchange import Exchange
 from .util import header
 

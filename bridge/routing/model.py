@@ -1,30 +1,61 @@
 """The validated, immutable form of `routes.yaml` (see ../shared/ROUTES.md for the contract).
 
 `bridge.routing.config.load_config` builds these; everything else only reads them.
+
+Each section of the file is one dataclass here, and its fields are the section's keys: the
+dataclass states each key's default and, for a `Literal` field, its allowed values, once, and
+the schema (`bridge.routing.schema`) reads them from here (`keys`, `choices`). A field the file
+never states (a position, a part of a parsed URL) is marked `DERIVED`; one written under
+another name says so with `written_as`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Literal, get_args, get_type_hints
 
 from ..errors import ConfigProblem
 from ..settings import Limits
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 Address = tuple[str, int]  # (host, port); host "" or "0.0.0.0" binds all
+
+_KEY = "routes.yaml"  # field metadata: the key a field is written as; None: not written
+DERIVED: Mapping[str, str | None] = MappingProxyType({_KEY: None})
+
+
+def written_as(key: str) -> Mapping[str, str | None]:
+    """Field metadata for a field whose key in the file is not its own name."""
+    return MappingProxyType({_KEY: key})
+
+
+def keys(section: type[DataclassInstance]) -> tuple[str, ...]:
+    """The keys of the file's section that `section` models, in field order."""
+    written = (f.metadata.get(_KEY, f.name) for f in fields(section))
+    return tuple(key for key in written if key is not None)
+
+
+def choices(section: type[DataclassInstance], name: str) -> tuple[str, ...]:
+    """The values the `Literal` field `name` of `section` allows, in the order it states them."""
+    return get_args(get_type_hints(section)[name])
 
 
 @dataclass(frozen=True, slots=True)
 class Upstream:
-    name: str
+    name: str = field(metadata=DERIVED)  # its key under `upstreams:`
     url: str  # as written, e.g. "http://127.0.0.1:9000"
-    scheme: str  # "http" (https upstreams are refused by the loader for now)
-    host: str
-    port: int
-    base_path: str  # "" or a prefix like "/app" (no trailing slash) prepended to every target
-    timeout: float  # connect + response headers, seconds
-    host_mode: Literal["client", "upstream"] = "client"
+    scheme: str = field(metadata=DERIVED)  # "http" (https upstreams are refused for now)
+    host: str = field(metadata=DERIVED)
+    port: int = field(metadata=DERIVED)
+    # "" or a prefix like "/app" (no trailing slash) prepended to every target
+    base_path: str = field(metadata=DERIVED)
+    timeout: float = 10.0  # connect + response headers, seconds
+    host_mode: Literal["client", "upstream"] = field(default="client", metadata=written_as("host"))
 
     @property
     def origin(self) -> tuple[str, str, int]:
@@ -41,7 +72,7 @@ class Upstream:
 class LongPoll:
     cursor: str  # dotted JSON path in the response body
     param: str  # query parameter that sends the cursor back
-    timeout: float
+    timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +94,14 @@ class StreamSpec:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    index: int  # position in the file, 0-based
+    index: int = field(metadata=DERIVED)  # position in the file, 0-based
     path: str  # the template as written, e.g. "/prices/{symbol}"
-    line: int  # where the route starts in the file (1-based), for messages
+    line: int = field(metadata=DERIVED)  # where the route starts (1-based), for messages
     upstream: Upstream | None  # plain proxy target (None for a pure stream route)
     stream: StreamSpec | None = None
     push: tuple[str, ...] = ()  # declared assets
-    push_auto: bool = False  # `push: auto`
-    params: tuple[str, ...] = ()  # parameter names in template order
+    push_auto: bool = field(default=False, metadata=DERIVED)  # `push: auto`
+    params: tuple[str, ...] = field(default=(), metadata=DERIVED)  # names in template order
 
     @property
     def kind(self) -> str:
@@ -118,7 +149,7 @@ class BrokerConfig:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    source: Path  # the file as given on the command line
+    source: Path = field(metadata=DERIVED)  # the file as given on the command line
     listen: Listen
     tls: TlsConfig
     access_log: AccessLogConfig
@@ -126,4 +157,5 @@ class Config:
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()
     broker: BrokerConfig | None = None  # None: the in-process broker
-    warnings: tuple[ConfigProblem, ...] = ()  # accepted, but probably not what was meant
+    # Accepted, but probably not what was meant.
+    warnings: tuple[ConfigProblem, ...] = field(default=(), metadata=DERIVED)

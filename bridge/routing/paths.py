@@ -22,10 +22,16 @@ _BAD_PCT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # RFC 9112 §3.2: no whitespace or control characters in a request target; a fragment (`#`) is
 # never sent (RFC 9110 §7.1).
 _BAD_TARGET = re.compile(r"[\x00-\x20\x7f#]")
-_PARAM = re.compile(r"\{([^{}]*)\}")
+# A `{name}` or `{name*}` of a template (group 1: what is between the braces).
+PARAM = re.compile(r"\{([^{}]*)\}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # What a normalised path can contain besides '/': RFC 3986 §3.3 pchar.
 _PCHARS = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-F]{2})*")
+# A target on the upstream, once its {params} are filled: RFC 3986 path and query characters.
+TARGET = re.compile(
+    r"/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*"
+    r"(?:\?(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*)?"
+)
 
 
 class PathError(ValueError):
@@ -93,7 +99,7 @@ def template_params(template: str) -> tuple[str, ...]:
     """
     names: list[str] = []
     pos = 0
-    for match in _PARAM.finditer(template):
+    for match in PARAM.finditer(template):
         if "{" in template[pos : match.start()] or "}" in template[pos : match.start()]:
             raise PathError("unbalanced '{' or '}'")
         spec = match.group(1)
@@ -141,7 +147,7 @@ class PathPattern:
             raise PathError(f"duplicate parameter {{{duplicate}}}")
         pattern = ""
         pos = 0
-        matches = list(_PARAM.finditer(template))
+        matches = list(PARAM.finditer(template))
         for match in matches:
             literal = template[pos : match.start()]
             spec = match.group(1)
@@ -210,4 +216,4 @@ def substitute(template: str, params: dict[str, str]) -> str:
             raise PathError(f"parameter value {text!r} cannot go into a path")
         return quote(text, safe="")
 
-    return _PARAM.sub(value, template)
+    return PARAM.sub(value, template)

@@ -3,7 +3,8 @@
 A duration is a number and a unit (`250ms`, `1s`, `1.5s`, `2m`, `1h`) and becomes seconds as a
 float; a size is a number and a unit in powers of 1024 (`100B`, `512KB`, `1MB`, `1GB`) and
 becomes whole bytes; an address is `host:port` (`0.0.0.0:8443`, `[::1]:8443`, or `:8443` for
-every interface) and becomes `(host, port)` with IPv6 brackets removed.
+every interface) and becomes `(host, port)` with IPv6 brackets removed; an origin is
+`scheme://host[:port]` and becomes its RFC 6454 serialisation.
 
 Each parser raises `ValueError` with a message meant to be shown to the user after the field
 name (the config loader adds file, line and column).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from urllib.parse import urlsplit
 
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)")
 _SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(B|KB|MB|GB)", re.IGNORECASE)
@@ -89,6 +91,26 @@ def parse_address(text: str) -> tuple[str, int]:
     elif host and not is_hostname(host):
         raise ValueError(f'"{host}" is not a host name or IP address; {usage}')
     return host, int(port)
+
+
+def normalize_origin(value: str) -> str | None:
+    """RFC 6454 serialisation of an origin as written in `origins:`: lower-case scheme and
+    host, default port dropped, IPv6 in brackets; None if it is not `scheme://host[:port]`."""
+    try:
+        parts = urlsplit(value.strip().lower())
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname
+    if parts.scheme not in ("http", "https") or not host or "@" in parts.netloc:
+        return None
+    if not (is_hostname(host) or (":" in host and is_ipv6(host))) or port == 0:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "?" in value or "#" in value:
+        return None
+    default = 443 if parts.scheme == "https" else 80
+    shown = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{shown}" + ("" if port in (None, default) else f":{port}")
 
 
 def format_address(address: tuple[str, int]) -> str:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from bridge.errors import ConfigError
-from bridge.routing.config import load_config, normalize_origin, parse_config
+from bridge.routing.config import load_config, parse_config
 from bridge.routing.model import (
     AccessLogConfig,
     Config,
@@ -18,8 +19,15 @@ from bridge.routing.model import (
     StreamSpec,
     TlsConfig,
     Upstream,
+    keys,
 )
-from bridge.routing.units import format_duration, parse_address, parse_duration, parse_size
+from bridge.routing.units import (
+    format_duration,
+    normalize_origin,
+    parse_address,
+    parse_duration,
+    parse_size,
+)
 from bridge.settings import Limits
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -223,6 +231,65 @@ def test_optional_sections_default(tmp_path: Path) -> None:
     assert config.limits == Limits()
     assert config.upstreams["app"].timeout == 10.0
     assert config.upstreams["app"].host_mode == "client"
+
+
+SECTIONS = [  # where a section is written, its model, and a file with "bogus: 1" in it
+    ("", Config, "bogus: 1\n" + MINIMAL + "routes: [{path: /, upstream: app}]\n"),
+    ("listen", Listen, MINIMAL + "routes: [{path: /, upstream: app}]\n"),
+    ("tls", TlsConfig, MINIMAL + "tls: {bogus: 1}\nroutes: [{path: /, upstream: app}]\n"),
+    (
+        "access_log",
+        AccessLogConfig,
+        MINIMAL + "access_log: {bogus: 1}\nroutes: [{path: /, upstream: app}]\n",
+    ),
+    ("limits", Limits, MINIMAL + "limits: {bogus: 1}\nroutes: [{path: /, upstream: app}]\n"),
+    (
+        "upstreams.app",
+        Upstream,
+        'listen: {http: ":8080"}\nupstreams: {app: {url: "http://a", bogus: 1}}\n'
+        "routes: [{path: /, upstream: app}]\n",
+    ),
+    ("routes[0]", Route, MINIMAL + "routes: [{path: /, upstream: app, bogus: 1}]\n"),
+    (
+        "routes[0].stream",
+        StreamSpec,
+        MINIMAL + "routes: [{path: /, stream: {upstream: app, poll: /, every: 1s, bogus: 1}}]\n",
+    ),
+    (
+        "routes[0].stream.longpoll",
+        LongPoll,
+        MINIMAL + "routes: [{path: /, stream: {upstream: app, poll: /,"
+        " longpoll: {cursor: c, param: p, bogus: 1}}}]\n",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("where", "section", "text"), SECTIONS, ids=[s[0] or "top" for s in SECTIONS]
+)
+def test_a_sections_keys_are_its_model_fields(where: str, section: type, text: str) -> None:
+    """The schema takes a section's keys from its dataclass (`keys`), so a field added there
+    is a key the file may write, and nothing else is."""
+    if where == "listen":
+        text = text.replace('{http: ":8080"}', '{http: ":8080", bogus: 1}')
+    (problem,) = problems_of(text)
+    known = ", ".join(sorted(keys(section)))
+    what = 'unknown key "bogus"' if where else 'unknown top-level key "bogus"'
+    assert problem.endswith(f"{where}: {what} (expected one of: {known})".lstrip(": "))
+
+
+def test_what_a_file_leaves_out_is_its_model_default() -> None:
+    """Each default is stated once, on the dataclass: the loader passes only what is written."""
+    config = parse_config(
+        MINIMAL
+        + "routes: [{path: /, stream: {upstream: app, poll: /, longpoll: {cursor: c, param: p}}}]"
+    )
+    stream = config.routes[0].stream
+    assert stream is not None and stream.longpoll is not None
+    for instance in (config.listen, config.upstreams["app"], stream, stream.longpoll):
+        for field in dataclasses.fields(instance):
+            if field.default is not dataclasses.MISSING and field.name not in ("http", "longpoll"):
+                assert getattr(instance, field.name) == field.default, field.name
 
 
 def test_repository_routes_yaml_loads_with_every_field() -> None:
