@@ -98,7 +98,6 @@ UPSTREAM_POOL_IDLE = 30.0  # an idle pooled upstream connection is closed after 
 # connection set-up a visible share of the proxy's CPU.
 UPSTREAM_POOL_MAX_IDLE = 256
 SEND_TIMEOUT = 60.0  # a client that accepts no bytes for this long is dropped
-SHUTDOWN_GRACE = 10.0  # the default of `limits.shutdown_grace`
 # Lingering close of an HTTP/1.1 connection answered before its request body was read (see
 # ServerConnection._close_transport); nginx's lingering_timeout / lingering_time are 5s / 30s.
 LINGER_TIMEOUT = 2.0  # closed after this long without a byte from the peer
