@@ -43,20 +43,6 @@ class AccessEntry:
     close_code: int | None = None  # WebSocket close code, whoever sent the close first
 
 
-class AccessFields:
-    """What an exchange's log line carries beyond the response: its request id (requestid.py,
-    also sent upstream) and, for a WebSocket, the close code whoever closed first sent."""
-
-    __slots__ = ("request_id", "ws_close")
-
-    def __init__(self, request_id: str = "") -> None:
-        self.request_id = request_id
-        self.ws_close: int | None = None
-
-
-NO_ACCESS_FIELDS = AccessFields()  # until run_exchange gives the exchange its own
-
-
 def escape(text: str) -> str:
     """nginx-style: `"` and `\\` escaped, control and non-ASCII bytes as \\xHH."""
     if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:

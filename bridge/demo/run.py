@@ -12,9 +12,10 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
+    from ..app import AppSite
     from ..server.run import Bridge
 
 DEMO_ROUTES = """\
@@ -68,7 +69,7 @@ def demo_config_text(*, port: int, app_port: int, certs: Path) -> str:
 
 def demo_viewers(bridge: Bridge) -> int:
     """How many subscribers bridge streams /prices/DEMO to (SSE and WebSocket together)."""
-    hub: Any = bridge.hub
+    hub: Any = cast("AppSite", bridge.site).hub  # create_bridge's site
     channels = getattr(hub, "channels", {}).values()
     return sum(len(c.subscribers) for c in channels if c.params.get("symbol") == "DEMO")
 

@@ -22,7 +22,7 @@ from ..events import Headers, Request
 from ..routing.model import Route, Upstream
 from ..routing.paths import PathError, normalize_path, split_target
 from ..routing.table import RouteTable
-from ..server.exchange import Exchange
+from ..stream.exchange import Exchange
 from .assets import Asset, AssetCache, asset_request_headers
 from .proxy import ProxyHandler
 
@@ -151,10 +151,10 @@ class PageHandler:
                 headers = _asset_headers(request, upstream)
                 asset = await self.cache.get(upstream, path, headers)
         except StreamError as exc:
-            exchange.note = exc.detail or exc.code.reason
+            exchange.access.note = exc.detail or exc.code.reason
             exchange.reset(ErrorCode.CANCELLED)
             return
-        exchange.upstream_status = asset.status
+        exchange.access.upstream_status = asset.status
         if asset.status != 200:
             exchange.reset(ErrorCode.CANCELLED)
             return

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from ..errors import ErrorCode, StreamError
 from ..events import Headers
 from ..routing.model import Upstream
-from ..server.exchange import Exchange
+from ..stream.exchange import Exchange
 from ..upstream.client import UpstreamPool
 from ..upstream.headers import forward_request_headers, response_headers
 
@@ -60,7 +60,7 @@ class ProxyHandler:
             upstream, request.method, target, headers, body, content_length=declared
         )
         try:
-            exchange.upstream_status = response.status
+            exchange.access.upstream_status = response.status
             headers = response_headers(response.headers, http_version=request.http_version)
             if decorate is not None:
                 headers = await decorate(response.status, headers)

@@ -14,7 +14,7 @@ from ..errors import ErrorCode, StreamError
 from ..routing.model import Config, Route
 from ..routing.paths import PathError, normalize_path, split_target
 from ..routing.table import RouteTable
-from ..server.exchange import Exchange
+from ..stream.exchange import Exchange
 from .proxy import ProxyHandler
 from .util import is_websocket
 from .wsproxy import proxy_websocket
@@ -61,7 +61,7 @@ class Router:
         if found is None:
             raise StreamError(ErrorCode.NOT_FOUND)
         route, params = found
-        exchange.route = route.path
+        exchange.access.route = route.path
         if request.pushed:
             # A promised stream is only ever a page asset; where that is not (or not any
             # more) this route's business, a reset tells the client to fetch it itself.

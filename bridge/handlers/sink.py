@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 from ..framing import Framing
 from ..hub.subscription import Subscription
-from ..server.exchange import Exchange
-from ..server.port import HotPath
+from ..stream.exchange import Exchange
+from ..stream.port import HotPath
 
 
 class ExchangeSink:
@@ -93,9 +93,9 @@ def _ignore_end(final: bytes | None) -> None:
 def finish_subscription(exchange: Exchange, subscription: Subscription) -> None:
     """Leave the channel and hand the subscription's counters to the access log line."""
     subscription.cancel()
-    exchange.events = subscription.events
-    exchange.lagged = subscription.lagged
-    if subscription.stuck and exchange.note is None:
+    exchange.access.events = subscription.events
+    exchange.access.lagged = subscription.lagged
+    if subscription.stuck and exchange.access.note is None:
         # Which client lagged, and that bridge (not the client) ended its stream.
-        exchange.note = "closed: subscriber too slow"
+        exchange.access.note = "closed: subscriber too slow"
     exchange.bytes_sent += subscription.bytes_sent

@@ -20,7 +20,7 @@ from ..hub.hub import Hub
 from ..hub.item import Format
 from ..hub.render import sse_retry
 from ..routing.model import Route
-from ..server.exchange import Exchange
+from ..stream.exchange import Exchange
 from .sink import ExchangeSink, finish_subscription
 from .util import header, is_websocket
 
@@ -86,7 +86,7 @@ class StreamHandler:
 
         sink = ExchangeSink(exchange, end, tunnel=False)
         subscription = self.hub.subscribe(route, params, request.headers, sink, Format.SSE, last_id)
-        exchange.log_kind = "sse"
+        exchange.access.kind = "sse"
         exchange.on_drain = subscription.on_drain
         exchange.on_abort = subscription.cancel
         # From here the stream runs on callbacks: no task stays parked per subscriber.

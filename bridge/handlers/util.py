@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..events import Headers
-from ..server.exchange import Exchange
+from ..stream.exchange import Exchange
 
 
 def header(headers: Headers, name: bytes) -> bytes | None:

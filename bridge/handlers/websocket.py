@@ -25,7 +25,7 @@ from ..hub.hub import Hub
 from ..hub.item import Format
 from ..routing.model import Route, StreamSpec
 from ..routing.paths import substitute
-from ..server.exchange import Exchange
+from ..stream.exchange import Exchange
 from ..upstream.client import UpstreamPool
 from .sink import ExchangeSink, finish_subscription
 from .wshandshake import accept, handshake_problem, origin_allowed
@@ -97,7 +97,7 @@ class WebSocketSession:
         subscription = self.handler.hub.subscribe(
             route, self.params, exchange.request.headers, sink, fmt, last_id
         )
-        exchange.log_kind = "websocket"
+        exchange.access.kind = "websocket"
         exchange.on_drain = subscription.on_drain
         worker = asyncio.create_task(self._sender()) if self.spec.send else None
         try:

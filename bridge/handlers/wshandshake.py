@@ -12,7 +12,7 @@ import hashlib
 from ..errors import ErrorCode
 from ..events import Headers
 from ..routing.units import normalize_origin
-from ..server.exchange import Exchange
+from ..stream.exchange import Exchange
 from .util import header
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"

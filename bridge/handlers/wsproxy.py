@@ -15,7 +15,7 @@ import os
 from .. import settings
 from ..errors import ErrorCode, StreamError
 from ..routing.model import Upstream
-from ..server.exchange import Exchange
+from ..stream.exchange import Exchange
 from ..upstream.headers import forward_request_headers, response_headers
 from ..upstream.wsupgrade import connect, handshake
 from .util import header
@@ -57,7 +57,7 @@ async def proxy_websocket(exchange: Exchange, upstream: Upstream, target: str) -
         status, answer, rest = await asyncio.wait_for(
             handshake(reader, writer, upstream.base_path + target, headers), upstream.timeout
         )
-        exchange.upstream_status = status
+        exchange.access.upstream_status = status
         if status != 101:
             # The app refused the WebSocket (401, 403, 404 ...): that answer is the client's,
             # as for any proxied request; `rest` is its (bounded) body.
@@ -79,7 +79,7 @@ async def proxy_websocket(exchange: Exchange, upstream: Upstream, target: str) -
             exchange.start_response(101, kept)
         else:
             exchange.start_response(200, kept)
-        exchange.log_kind = "websocket"
+        exchange.access.kind = "websocket"
         if rest:
             await exchange.send_body(rest)
         await _relay(exchange, reader, writer)

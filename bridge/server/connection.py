@@ -26,12 +26,12 @@ from ..framing import UNFRAMED
 from ..protocol.base import ByteStreamProtocol
 from ..protocol.http1 import Http1Protocol
 from ..protocol.http2 import PREFACE, Http2Protocol
+from ..stream.port import HotPath
 from .dispatch import StreamDispatcher
-from .port import HotPath
 
 if TYPE_CHECKING:
+    from ..stream.exchange import Exchange
     from .context import ServerContext
-    from .exchange import Exchange
 
 log = logging.getLogger("bridge.server")
 # Bytes that begin with the HTTP/2 preface's request line go to the HTTP/2 adapter.

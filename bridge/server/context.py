@@ -1,5 +1,6 @@
 """Process-wide state every connection shares: config, handler, logs, counters, shutdown.
 
+`ServerContext` is the `ExchangeHost` (stream/host.py) of every exchange it serves.
 `run_exchange` is the top of every request task: whatever a handler raises ends there, as an
 error response, a stream reset or a log line — never in the event loop's exception handler.
 """
@@ -8,23 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
-from ..accesslog import AccessEntry, AccessFields
+from ..accesslog import AccessEntry
 from ..errorpage import error_body, error_headers
 from ..errors import ErrorCode, StreamError
 from ..requestid import request_id
 from ..settings import Limits
+from ..stream.host import Handler
 from .tally import RequestTally
 
 if TYPE_CHECKING:
     from ..accesslog import AccessLog
-    from .exchange import Exchange
+    from ..stream.exchange import Exchange
 
 log = logging.getLogger("bridge")
-
-Handler = Callable[["Exchange"], Awaitable[None]]
 
 _HTTP_VERSIONS = {"1.0": "HTTP/1.0", "1.1": "HTTP/1.1", "2": "HTTP/2.0", "3": "HTTP/3"}
 
@@ -84,7 +83,7 @@ class ServerContext:
 
     async def run_exchange(self, exchange: Exchange) -> None:
         self.requests_total += 1
-        exchange.access = AccessFields(request_id(exchange.request.headers))
+        exchange.access.request_id = request_id(exchange.request.headers)
         try:
             await self.handler(exchange)
             if not exchange.finished and not exchange.aborted and not exchange.detached:
@@ -108,7 +107,8 @@ class ServerContext:
     def finish_exchange(self, exchange: Exchange) -> None:
         """The exchange is over (its handler returned, or its detached stream ended)."""
         status = exchange.status or (499 if exchange.aborted else 0)
-        self.tally.record(exchange.route, exchange.log_kind, status, exchange.duration)
+        access = exchange.access
+        self.tally.record(access.route, access.kind, status, exchange.duration)
         self.log_exchange(exchange)
         exchange.port.exchange_done(exchange)
         exchange.release()
@@ -142,9 +142,10 @@ class ServerContext:
         exchange.respond_now(exc.code.status, [*error_headers(body), *exc.headers], body)
 
     def log_exchange(self, exchange: Exchange) -> None:
-        if self.access_log is None or exchange.logged:
+        access = exchange.access
+        if self.access_log is None or access.logged:
             return
-        exchange.logged = True
+        access.logged = True
         request = exchange.request
         referer = user_agent = None
         for name, value in request.headers:
@@ -157,7 +158,7 @@ class ServerContext:
             self.access_log.log(
                 AccessEntry(
                     client_ip=exchange.client_ip,
-                    time=exchange.started,
+                    time=access.started,
                     method=request.method,
                     target=request.target,
                     http_version=_HTTP_VERSIONS.get(request.http_version, request.http_version),
@@ -166,15 +167,15 @@ class ServerContext:
                     referer=referer,
                     user_agent=user_agent,
                     duration=exchange.duration,
-                    upstream_status=exchange.upstream_status,
-                    route=exchange.route,
+                    upstream_status=access.upstream_status,
+                    route=access.route,
                     pushed=request.pushed,
-                    kind=exchange.log_kind,
-                    events=exchange.events,
-                    lagged=exchange.lagged,
-                    note=exchange.note,
-                    request_id=exchange.access.request_id,
-                    close_code=exchange.access.ws_close,
+                    kind=access.kind,
+                    events=access.events,
+                    lagged=access.lagged,
+                    note=access.note,
+                    request_id=access.request_id,
+                    close_code=access.ws_close,
                 )
             )
         except Exception:  # a full disk must not take requests down with it

@@ -23,10 +23,10 @@ from ..events import (
     StreamReset,
     WindowOpened,
 )
-from .exchange import Exchange
+from ..stream.exchange import Exchange
 
 if TYPE_CHECKING:
-    from .port import StreamPort
+    from ..stream.port import StreamPort
 
 
 class StreamDispatcher:

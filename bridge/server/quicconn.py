@@ -31,13 +31,13 @@ from .. import settings
 from ..events import Body, Event
 from ..protocol.http3 import DATA_FRAMED, Http3Protocol
 from ..protocol.quic import ServerQuic
+from ..stream.port import HotPath
 from .dispatch import StreamDispatcher
-from .port import HotPath
 
 if TYPE_CHECKING:
+    from ..stream.exchange import Exchange
     from .context import ServerContext
     from .datagram import QuicEndpoint
-    from .exchange import Exchange
 
 log = logging.getLogger("bridge.server")
 

@@ -1,9 +1,11 @@
 """Start and stop a whole bridge: listeners, the shared context, signals, graceful shutdown.
 
 A `Bridge` is made by the composition root (`bridge.app.create_bridge`) with the parts that
-answer requests already built; it owns what is about sockets and the process: listeners, TLS,
-the access log, signals and the graceful stop. Used by `bridge serve` and, in-process, by the
-tests and benchmarks (bind port 0, read `ports`, `await stop()`).
+answer requests already built, behind a `Site` (what answers, how a reload rebuilds it, how it
+closes), and the admin handler's factory; it owns what is about sockets and the process:
+listeners, TLS, the access log, signals and the graceful stop. It imports no handler and no
+operations code: those sit above it. Used by `bridge serve` and, in-process, by the tests and
+benchmarks (bind port 0, read `ports`, `await stop()`).
 """
 
 from __future__ import annotations
@@ -18,46 +20,59 @@ import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .. import settings
 from ..accesslog import AccessLog, install_sigusr1
 from ..certs import ensure_dev_certs
 from ..errors import ConfigError
-from ..metrics import push_counts
 from ..protocol.quic import server_configuration
 from ..routing.model import Address, Config, Route
+from ..stream.host import Handler
 from .connection import ServerConnection
 from .context import ServerContext
 from .datagram import QuicEndpoint
 from .pidfile import remove_pid_file, write_pid_file
 from .tls import server_context
 
-if TYPE_CHECKING:
-    from ..handlers.router import Router
-    from ..hub.hub import Hub
-    from ..upstream.client import UpstreamPool
-
 log = logging.getLogger("bridge")
 
 
+class Site(Protocol):
+    """The request side of a bridge as the composition root hands it over: the handler, and
+    the hooks a reload and a stop call. Upstream connections and live streams are the site's."""
+
+    @property
+    def handler(self) -> Handler:
+        """What answers the public listeners' exchanges now."""
+
+    def listening(self, https_port: int | None) -> None:
+        """The listeners are bound: `https_port` is where clear-text requests are redirected."""
+
+    def reload(
+        self, config: Config, https_port: int | None
+    ) -> tuple[Handler, tuple[int, int, int]]:
+        """A handler for `config` over the same upstream pool and streams, and the streams
+        reconfigured for it: (kept, restarted, ended). Synchronous: a reload swaps at once."""
+
+    async def close_streams(self) -> None:
+        """End every stream subscriber now (SSE `retry:`, WebSocket 1001)."""
+
+    async def close(self) -> None:
+        """Close upstream connections: the last step of a stop."""
+
+
+# Builds the admin listener's handler for a bridge (`bridge.ops.admin`, from the composition root).
+AdminFactory = Callable[["Bridge"], Handler]
+
+
 class Bridge:
-    def __init__(
-        self,
-        config: Config,
-        *,
-        pool: UpstreamPool,
-        hub: Hub,
-        handler: Router,
-        rebuild: Callable[[Config], Router] | None = None,
-    ) -> None:
+    def __init__(self, config: Config, *, site: Site, admin: AdminFactory | None = None) -> None:
         self.config = config
-        # A reload's new router over the same pool and hub (the composition root's).
-        self._rebuild = rebuild
+        self.site = site
+        self._admin_factory = admin
+        self._admin: Handler | None = None  # made on the first bind of listen.admin
         self.ports: dict[str, int] = {}
-        self.pool = pool
-        self.hub = hub
-        self.router = handler
         self.access_log: AccessLog | None = None
         self.context: ServerContext | None = None
         self._servers: list[asyncio.AbstractServer] = []
@@ -69,7 +84,6 @@ class Bridge:
         # For /readyz and /metrics: listeners bound (and not shutting down), reload outcomes.
         self.ready = False
         self.reloads: dict[str, int] = {}
-        self.push_base: dict[str, int] = {}
         self.config_loaded_at = time.time()
         self.quic: QuicEndpoint | None = None
         self.reuse_port = False  # SO_REUSEPORT listeners (`--workers`: server/workers.py)
@@ -95,7 +109,7 @@ class Bridge:
         self.access_log = AccessLog.open(config.access_log.path, config.access_log.format)
         install_sigusr1(loop, self.access_log)
         self.context = ServerContext(
-            limits=config.limits, handler=self.router, access_log=self.access_log
+            limits=config.limits, handler=self.site.handler, access_log=self.access_log
         )
         listen = config.listen
         if listen.https is not None:
@@ -105,7 +119,7 @@ class Bridge:
             if address is not None:
                 await self._bind(name, address)
         if "https" in self.ports:
-            self.router.https_port = self.ports["https"]
+            self.site.listening(self.ports["https"])
         if listen.http3 is not None:
             # The loader requires listen.https with it: Alt-Svc is how clients find HTTP/3.
             port = self.ports["http3"] = await self._listen_quic(listen.http3)
@@ -117,10 +131,8 @@ class Bridge:
 
     async def _bind(self, name: str, address: Address) -> asyncio.AbstractServer:
         if name == "admin":
-            from .admin import start_admin
-
-            server, port = await start_admin(self, address)
-            self._servers.append(server)
+            port = await self._listen_admin(address)
+            server = self._servers[-1]
         else:
             tls = self.ssl_context if name == "https" else None
             port = await self._listen(address, name, tls)
@@ -146,6 +158,21 @@ class Bridge:
         )
         for sock in server.sockets:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._servers.append(server)
+        return server.sockets[0].getsockname()[1]
+
+    async def _listen_admin(self, address: Address) -> int:
+        """The admin listener: the same connection code as the public ones, with its own
+        handler and context (no access log), plain HTTP."""
+        if self._admin_factory is None:
+            raise RuntimeError("listen.admin is set, but this bridge was built without admin")
+        if self._admin is None:
+            self._admin = self._admin_factory(self)
+        ctx = ServerContext(limits=self.config.limits, handler=self._admin, access_log=None)
+        host, port = address
+        server = await asyncio.get_running_loop().create_server(
+            lambda: ServerConnection(ctx, scheme="http"), host=host or None, port=port
+        )
         self._servers.append(server)
         return server.sockets[0].getsockname()[1]
 
@@ -178,7 +205,7 @@ class Bridge:
         ctx = self.context
         for server in self._servers:
             server.close()
-        await self.hub.close()  # stream subscribers end now (WebSocket 1001), not at the deadline
+        await self.site.close_streams()  # now (WebSocket 1001), not at the deadline
         if ctx is not None:
             ctx.shutting_down = True
             for conn in list(ctx.connections):
@@ -191,7 +218,7 @@ class Bridge:
         if self.quic is not None:
             # Last: QUIC connections said goodbye through this socket.
             self.quic.close()
-        await self.pool.close()
+        await self.site.close()
         if self.access_log is not None:
             self.access_log.close()
         self._stopped.set()
@@ -220,8 +247,8 @@ class Bridge:
         Everything that can fail is done first — load and check the file, load the new
         certificate into a scratch context, open a new access log, bind new listeners — and
         only then is anything swapped: the TLS identity (new handshakes get it; open
-        connections keep theirs), the router (new requests; in-flight ones finish on the
-        old), the hub's streams (`Hub.reconfigure`), and removed listeners stop accepting
+        connections keep theirs), the site's handler (new requests; in-flight ones finish on
+        the old) and its streams (`Site.reload`), and removed listeners stop accepting
         while their connections drain. The error log says what changed.
         """
         from ..routing.config import load_config
@@ -266,8 +293,8 @@ class Bridge:
     async def _apply(self, config: Config) -> str:
         old = self.config
         ctx = self.context
-        if ctx is None or self._rebuild is None:
-            raise RuntimeError("not started, or built without a rebuild function")
+        if ctx is None:
+            raise RuntimeError("not started")
         # 1. What can fail.
         cert_files = self._cert_files(config) if config.listen.https is not None else None
         if cert_files is not None:
@@ -308,15 +335,7 @@ class Bridge:
                 self.ports.pop(name, None)
         if cert_files is not None and self.ssl_context is not None:
             self.ssl_context.load_cert_chain(*map(str, cert_files))
-        router = self._rebuild(config)
-        router.https_port = self.ports.get("https")
-        # The old page handler's push counts go on in the base: Prometheus counters must not
-        # drop when its replacement starts at zero.
-        promised, declined = push_counts(self.router)
-        self.push_base["promised"] = self.push_base.get("promised", 0) + promised
-        self.push_base["declined"] = self.push_base.get("declined", 0) + declined
-        self.router = router
-        ctx.handler = router
+        ctx.handler, (kept, restarted, ended) = self.site.reload(config, self.ports.get("https"))
         ctx.limits = config.limits
         if access_log is not None:
             old_log, self.access_log = self.access_log, access_log
@@ -328,7 +347,6 @@ class Bridge:
             # The QUIC endpoint is not rebound by a reload (its socket and its TLS configuration
             # are made once at start): say so, rather than let the operator think it changed.
             log.warning("reload: HTTP/3 keeps its listener and certificate until a restart")
-        kept, restarted, ended = self.hub.reconfigure(config.routes, config.limits)
         self.config = config
         self.config_loaded_at = time.time()
         for server in retired:

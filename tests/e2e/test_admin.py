@@ -199,9 +199,9 @@ def test_push_counters_survive_a_reload(certs: Path) -> None:
             await page.load(b.ports["https"], b.client_ssl(("h2",)))
             assert len(page.pushed_paths) == 2
             bridge = b.bridge
-            from bridge.metrics import registry_for, render
+            from bridge.ops.metrics import registry_for, render
 
-            registry = registry_for(bridge)
+            registry = registry_for(bridge, bridge.site)
             text = render(registry).decode()
             assert "bridge_pushes_promised_total 2.0" in text, text
             assert await bridge.reload()  # a new page handler, starting at zero

@@ -487,7 +487,7 @@ def test_vary_values_cannot_multiply_upstream_polls(certs: Path) -> None:
                     httpx.AsyncClient(verify=b.client_ssl(), http2=True, timeout=10) as c,
                 ):
                     await sub.next_event()
-                    hub = b.bridge.hub
+                    hub = b.bridge.site.hub
                     most = 0
 
                     async def watch() -> None:

@@ -157,7 +157,7 @@ def test_reload_under_200_subscribers_drops_none_and_repeats_nothing(
                     ids.append((await sub.next_event()).id)
                 await gone_sse.next_event()
                 await gone_ws.next_event()
-                assert b.bridge.hub.subscriber_count == 4 * PER_KIND + 2
+                assert b.bridge.site.hub.subscriber_count == 4 * PER_KIND + 2
 
                 async def publish() -> None:
                     for n in range(1, 13):
@@ -179,7 +179,7 @@ def test_reload_under_200_subscribers_drops_none_and_repeats_nothing(
                 late = await mux.subscribe("/prices/A")
                 assert (await late.next_event()).id == seen[0][-1]
                 # One channel served them all, before and after: its history carried over.
-                [channel] = b.bridge.hub.channels.values()
+                [channel] = b.bridge.site.hub.channels.values()
                 assert channel.route.path == "/prices/{symbol}" and channel.route.index == 1
                 assert len(channel.subscribers) == 4 * PER_KIND + 1  # with the newcomer
                 assert not any(s.closed.is_set() for s in h1_sse)

@@ -204,10 +204,10 @@ def test_legacy_get_etag_survives_the_linger_and_prefer_wait_needs_a_condition(
                 assert r.status_code == 200 and "preference-applied" not in r.headers
                 # the channel stops after the linger...
                 for _ in range(100):
-                    if not b.bridge.hub.channels:  # type: ignore[union-attr]
+                    if not b.bridge.site.hub.channels:  # type: ignore[union-attr]
                         break
                     await asyncio.sleep(0.05)
-                assert not b.bridge.hub.channels  # type: ignore[union-attr]
+                assert not b.bridge.site.hub.channels  # type: ignore[union-attr]
                 # ...and a slow poller's next conditional GET is still a 304
                 r = await c.get(url, headers={"if-none-match": etag, "prefer": "wait=1"})
                 assert r.status_code == 304
@@ -246,7 +246,7 @@ def test_a_stuck_subscriber_is_closed_with_a_retry_hint_and_logged(
                     for n in range(1, 200):  # bounded: changes until it lags and is closed
                         origin.set("/api/price", {"n": n, "blob": blob})
                         await asyncio.sleep(0.25)
-                        channels = list(b.bridge.hub.channels.values())  # type: ignore[union-attr]
+                        channels = list(b.bridge.site.hub.channels.values())  # type: ignore[union-attr]
                         channel = channels[0] if channels else None
                         if channel is not None and not channel.subscribers and n > 2:
                             break

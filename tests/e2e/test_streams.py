@@ -282,7 +282,7 @@ def test_connection_refused_backs_off(certs: Path) -> None:
             async with sse(c, b.url("https", "/prices/A")) as s:
                 await asyncio.sleep(1.5)
                 assert s.status == 200 and not s.closed.is_set()
-                channel = next(iter(b.bridge.hub.channels.values()))  # type: ignore[union-attr]
+                channel = next(iter(b.bridge.site.hub.channels.values()))  # type: ignore[union-attr]
                 assert channel.errors >= 1
                 assert channel.polls <= 5  # 1 s, 2 s ... backoff, not every 100 ms
                 assert len(s.parser.comments) >= 1
@@ -329,7 +329,7 @@ def test_vary_isolates_users_and_credentials_never_leak(certs: Path) -> None:
                     assert ea.id and eb.id
                     await asyncio.sleep(0.7)
                     assert await a.no_event(0.1) and await bob.no_event(0.1)
-                    assert len(b.bridge.hub.channels) == 2  # type: ignore[union-attr]
+                    assert len(b.bridge.site.hub.channels) == 2  # type: ignore[union-attr]
                     users = {r.header("x-user") for r in origin.requests}
                     assert users == {"alice", "bob"}
                     assert all(r.header("cookie") is None for r in origin.requests)
@@ -399,7 +399,7 @@ def test_slow_subscriber_is_bounded_and_does_not_delay_others(certs: Path) -> No
                 # the stalled reader never reads; a healthy subscriber alongside it
                 async with sse(c, b.url("https", "/prices/S")) as healthy:
                     await healthy.next_event()
-                    channel = next(iter(b.bridge.hub.channels.values()))  # type: ignore[union-attr]
+                    channel = next(iter(b.bridge.site.hub.channels.values()))  # type: ignore[union-attr]
                     for n in range(1, 15):
                         origin.set("/api/price", {**big, "n": n})
                         event = await healthy.next_event(timeout=5)

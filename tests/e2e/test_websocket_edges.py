@@ -546,7 +546,7 @@ def test_slow_websocket_reader_lags_then_is_closed_1013(
                         origin.set("/api/price", {**big, "n": n})
                         event = await healthy.next_event(timeout=5)
                         assert json.loads(event.data)["n"] == n
-                    hub = b.bridge.hub
+                    hub = b.bridge.site.hub
                     channel = next(iter(hub.channels.values()))  # type: ignore[union-attr]
                     for _ in range(100):  # the stalled one is closed after LAG_CLOSE_AFTER
                         if len(channel.subscribers) == 1:

@@ -1,13 +1,13 @@
 """The admin listener: `/healthz`, `/readyz`, `/metrics` (Prometheus text) and `/streams` (JSON).
 
-It runs the same connection code as the public listeners, with its own tiny handler, and is
-meant for loopback or a private network only (the loader refuses another address unless
+The `Bridge` runs it on the same connection code as the public listeners, with this tiny
+handler that the composition root gives it (app.py); it is meant for loopback or a private network only (the loader refuses another address unless
 `listen.admin_public: true`): `/streams` names every channel and its route parameters.
 
 - `/healthz`: the process answers (liveness).
 - `/readyz`: 200 once every listener is bound and a config is loaded, 503 before that and
   while shutting down (readiness: a load balancer stops sending new clients).
-- `/metrics`: see `bridge/metrics.py`.
+- `/metrics`: see `bridge/ops/metrics.py`.
 - `/streams`: one object per live channel: key, route, subscribers by protocol, last poll,
   last change, last error (text and time), backoff state, history size. Times are epoch
   seconds; `vary` values never appear (per-user secrets), only a digest.
@@ -15,25 +15,29 @@ meant for loopback or a private network only (the loader refuses another address
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ErrorCode, StreamError
-from ..metrics import CONTENT_TYPE, registry_for, render, subscriber_kind, subscriber_protocol
-from ..routing.model import Address
-from .connection import ServerConnection
-from .context import ServerContext
-from .exchange import Exchange
+from ..stream.exchange import Exchange
+from .metrics import (
+    CONTENT_TYPE,
+    ObservedSite,
+    registry_for,
+    render,
+    subscriber_kind,
+    subscriber_protocol,
+)
 
 if TYPE_CHECKING:
-    from .run import Bridge
+    from ..server.run import Bridge
 
 
 class AdminHandler:
-    def __init__(self, bridge: Bridge) -> None:
+    def __init__(self, bridge: Bridge, site: ObservedSite) -> None:
         self.bridge = bridge
-        self.registry = registry_for(bridge)
+        self.site = site
+        self.registry = registry_for(bridge, site)
 
     async def __call__(self, exchange: Exchange) -> None:
         path = exchange.request.target.split("?", 1)[0]
@@ -43,13 +47,13 @@ class AdminHandler:
         if path == "/healthz":
             body, kind = b"ok\n", b"text/plain; charset=utf-8"
         elif path == "/readyz":
-            ready = getattr(self.bridge, "ready", False)
+            ready = self.bridge.ready
             status = 200 if ready else 503
             body, kind = (b"ready\n" if ready else b"not ready\n"), b"text/plain; charset=utf-8"
         elif path == "/metrics":
             body, kind = render(self.registry), CONTENT_TYPE.encode()
         elif path == "/streams":
-            view = streams_view(self.bridge.hub)
+            view = streams_view(self.site.hub)
             body = json.dumps(view, indent=2).encode() + b"\n"
             kind = b"application/json"
         else:
@@ -93,12 +97,3 @@ def channel_view(channel: Any) -> dict[str, Any]:
         }
     )
     return view
-
-
-async def start_admin(bridge: Bridge, address: Address) -> tuple[asyncio.AbstractServer, int]:
-    ctx = ServerContext(limits=bridge.config.limits, handler=AdminHandler(bridge), access_log=None)
-    host, port = address
-    server = await asyncio.get_running_loop().create_server(
-        lambda: ServerConnection(ctx, scheme="http"), host=host or None, port=port
-    )
-    return server, server.sockets[0].getsockname()[1]

@@ -3,7 +3,8 @@
 A `prometheus_client` custom collector: nothing is registered or incremented on the hot path.
 The connection layer, the hub's channels (`hub/counters.py`), the request tally
 (`server/tally.py`) and the page handler keep plain ints where things happen; `collect()` walks
-them when Prometheus asks (cost: one pass over connections and subscribers per scrape, a few
+them when Prometheus asks, through the `Bridge`'s public attributes and the composition root's
+`ObservedSite` (the hub, the push counts) (cost: one pass over connections and subscribers per scrape, a few
 milliseconds at 10,000). Process RSS and open file descriptors come from `prometheus_client`'s
 own `ProcessCollector`.
 
@@ -26,7 +27,7 @@ Series (all prefixed `bridge_`):
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
@@ -36,12 +37,13 @@ from prometheus_client.core import (
     Metric,
 )
 
-from .hub.counters import COUNTED, RouteTotals, cumulative
-from .hub.item import Format, slot_format
-from .server.tally import DURATION_BUCKETS
+from ..hub.counters import COUNTED, RouteTotals, cumulative
+from ..hub.item import Format, slot_format
+from ..server.tally import DURATION_BUCKETS
 
 if TYPE_CHECKING:
-    from .server.run import Bridge
+    from ..hub.hub import Hub
+    from ..server.run import Bridge
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -58,15 +60,26 @@ _CHANNEL_SERIES = {
 }
 
 
+class ObservedSite(Protocol):
+    """What operations read of the request side, beyond the `Bridge` (app.py's `AppSite`)."""
+
+    @property
+    def hub(self) -> Hub: ...
+
+    def pushes(self) -> tuple[int, int]:
+        """(promised, declined) server pushes since start, across reloads."""
+
+
 def connection_protocol(conn: Any) -> str:
     return _PROTOCOLS.get(type(getattr(conn, "adapter", None)).__name__, "unknown")
 
 
 class BridgeCollector:
-    """Reads one running `Bridge` at scrape time."""
+    """Reads one running `Bridge` and its site at scrape time."""
 
-    def __init__(self, bridge: Bridge) -> None:
+    def __init__(self, bridge: Bridge, site: ObservedSite) -> None:
         self.bridge = bridge
+        self.site = site
 
     def collect(self) -> Iterator[Metric]:
         yield from self._connections()
@@ -120,7 +133,7 @@ class BridgeCollector:
         yield durations
 
     def _streams(self) -> Iterator[Metric]:
-        hub: Any = self.bridge.hub
+        hub: Any = self.site.hub
         channels = list(getattr(hub, "channels", {}).values())
         retired: dict[str, RouteTotals] = getattr(hub, "retired", {})
         yield GaugeMetricFamily(
@@ -170,33 +183,29 @@ class BridgeCollector:
         yield polls
 
     def _pushes(self) -> Iterator[Metric]:
-        promised, declined = push_counts(self.bridge.router)
-        base: dict[str, int] = getattr(self.bridge, "push_base", {})  # routers before a reload
+        promised, declined = self.site.pushes()
         yield CounterMetricFamily(
-            "bridge_pushes_promised", "HTTP/2 server pushes promised.",
-            value=promised + base.get("promised", 0),
-        )  # fmt: skip
+            "bridge_pushes_promised", "HTTP/2 server pushes promised.", value=promised
+        )
         yield CounterMetricFamily(
             "bridge_pushes_declined",
             "Pushes not made: the client refused push, or its stream limit was full.",
-            value=declined + base.get("declined", 0),
+            value=declined,
         )
 
     def _reloads(self) -> Iterator[Metric]:
         reloads = CounterMetricFamily(
             "bridge_reloads", "Config reloads by outcome.", labels=["outcome"]
         )
-        outcomes: dict[str, int] = getattr(self.bridge, "reloads", {})
+        outcomes = self.bridge.reloads
         for outcome in ("ok", "invalid", "failed"):
             reloads.add_metric([outcome], outcomes.get(outcome, 0))
         yield reloads
-        loaded = getattr(self.bridge, "config_loaded_at", None)
-        if loaded is not None:
-            yield GaugeMetricFamily(
-                "bridge_config_loaded_timestamp_seconds",
-                "When the config in use was loaded (epoch seconds).",
-                value=loaded,
-            )
+        yield GaugeMetricFamily(
+            "bridge_config_loaded_timestamp_seconds",
+            "When the config in use was loaded (epoch seconds).",
+            value=self.bridge.config_loaded_at,
+        )
 
 
 class _Totals:
@@ -207,13 +216,6 @@ class _Totals:
             setattr(self, name, value)
         self.poll_buckets = totals.buckets
         self.poll_seconds = totals.poll_seconds
-
-
-def push_counts(router: Any) -> tuple[int, int]:
-    """(promised, declined) of a router's page handler; router.page may be a bound method."""
-    page = getattr(router, "page", None)
-    page = getattr(page, "__self__", page)
-    return getattr(page, "promised", 0), getattr(page, "declined", 0)
 
 
 def subscriber_kind(sub: Any) -> str:
@@ -228,11 +230,11 @@ def subscriber_protocol(sub: Any) -> str:
     return _HTTP_VERSIONS.get(version, version)
 
 
-def registry_for(bridge: Bridge) -> CollectorRegistry:
+def registry_for(bridge: Bridge, site: ObservedSite) -> CollectorRegistry:
     """A registry of its own per bridge (tests run several in one process): bridge's series
     and the process's RSS, CPU and open file descriptors."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BridgeCollector(bridge))  # type: ignore[arg-type]
+    registry.register(BridgeCollector(bridge, site))  # type: ignore[arg-type]
     ProcessCollector(namespace="bridge", registry=registry)
     return registry
 

@@ -18,8 +18,8 @@ from ..events import Event
 from ..framing import Framing
 
 if TYPE_CHECKING:
-    from .context import ServerContext
     from .exchange import Exchange
+    from .host import ExchangeHost
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +37,12 @@ class HotPath:
 
 class StreamPort(Protocol):
     loop: asyncio.AbstractEventLoop
-    ctx: ServerContext
     client_ip: str
     body_timeout: float
+
+    @property
+    def ctx(self) -> ExchangeHost:
+        """The process serving this connection's exchanges."""
 
     @property
     def multiplexed(self) -> bool:

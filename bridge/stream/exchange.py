@@ -2,7 +2,8 @@
 
 This is what handlers hold: they read the request body, send a response, push, or take the
 stream's `HotPath` for the fan-out. An exchange talks to its connection only through a
-`StreamPort` (port.py), so nothing above it knows the transport or the HTTP version. Every
+`StreamPort` (port.py), and to the process through that port's `ExchangeHost` (host.py), so
+nothing above it knows the transport, the HTTP version or the server. Every
 await here is bounded: body reads by the header and idle timeouts of the connection, writes
 by `settings.SEND_TIMEOUT`.
 
@@ -21,7 +22,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .. import settings
-from ..accesslog import NO_ACCESS_FIELDS
 from ..errors import ErrorCode, StreamError
 from ..events import (
     Body,
@@ -36,6 +36,7 @@ from ..events import (
     Response,
     StreamReset,
 )
+from .record import AccessRecord
 
 if TYPE_CHECKING:
     from .port import HotPath, StreamPort
@@ -64,31 +65,24 @@ class Exchange:
         "bytes_sent",
         "client_ip",
         "detached",
-        "events",
         "handler_returned",
-        "lagged",
-        "log_kind",
-        "logged",
-        "note",
         "on_abort",
         "on_drain",
         "port",
         "request",
         "response_started",
-        "route",
-        "started",
         "state",
         "status",
         "stream_id",
         "task",
-        "upstream_status",
     )
 
     def __init__(self, port: StreamPort, request: Request) -> None:
         self.port = port
         self.request = request
         self.stream_id = request.stream_id
-        self.started = time.time()
+        # What the access log and the request tally read when the exchange is over.
+        self.access = AccessRecord(time.time())
         self._t0 = time.monotonic()
         self.client_ip = port.client_ip
         self.state = ExchangeState.OPEN
@@ -100,21 +94,10 @@ class Exchange:
         self._inbound_done = False
         self._reader: asyncio.Future[None] | None = None
         self._writer: asyncio.Future[None] | None = None
-        # Response state and what the access log wants to know.
+        # Response state.
         self.status = 0
         self.response_started = False
         self.bytes_sent = 0
-        self.upstream_status: int | None = None
-        self.route: str | None = None
-        self.log_kind = "http"  # "http" | "sse" | "websocket"
-        # Request id and WebSocket close code, in one attribute: on CPython 3.11 an instance
-        # with a 30th attribute loses its shared-key dict (about 1.3 KB more per exchange,
-        # measured: per idle SSE subscriber too). Set by ServerContext.run_exchange.
-        self.access = NO_ACCESS_FIELDS
-        self.events: int | None = None
-        self.lagged = False
-        self.note: str | None = None
-        self.logged = False
         self.on_drain: Callable[[], None] | None = None
         self.on_abort: Callable[[], None] | None = None
         self.task: asyncio.Task[None] | None = None
