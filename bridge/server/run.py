@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import hashlib
 import logging
 import signal
 import socket
@@ -86,6 +87,9 @@ class Bridge:
         self.reloads: dict[str, int] = {}
         self.config_loaded_at = time.time()
         self.quic: QuicEndpoint | None = None
+        # What the QUIC endpoint was made with (address, certificate and key bytes): a reload
+        # cannot change it, so it warns only when the new config would have.
+        self._quic_identity: tuple[Address, bytes] | None = None
         self.reuse_port = False  # SO_REUSEPORT listeners (`--workers`: server/workers.py)
 
     def tls_paths(self) -> tuple[Path, Path]:
@@ -176,6 +180,14 @@ class Bridge:
         self._servers.append(server)
         return server.sockets[0].getsockname()[1]
 
+    def _http3_would_change(self, config: Config) -> bool:
+        """Whether `config` asks HTTP/3 for something a reload cannot give it: turning it on or
+        off, another address, or another certificate (by content: renewed in place counts)."""
+        address = config.listen.http3
+        if self._quic_identity is None or address is None:
+            return (self._quic_identity is None) != (address is None)
+        return quic_identity(address, self._cert_files(config)) != self._quic_identity
+
     async def _listen_quic(self, address: Address) -> int:
         ctx = self.context
         assert ctx is not None
@@ -183,6 +195,7 @@ class Bridge:
         # noise in an operator's log (bridge's access log already has one line per request).
         logging.getLogger("quic").setLevel(logging.WARNING)
         cert, key = self.tls_paths()
+        self._quic_identity = quic_identity(address, (cert, key))
         configuration = server_configuration(
             str(cert), str(key), idle_timeout=ctx.limits.keepalive_timeout
         )
@@ -343,7 +356,7 @@ class Bridge:
             if old_log is not None:
                 old_log.close()
             install_sigusr1(asyncio.get_running_loop(), access_log)  # rotation: the new one
-        if config.listen.http3 is not None or old.listen.http3 is not None:
+        if self._http3_would_change(config):
             # The QUIC endpoint is not rebound by a reload (its socket and its TLS configuration
             # are made once at start): say so, rather than let the operator think it changed.
             log.warning("reload: HTTP/3 keeps its listener and certificate until a restart")
@@ -430,3 +443,14 @@ def run(coro_factory: Callable[[], object]) -> None:
         asyncio.run(coro_factory())  # type: ignore[arg-type]
         return
     uvloop.run(coro_factory())  # type: ignore[arg-type]
+
+
+def quic_identity(address: Address, cert_files: tuple[Path, Path]) -> tuple[Address, bytes]:
+    """The QUIC endpoint's address and a digest of its certificate and key files' bytes."""
+    digest = hashlib.sha256()
+    for path in cert_files:
+        try:
+            digest.update(path.read_bytes())
+        except OSError:
+            digest.update(b"unreadable")
+    return address, digest.digest()

@@ -426,3 +426,36 @@ async def command(*args: str, env: dict[str, str]) -> subprocess.CompletedProces
         timeout=30,
     )
     return done
+
+
+def test_http3_warns_only_when_the_reload_changes_what_it_cannot(
+    certs: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """HTTP/3's endpoint is made once at start: a reload that leaves its address and its
+    certificate as they are says nothing about it; a new certificate (or dropping HTTP/3) does."""
+    other = tmp_path / "other"
+    ensure_dev_certs(other)
+    warning = "reload: HTTP/3 keeps its listener and certificate until a restart"
+
+    def warned() -> int:
+        return sum(r.getMessage() == warning for r in caplog.records)
+
+    async def body() -> None:
+        async with Origin() as origin:
+            text = config_text(BEFORE, upstream_url=origin.url, certs=certs, http3=True)
+            async with running_bridge(text, certs) as b:
+                path = b.directory / "routes.yaml"
+                path.write_text(path.read_text().replace("every: 50ms", "every: 60ms"))
+                assert await b.bridge.reload()
+                assert warned() == 0
+                path.write_text(
+                    config_text(BEFORE, upstream_url=origin.url, certs=other, http3=True)
+                )
+                assert await b.bridge.reload()
+                assert warned() == 1
+                path.write_text(config_text(BEFORE, upstream_url=origin.url, certs=other))
+                assert await b.bridge.reload()
+                assert warned() == 2
+
+    with caplog.at_level(logging.WARNING, logger="bridge"):
+        run(body())
