@@ -9,13 +9,15 @@ handler that the composition root gives it (app.py); it is meant for loopback or
   while shutting down (readiness: a load balancer stops sending new clients).
 - `/metrics`: see `bridge/ops/metrics.py`.
 - `/streams`: one object per live channel: key, route, subscribers by protocol, last poll,
-  last change, last error (text and time), backoff state, history size. Times are epoch
-  seconds; `vary` values never appear (per-user secrets), only a digest.
+  last change, last error (text and time), backoff state, history size. Times are ISO 8601
+  in UTC with the zone (`2026-12-07T21:13:12.000+00:00`); `vary` values never appear
+  (per-user secrets), only a digest.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ErrorCode, StreamError
@@ -53,7 +55,7 @@ class AdminHandler:
         elif path == "/metrics":
             body, kind = render(self.registry), CONTENT_TYPE.encode()
         elif path == "/streams":
-            view = streams_view(self.site.hub)
+            view = with_iso_times(streams_view(self.site.hub))
             body = json.dumps(view, indent=2).encode() + b"\n"
             kind = b"application/json"
         else:
@@ -64,6 +66,25 @@ class AdminHandler:
             (b"cache-control", b"no-store"),
         ]
         await exchange.respond(status, headers, body)
+
+
+def with_iso_times(view: Any) -> Any:
+    """`view` with every `*_at` time (epoch seconds inside bridge) as ISO 8601 in UTC, to the
+    millisecond, with its zone: what an operator reads and what `jq`/`date` parse."""
+    if isinstance(view, list):
+        return [with_iso_times(item) for item in view]
+    if isinstance(view, dict):
+        return {
+            key: _iso(value) if key.endswith("_at") else with_iso_times(value)
+            for key, value in view.items()
+        }
+    return view
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC).isoformat(timespec="milliseconds")
+    return value
 
 
 def streams_view(hub: Any) -> list[dict[str, Any]]:

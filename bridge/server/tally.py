@@ -18,13 +18,13 @@ class RequestTally:
     __slots__ = ("durations", "requests", "seconds")
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, str], int] = {}  # (route, kind, "2xx") -> count
+        self.requests: dict[tuple[str, str, str], int] = {}  # (route, kind, "2xx" | "101") -> count
         self.durations: dict[str, list[int]] = {}  # route -> per-bucket counts, +Inf last
         self.seconds: dict[str, float] = {}  # route -> sum of durations
 
     def record(self, route: str | None, kind: str, status: int, duration: float) -> None:
         route = route or ""
-        key = (route, kind, f"{status // 100}xx" if status >= 100 else "none")
+        key = (route, kind, _code(status))
         self.requests[key] = self.requests.get(key, 0) + 1
         if kind != "http":
             return
@@ -33,3 +33,11 @@ class RequestTally:
             buckets = self.durations[route] = [0] * (len(DURATION_BUCKETS) + 1)
         buckets[bisect_left(DURATION_BUCKETS, duration)] += 1
         self.seconds[route] = self.seconds.get(route, 0.0) + duration
+
+
+def _code(status: int) -> str:
+    """The `code` label: the status class, except 101, which a WebSocket upgrade ends with: an
+    accepted upgrade is not an interim answer, and "1xx" would hide it among them."""
+    if status == 101:
+        return "101"
+    return f"{status // 100}xx" if status >= 100 else "none"
