@@ -21,7 +21,7 @@ from .hub.hub import Hub
 from .routing.model import BrokerConfig, Config
 from .routing.table import RouteTable
 from .server.run import Bridge
-from .upstream.client import UpstreamPool
+from .upstream import UpstreamPool
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,3 +146,20 @@ BROKER_STREAM_TTL = 24 * 3600.0  # a key's records expire this long after its la
 BROKER_STATUS_KEEP = 16  # poll outcomes kept per key (followers read only new ones)
 BROKER_MAX_CONNECTIONS = 16  # to Redis, per process (one of them blocks in XREAD)
 BROKER_ERROR_LOG_INTERVAL = 30.0  # at most one "Redis unreachable" line per interval
+
+# --- the upstream client (bridge/upstream/, bridge/handlers/wsproxy.py) ------------------------
+# Above this, a request body is handed to the transport as its own buffer instead of being
+# joined with the head (a copy); below it, one buffer means one send.
+UPSTREAM_JOIN_LIMIT = 16 * KB
+# An upstream may send a few 1xx heads before the final one (100, 103); more is a flood.
+UPSTREAM_MAX_INFORMATIONAL = 16
+# Header fields of one upstream answer: an upstream is trusted more than a client.
+UPSTREAM_MAX_HEADER_COUNT = 4 * MAX_HEADER_COUNT
+# The idle pool's sweep fires this share of `UPSTREAM_POOL_IDLE` late, so that one timer
+# usually expires a whole batch of connections.
+UPSTREAM_POOL_SWEEP_SLACK = 0.05
+# Distinct (client, scheme, host) Forwarded elements kept formatted; the cache starts over
+# when full.
+FORWARDED_CACHE_SIZE = 4096
+# A pass-through WebSocket whose client sends nothing (not even a ping) for this long ends.
+WS_PROXY_IDLE_TIMEOUT = UPSTREAM_IDLE_TIMEOUT * 10

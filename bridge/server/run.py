@@ -36,7 +36,7 @@ from .tls import server_context
 if TYPE_CHECKING:
     from ..handlers.router import Router
     from ..hub.hub import Hub
-    from ..upstream.client import UpstreamPool
+    from ..upstream import UpstreamPool
 
 log = logging.getLogger("bridge")
 
