@@ -21,7 +21,6 @@ _READ_BUFFER = memoryview(bytearray(settings.READ_CHUNK))
 
 class Tunnel(asyncio.BufferedProtocol):
     __slots__ = (
-        "_buffered",
         "_closed",
         "_drain_waiter",
         "_eof",
@@ -31,6 +30,7 @@ class Tunnel(asyncio.BufferedProtocol):
         "_read_waiter",
         "_transport",
         "_write_paused",
+        "buffered",
     )
 
     def __init__(
@@ -44,7 +44,7 @@ class Tunnel(asyncio.BufferedProtocol):
     ) -> None:
         self._transport = transport
         self._inbound = pieces
-        self._buffered = sum(len(piece) for piece in pieces)
+        self.buffered = sum(len(piece) for piece in pieces)  # bytes read, not yet taken
         self._eof = eof or transport is None
         self._closed = transport is None
         self._error: Exception | None = None  # why the socket went, if it broke
@@ -60,8 +60,8 @@ class Tunnel(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         data = bytes(_READ_BUFFER[:nbytes])
         self._inbound.append(data)
-        self._buffered += nbytes
-        if self._buffered > settings.READ_HIGH_WATER and not self._read_paused:
+        self.buffered += nbytes
+        if self.buffered > settings.READ_HIGH_WATER and not self._read_paused:
             self._read_paused = True
             if self._transport is not None and not self._transport.is_closing():
                 self._transport.pause_reading()
@@ -106,8 +106,8 @@ class Tunnel(asyncio.BufferedProtocol):
             finally:
                 self._read_waiter = None
         data = self._inbound.popleft()
-        self._buffered -= len(data)
-        if self._read_paused and self._buffered <= settings.READ_HIGH_WATER // 2:
+        self.buffered -= len(data)
+        if self._read_paused and self.buffered <= settings.READ_HIGH_WATER // 2:
             self._read_paused = False
             if self._transport is not None and not self._transport.is_closing():
                 self._transport.resume_reading()
