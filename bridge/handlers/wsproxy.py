@@ -18,9 +18,8 @@ from .. import settings
 from ..errors import ErrorCode, StreamError
 from ..routing.model import Upstream
 from ..server.exchange import Exchange
+from ..upstream import Tunnel, UpstreamPool
 from ..upstream.headers import forward_request_headers, response_headers
-from ..upstream.pool import UpstreamPool
-from ..upstream.tunnel import Tunnel
 from .util import header
 from .wshandshake import accept_key, handshake_problem
 

@@ -197,3 +197,53 @@ def test_a_tunnel_write_the_upstream_does_not_take_times_out(loop: str) -> None:
                 await tunnel.write(b"late", 0.5)
 
     run(main(), loop)
+
+
+def test_a_closed_tunnel_is_freed_without_the_cycle_collector(loop: str) -> None:
+    """Tunnel and transport refer to each other until the socket is gone; then the pair (and
+    the connection it came from) must go by reference counting, not wait for a collection."""
+    import gc
+
+    from bridge.upstream.connection import Connection
+
+    async def script(conn: ServerConn) -> None:
+        await conn.read_raw_head()
+        await conn.write(SWITCH + b"x")
+        await conn.wait_peer_closed()
+
+    async def main() -> None:
+        async with ScriptedServer(script) as server:
+            upstream = upstream_for(server.port)
+            pool = UpstreamPool()
+            gc.collect()
+            gc.disable()
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            try:
+                answer = await pool.upgrade(upstream, "/", host(server.port) + ASK)
+                tunnel = answer.tunnel
+                assert tunnel is not None
+                assert await read_exactly(tunnel, 1) == b"x"
+                tunnel.close()
+                del tunnel, answer
+                await asyncio.sleep(0.2)  # connection_lost comes a loop turn later
+                gc.collect()
+                cyclic = [o for o in gc.garbage if isinstance(o, (Tunnel, Connection))]
+                assert cyclic == []
+            finally:
+                gc.set_debug(0)
+                gc.garbage.clear()
+                gc.enable()
+
+    run(main(), loop)
+
+
+def test_handlers_open_no_socket_of_their_own() -> None:
+    """Outbound sockets are the upstream client's (DESIGN.md): a handler that needs the
+    upstream asks `UpstreamPool`, for a request or an Upgrade."""
+    from pathlib import Path
+
+    handlers = Path(__file__).resolve().parents[2] / "bridge" / "handlers"
+    for path in handlers.rglob("*.py"):
+        text = path.read_text()
+        for call in ("open_connection", "create_connection", "socket.socket", "StreamWriter"):
+            assert call not in text, f"{path.name} uses {call}"
