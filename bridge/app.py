@@ -25,7 +25,7 @@ from .routing.model import BrokerConfig, Config
 from .routing.table import RouteTable
 from .server.run import Bridge
 from .stream.host import Handler
-from .upstream.client import UpstreamPool
+from .upstream import UpstreamPool
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,3 +153,20 @@ WORKER_STABLE = 10.0
 WORKER_POLL = 0.1  # the supervisor looks at its workers this often
 # After SIGTERM a worker gets `limits.shutdown_grace` plus this margin to exit, then is killed.
 WORKER_KILL_MARGIN = 5.0
+
+# --- the upstream client (bridge/upstream/, bridge/handlers/wsproxy.py) ------------------------
+# Above this, a request body is handed to the transport as its own buffer instead of being
+# joined with the head (a copy); below it, one buffer means one send.
+UPSTREAM_JOIN_LIMIT = 16 * KB
+# An upstream may send a few 1xx heads before the final one (100, 103); more is a flood.
+UPSTREAM_MAX_INFORMATIONAL = 16
+# Header fields of one upstream answer: an upstream is trusted more than a client.
+UPSTREAM_MAX_HEADER_COUNT = 4 * MAX_HEADER_COUNT
+# The idle pool's sweep fires this share of `UPSTREAM_POOL_IDLE` late, so that one timer
+# usually expires a whole batch of connections.
+UPSTREAM_POOL_SWEEP_SLACK = 0.05
+# Distinct (client, scheme, host) Forwarded elements kept formatted; the cache starts over
+# when full.
+FORWARDED_CACHE_SIZE = 4096
+# A pass-through WebSocket whose client sends nothing (not even a ping) for this long ends.
+WS_PROXY_IDLE_TIMEOUT = UPSTREAM_IDLE_TIMEOUT * 10

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from .. import settings
 from ..events import Headers
 from ..routing.model import Upstream
-from ..upstream.client import UpstreamPool
+from ..upstream import UpstreamPool
 from ..upstream.headers import forward_request_headers, response_headers
 
 MAX_ASSET_BYTES = 4 * settings.MB  # larger assets are not worth pushing; passed through instead

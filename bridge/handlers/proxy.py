@@ -13,7 +13,7 @@ from ..errors import ErrorCode, StreamError
 from ..events import Headers
 from ..routing.model import Upstream
 from ..stream.exchange import Exchange
-from ..upstream.client import UpstreamPool
+from ..upstream import UpstreamPool
 from ..upstream.headers import forward_request_headers, response_headers
 
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})

@@ -76,7 +76,7 @@ class Router:
         if route.upstream is None:
             raise StreamError(ErrorCode.NOT_FOUND)
         if is_websocket(exchange):
-            await proxy_websocket(exchange, route.upstream, path + query)
+            await proxy_websocket(exchange, self.proxy.pool, route.upstream, path + query)
             return
         if request.method == "CONNECT":
             raise StreamError(ErrorCode.METHOD_NOT_ALLOWED, "CONNECT is not proxied")

@@ -26,7 +26,7 @@ from ..hub.item import Format
 from ..routing.model import Route, StreamSpec
 from ..routing.paths import substitute
 from ..stream.exchange import Exchange
-from ..upstream.client import UpstreamPool
+from ..upstream import UpstreamPool
 from .sink import ExchangeSink, finish_subscription
 from .wshandshake import accept, handshake_problem, origin_allowed
 

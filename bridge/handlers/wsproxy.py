@@ -4,6 +4,8 @@ The client may arrive over HTTP/1.1 Upgrade or an HTTP/2 extended CONNECT (RFC 8
 upstream is always asked over HTTP/1.1 Upgrade. RFC 8441 §5 keeps the WebSocket framing
 unchanged (clients still mask), so after the two handshakes the frames are relayed as they
 are, in both directions, with backpressure — close and ping semantics are the peers' own.
+The upstream side is the upstream client's (`UpstreamPool.upgrade`): this handler owns no
+socket, only the `Tunnel` a 101 leaves it.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from .. import settings
 from ..errors import ErrorCode, StreamError
 from ..routing.model import Upstream
 from ..stream.exchange import Exchange
+from ..upstream import Tunnel, UpstreamPool
 from ..upstream.headers import forward_request_headers, response_headers
-from ..upstream.wsupgrade import connect, handshake
 from .util import header
 from .wshandshake import accept_key, handshake_problem
 
@@ -28,7 +30,9 @@ _PASS_HEADERS = frozenset(
 )
 
 
-async def proxy_websocket(exchange: Exchange, upstream: Upstream, target: str) -> None:
+async def proxy_websocket(
+    exchange: Exchange, pool: UpstreamPool, upstream: Upstream, target: str
+) -> None:
     problem = handshake_problem(exchange)
     if problem is not None:
         raise StreamError(problem[0], problem[1], problem[2])
@@ -52,24 +56,22 @@ async def proxy_websocket(exchange: Exchange, upstream: Upstream, target: str) -
     ]
     if header(headers, b"sec-websocket-version") is None:
         headers.append((b"sec-websocket-version", b"13"))
-    reader, writer = await connect(upstream)
+    answer = await pool.upgrade(upstream, target, headers)
+    exchange.access.upstream_status = answer.status
+    tunnel = answer.tunnel
+    if tunnel is None:
+        # The app refused the WebSocket (401, 403, 404 ...): that answer is the client's,
+        # as for any proxied request, with its (bounded) body.
+        refused = response_headers(answer.headers, http_version="1.1")
+        refused = [(n, v) for n, v in refused if n != b"content-length"]
+        refused.append((b"content-length", str(len(answer.body)).encode()))
+        exchange.respond_now(answer.status, refused, answer.body)
+        return
     try:
-        status, answer, rest = await asyncio.wait_for(
-            handshake(reader, writer, upstream.base_path + target, headers), upstream.timeout
-        )
-        exchange.access.upstream_status = status
-        if status != 101:
-            # The app refused the WebSocket (401, 403, 404 ...): that answer is the client's,
-            # as for any proxied request; `rest` is its (bounded) body.
-            refused = response_headers(answer, http_version="1.1")
-            refused = [(n, v) for n, v in refused if n != b"content-length"]
-            refused.append((b"content-length", str(len(rest)).encode()))
-            exchange.respond_now(status, refused, rest)
-            return
         # RFC 6455 §4.1: the answer must prove the upstream read our key.
-        if header(answer, b"sec-websocket-accept") != accept_key(key):
+        if header(answer.headers, b"sec-websocket-accept") != accept_key(key):
             raise StreamError(ErrorCode.UPSTREAM_UNREACHABLE, "bad Sec-WebSocket-Accept upstream")
-        kept = [(n, v) for n, v in answer if n in _ANSWER_HEADERS]
+        kept = [(n, v) for n, v in answer.headers if n in _ANSWER_HEADERS]
         if request.protocol is None:
             kept += [
                 (b"upgrade", b"websocket"),
@@ -80,32 +82,27 @@ async def proxy_websocket(exchange: Exchange, upstream: Upstream, target: str) -
         else:
             exchange.start_response(200, kept)
         exchange.access.kind = "websocket"
-        if rest:
-            await exchange.send_body(rest)
-        await _relay(exchange, reader, writer)
+        await _relay(exchange, tunnel)
     except TimeoutError:
-        raise StreamError(ErrorCode.UPSTREAM_TIMEOUT, "upstream handshake timed out") from None
+        raise StreamError(ErrorCode.UPSTREAM_TIMEOUT, "upstream took no bytes in time") from None
     finally:
-        writer.close()
+        tunnel.close()
     if not exchange.aborted:
         await exchange.end()
 
 
-async def _relay(
-    exchange: Exchange, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
+async def _relay(exchange: Exchange, tunnel: Tunnel) -> None:
     async def client_to_upstream() -> None:
         while True:
-            data = await exchange.receive(timeout=settings.UPSTREAM_IDLE_TIMEOUT * 10)
+            data = await exchange.receive(timeout=settings.WS_PROXY_IDLE_TIMEOUT)
             if not data:
                 return
-            writer.write(data)
-            async with asyncio.timeout(settings.SEND_TIMEOUT):  # not wait_for (Exchange.receive)
-                await writer.drain()
+            await tunnel.write(data, settings.SEND_TIMEOUT)
 
     async def upstream_to_client() -> None:
+        # The bytes that came with the 101's head are the tunnel's first read.
         while True:
-            data = await reader.read(settings.BODY_CHUNK)
+            data = await tunnel.read()
             if not data:
                 return
             await exchange.send_body(data)

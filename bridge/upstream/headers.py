@@ -9,6 +9,7 @@ frames the request body itself, the downstream adapter the response body.
 
 from __future__ import annotations
 
+from .. import settings
 from ..events import Headers
 from ..routing.model import Upstream
 
@@ -106,7 +107,6 @@ def forward_request_headers(
 # Our Forwarded element is the same for every request of a client to one host: formatted
 # once, not once per request. Bounded: cleared when full (a new client costs one format).
 _FORWARDED: dict[tuple[str, str, str], bytes] = {}
-_FORWARDED_MAX = 4096
 
 
 def forwarded_element(client_ip: str, scheme: str, authority: str) -> bytes:
@@ -118,7 +118,7 @@ def forwarded_element(client_ip: str, scheme: str, authority: str) -> bytes:
     key = (client_ip, scheme, authority)
     element = _FORWARDED.get(key)
     if element is None:
-        if len(_FORWARDED) >= _FORWARDED_MAX:
+        if len(_FORWARDED) >= settings.FORWARDED_CACHE_SIZE:
             _FORWARDED.clear()
         element = _FORWARDED[key] = _format_forwarded(client_ip, scheme, authority)
     return element

@@ -26,7 +26,6 @@ from ..protocol import h1wire
 HEAD, INFO, DATA, END = range(4)
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 NEED_DATA: tuple[Any, ...] = ()
-_MAX_FIELDS = 4 * settings.MAX_HEADER_COUNT  # an upstream is trusted more than a client
 
 
 class ResponseError(Exception):
@@ -103,7 +102,7 @@ class ResponseReader:
             return  # a trailer field: not forwarded
         headers = self._headers
         headers.append((name.lower(), value))
-        if len(headers) > _MAX_FIELDS:
+        if len(headers) > settings.UPSTREAM_MAX_HEADER_COUNT:
             raise ResponseError("too many header fields")
 
     def on_headers_complete(self) -> None:

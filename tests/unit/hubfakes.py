@@ -30,7 +30,7 @@ from bridge.hub.item import Format
 from bridge.hub.subscription import Subscription
 from bridge.routing.model import LongPoll, Route, StreamSpec, Upstream
 from bridge.settings import Limits
-from bridge.upstream.client import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from bridge.upstream import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from tests.support.sse import SseEvent, SseParser
 
 UP = Upstream("app", "http://127.0.0.1:9", "http", "127.0.0.1", 9, "", 5.0)

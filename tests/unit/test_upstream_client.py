@@ -18,7 +18,7 @@ import pytest
 
 from bridge import settings
 from bridge.errors import ErrorCode, StreamError
-from bridge.upstream.client import (
+from bridge.upstream import (
     UpstreamError,
     UpstreamPool,
     UpstreamTimeout,

@@ -138,14 +138,14 @@ def test_request_head_refuses_injection() -> None:
 def test_a_closed_upstream_connection_is_freed_without_the_cycle_collector() -> None:
     import gc
 
-    from bridge.upstream.client import _Connection
+    from bridge.upstream.connection import Connection
 
     loop = asyncio.new_event_loop()
     gc.collect()
     gc.disable()
     try:
         for _ in range(20):
-            conn = _Connection(("http", "127.0.0.1", 1), loop)
+            conn = Connection(("http", "127.0.0.1", 1), loop)
             conn.reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             conn.close()
             del conn
