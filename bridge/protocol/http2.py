@@ -45,6 +45,7 @@ from ..events import (
 from .base import send_each
 from .fields import request_from_fields, response_fields
 from .hpackenc import LeanEncoder
+from .streamstate import Step, StreamKind, StreamState
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -73,12 +74,8 @@ class _Stream:
     # A list, not a deque: an empty deque is ~600 bytes, times 10,000 idle SSE streams.
     pending: list[bytes | memoryview] = field(default_factory=list)
     pending_size: int = 0
-    end_pending: bool = False
-    response_started: bool = False
-    local_ended: bool = False
-    remote_ended: bool = False
-    connect: bool = False  # an extended CONNECT (RFC 8441): a 2xx turns it into a tunnel
-    tunnel: bool = False
+    state: StreamState = StreamState.OPEN
+    kind: StreamKind = StreamKind.MESSAGE  # an extended CONNECT (RFC 8441) may become a tunnel
     data_prefix: bytes = b""  # type, flags and stream id of this stream's DATA frames
 
 
@@ -168,7 +165,7 @@ class Http2Protocol:
                 self._ack(sid, len(ev.data))
                 return
             if ev.data:  # clients end streams with empty DATA; b"" would read as EOF downstream
-                out.append(Data(sid, ev.data) if stream.tunnel else Body(sid, ev.data))
+                out.append(Data(sid, ev.data) if stream.kind.tunnel else Body(sid, ev.data))
             if ev.stream_ended:
                 self._remote_end(sid, out)
         elif isinstance(ev, h2.events.RequestReceived):
@@ -200,7 +197,7 @@ class Http2Protocol:
         request, _ = request_from_fields(
             sid, ev.headers or (), scheme=self.scheme, http_version="2"
         )
-        stream = _Stream(connect=request.method == "CONNECT", data_prefix=_data_prefix(sid))
+        stream = _Stream(kind=StreamKind.of(request.method), data_prefix=_data_prefix(sid))
         self._streams[sid] = stream
         self.requests += 1
         out.append(request)
@@ -209,12 +206,10 @@ class Http2Protocol:
 
     def _remote_end(self, sid: int, out: list[Event]) -> None:
         stream = self._streams.get(sid)
-        if stream is None or stream.remote_ended:
+        if stream is None or not stream.state.receiving:
             return
-        stream.remote_ended = True
-        out.append(EndData(sid) if stream.tunnel else EndBody(sid))
-        if stream.local_ended:
-            self._finish(sid, out)
+        stream.state = stream.state.after(Step.REMOTE_END)
+        out.append(EndData(sid) if stream.kind.tunnel else EndBody(sid))
 
     def _peer_reset(self, sid: int, out: list[Event]) -> None:
         self._count_reset(out)
@@ -365,27 +360,26 @@ class Http2Protocol:
                 stream.pending_size += len(event.data)
                 self._flush(sid, out)
         elif isinstance(event, Response):
-            stream.response_started = True
+            stream.state = stream.state.after(Step.HEAD)
             if event.status == 101:
                 raise ValueError("101 does not exist in HTTP/2")
-            if stream.connect and 200 <= event.status < 300:
-                stream.tunnel = True
+            stream.kind = stream.kind.answered(event.status)
             conn.send_headers(sid, response_fields(event.status, event.headers))
         elif isinstance(event, InformationalResponse):
             conn.send_headers(sid, response_fields(event.status, event.headers))
         elif isinstance(event, (EndBody, EndData)):
-            stream.end_pending = True
+            stream.state = stream.state.after(Step.END)
             self._flush(sid, out)
         elif isinstance(event, StreamReset):
             # CANCELLED means "nothing to send" (errors.py), e.g. a push whose asset failed:
             # a 499 response would be cached as the pushed resource, RST_STREAM is not.
-            if not stream.response_started and event.code is not ErrorCode.CANCELLED:
+            if not stream.state.head_sent and event.code is not ErrorCode.CANCELLED:
                 body = error_body(event.code)
                 conn.send_headers(sid, response_fields(event.code.status, error_headers(body)))
-                stream.response_started = True
+                stream.state = stream.state.after(Step.HEAD)
                 stream.pending.append(body)
                 stream.pending_size += len(body)
-                stream.end_pending = True
+                stream.state = stream.state.after(Step.END)
                 self._flush(sid, out)
             else:
                 self._reset(sid, reset_code(event.code), out)
@@ -412,19 +406,20 @@ class Http2Protocol:
                 view = memoryview(head)
                 piece, pending[0] = view[:window], view[window:]
             stream.pending_size -= len(piece)
-            last = not pending and stream.end_pending
+            last = not pending and stream.state.ending
             conn.send_data(sid, bytes(piece), end_stream=last)
             if last:
                 self._local_end(sid, out)
                 return
-        if stream.end_pending and not stream.local_ended:
+        if stream.state.ending:
             conn.end_stream(sid)
             self._local_end(sid, out)
 
     def _local_end(self, sid: int, out: list[Event]) -> None:
         stream = self._streams[sid]
-        stream.local_ended = True
-        if stream.remote_ended:
+        remote_closed = not stream.state.receiving
+        stream.state = stream.state.after(Step.LOCAL_END)
+        if remote_closed:
             self._finish(sid, out)
         else:
             # RFC 9113 §8.1: a complete response may end an unread request with NO_ERROR.
@@ -462,7 +457,9 @@ class Http2Protocol:
         request = self._requests_for_push(sid, event)
         promised = conn.get_next_available_stream_id()
         conn.push_stream(sid, promised, request)
-        self._streams[promised] = _Stream(remote_ended=True, data_prefix=_data_prefix(promised))
+        self._streams[promised] = _Stream(
+            state=StreamState.REMOTE_CLOSED, data_prefix=_data_prefix(promised)
+        )
         authority = scheme = ""
         headers = []
         for name, value in request:
@@ -532,8 +529,7 @@ class Http2Protocol:
         if (
             stream is None
             or stream.pending
-            or stream.end_pending
-            or not stream.response_started
+            or not stream.state.takes_body
             or self._closed
             or size > conn.max_outbound_frame_size
             or size > conn.outbound_flow_control_window
@@ -556,7 +552,7 @@ class Http2Protocol:
 
     def is_tunnel(self, stream_id: int) -> bool:
         stream = self._streams.get(stream_id)
-        return stream is not None and stream.tunnel
+        return stream is not None and stream.kind.tunnel
 
     @property
     def stream_count(self) -> int:

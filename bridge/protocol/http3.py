@@ -51,6 +51,7 @@ from ..events import (
 from .base import send_each
 from .fields import request_from_fields, response_fields
 from .quic import ServerQuic
+from .streamstate import Step, StreamKind, StreamState
 
 # A stream whose queue is above this is "blocked" until it drains back below it.
 _SEND_MARK = settings.BODY_CHUNK
@@ -72,11 +73,8 @@ DATA_FRAMED = framing.register("http/3 DATA", data_frame)
 
 @dataclass(slots=True)
 class _Stream:
-    response_started: bool = False
-    local_ended: bool = False
-    remote_ended: bool = False
-    connect: bool = False
-    tunnel: bool = False
+    state: StreamState = StreamState.OPEN
+    kind: StreamKind = StreamKind.MESSAGE  # an extended CONNECT (RFC 9220) may become a tunnel
     unread: int = 0  # body bytes handed to the handler and not yet acknowledged
 
 
@@ -180,7 +178,7 @@ class Http3Protocol:
             if ev.data:
                 stream.unread += len(ev.data)
                 self._delivered += len(ev.data)
-                out.append(Data(sid, ev.data) if stream.tunnel else Body(sid, ev.data))
+                out.append(Data(sid, ev.data) if stream.kind.tunnel else Body(sid, ev.data))
             if ev.stream_ended:
                 self._remote_end(sid, out)
         # Pushes and datagrams from a client are aioquic's to refuse; nothing else arrives.
@@ -194,7 +192,7 @@ class Http3Protocol:
             self._abort(sid, H3Code.H3_REQUEST_REJECTED)
             return
         request, size = request_from_fields(sid, ev.headers, scheme=self.scheme, http_version="3")
-        stream = _Stream(connect=request.method == "CONNECT")
+        stream = _Stream(kind=StreamKind.of(request.method))
         self._streams[sid] = stream
         self.requests += 1
         if size > self.max_header_bytes:
@@ -206,12 +204,10 @@ class Http3Protocol:
 
     def _remote_end(self, sid: int, out: list[Event]) -> None:
         stream = self._streams.get(sid)
-        if stream is None or stream.remote_ended:
+        if stream is None or not stream.state.receiving:
             return
-        stream.remote_ended = True
-        out.append(EndData(sid) if stream.tunnel else EndBody(sid))
-        if stream.local_ended:
-            self._finish(sid, out)
+        stream.state = stream.state.after(Step.REMOTE_END)
+        out.append(EndData(sid) if stream.kind.tunnel else EndBody(sid))
 
     def _peer_reset(self, sid: int, out: list[Event]) -> None:
         self._heads.pop(sid, None)
@@ -262,21 +258,20 @@ class Http3Protocol:
 
     def _send(self, event: Event, sid: int, stream: _Stream, out: list[Event]) -> None:
         if isinstance(event, (Body, Data)):
-            if event.data and stream.response_started and not stream.local_ended:
+            if event.data and stream.state.takes_body:
                 self._h3.send_data(sid, event.data, end_stream=False)
                 self._mark(sid)
         elif isinstance(event, Response):
             if event.status == 101:
                 raise ValueError("101 does not exist in HTTP/3")
-            stream.response_started = True
-            if stream.connect and 200 <= event.status < 300:
-                stream.tunnel = True
+            stream.state = stream.state.after(Step.HEAD)
+            stream.kind = stream.kind.answered(event.status)
             self._h3.send_headers(sid, response_fields(event.status, event.headers))
         elif isinstance(event, InformationalResponse):
-            if not stream.response_started:
+            if not stream.state.head_sent:
                 self._h3.send_headers(sid, response_fields(event.status, event.headers))
         elif isinstance(event, (EndBody, EndData)):
-            if not stream.local_ended:
+            if stream.state is not StreamState.CLOSED:
                 self._h3.send_data(sid, b"", end_stream=True)
                 self._local_end(sid, stream, out)
         elif isinstance(event, StreamReset):
@@ -289,9 +284,9 @@ class Http3Protocol:
     def _send_reset(self, sid: int, stream: _Stream, code: ErrorCode, out: list[Event]) -> None:
         # CANCELLED means "nothing to send" (errors.py), e.g. a push whose asset failed: a
         # 499 response would be cached as the pushed resource, a reset is not.
-        if not stream.response_started and code is not ErrorCode.CANCELLED:
+        if not stream.state.head_sent and code is not ErrorCode.CANCELLED:
             body = error_body(code)
-            stream.response_started = True
+            stream.state = stream.state.after(Step.HEAD)
             self._h3.send_headers(sid, response_fields(code.status, error_headers(body)))
             self._h3.send_data(sid, body, end_stream=True)
             self._local_end(sid, stream, out)
@@ -302,8 +297,9 @@ class Http3Protocol:
         out.append(StreamClosed(sid))
 
     def _local_end(self, sid: int, stream: _Stream, out: list[Event]) -> None:
-        stream.local_ended = True
-        if stream.remote_ended:
+        remote_closed = not stream.state.receiving
+        stream.state = stream.state.after(Step.LOCAL_END)
+        if remote_closed:
             self._finish(sid, out)
             return
         # RFC 9114 §4.1: once the response is complete the server may ask the client to stop
@@ -354,7 +350,7 @@ class Http3Protocol:
         )
 
     def _push(self, event: PushPromise, sid: int, out: list[Event]) -> None:
-        if not self.can_push() or self._streams[sid].response_started:
+        if not self.can_push() or self._streams[sid].state.head_sent:
             return
         authority = b""
         for name, value in event.headers:
@@ -368,7 +364,7 @@ class Http3Protocol:
         ]
         extra = [(n, v) for n, v in event.headers if n[:1] != b":"]
         promised = self._h3.send_push_promise(sid, request + extra)
-        self._streams[promised] = _Stream(remote_ended=True)
+        self._streams[promised] = _Stream(state=StreamState.REMOTE_CLOSED)
         out.append(
             Request(
                 stream_id=promised,
@@ -406,7 +402,7 @@ class Http3Protocol:
         `write_framed`: aioquic's `send_data` only checks the stream's state and logs, so
         the fan-out, writing one event to thousands of streams, skips it."""
         stream = self._streams.get(stream_id)
-        if stream is None or self._closed or not stream.response_started or stream.local_ended:
+        if stream is None or self._closed or not stream.state.takes_body:
             return None
         return data if framed else data_frame(data)
 
@@ -438,7 +434,7 @@ class Http3Protocol:
 
     def is_tunnel(self, stream_id: int) -> bool:
         stream = self._streams.get(stream_id)
-        return stream is not None and stream.tunnel
+        return stream is not None and stream.kind.tunnel
 
     # --- lifetime -------------------------------------------------------------------------------
 
