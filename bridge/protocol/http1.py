@@ -43,7 +43,7 @@ from ..events import (
     StreamClosed,
     StreamReset,
 )
-from . import h1wire
+from . import h1wire, httptoolsshim
 from .base import send_each
 
 STREAM_ID = 1  # HTTP/1.1 has one stream at a time; it always carries this id.
@@ -308,7 +308,7 @@ class Http1Protocol:
         except _Refused as exc:
             return [*events, *self._fail(exc.code, exc.detail)]
         except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
+            cause = httptoolsshim.callback_error(exc)
             if isinstance(cause, _Refused):
                 return [*events, *self._fail(cause.code, cause.detail)]
             return [*events, *self._fail(ErrorCode.BAD_REQUEST, "malformed request")]
@@ -691,11 +691,10 @@ def _absolute_form(target: str) -> tuple[str, str]:
 
 
 def _llhttp_error(exc: httptools.HttpParserError) -> tuple[ErrorCode, str]:
-    reason = str(exc) or "malformed request"
-    if reason == "Invalid HTTP version":
+    if httptoolsshim.is_bad_version(exc):
         return ErrorCode.HTTP_VERSION_NOT_SUPPORTED, "only HTTP/1.0 and HTTP/1.1 here"
-    if reason == "Request has invalid `Transfer-Encoding`":
+    if httptoolsshim.is_bad_transfer_encoding(exc):
         return ErrorCode.NOT_IMPLEMENTED, "unsupported transfer coding"
-    if reason.startswith("Unexpected whitespace after header value"):
+    if httptoolsshim.is_obs_fold(exc):
         return ErrorCode.BAD_REQUEST, "obsolete line folding is not allowed"
-    return ErrorCode.BAD_REQUEST, reason
+    return ErrorCode.BAD_REQUEST, httptoolsshim.reason(exc) or "malformed request"

@@ -15,14 +15,9 @@ import time
 from dataclasses import dataclass, field
 from typing import assert_never
 
-import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
-import h2.settings
-from hpack.exceptions import HPACKError, OversizedHeaderListError
-from hyperframe.frame import GoAwayFrame
 
 from .. import framing, settings
 from ..errorpage import error_body, error_headers
@@ -42,25 +37,12 @@ from ..events import (
     StreamReset,
     WindowOpened,
 )
+from . import h2shim
 from .base import send_each
 from .fields import request_from_fields, response_fields
-from .hpackenc import LeanEncoder
 from .streamstate import Step, StreamKind, StreamState
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-
-class _UnenforcedSettings(h2.settings.Settings):
-    """Local settings whose stream limit h2 does not enforce itself.
-
-    h2 answers a stream beyond MAX_CONCURRENT_STREAMS by killing the whole connection;
-    RFC 9113 §5.1.2 wants that one stream refused (REFUSED_STREAM), which the adapter does.
-    The advertised value is still the real limit: only the property h2 checks is lifted.
-    """
-
-    @property  # type: ignore[misc]  # h2's is read-write; we only ever read it
-    def max_concurrent_streams(self) -> int:
-        return 2**31 - 1
 
 
 def _data_prefix(stream_id: int) -> bytes:
@@ -95,28 +77,11 @@ class Http2Protocol:
     ) -> None:
         self.scheme = scheme
         self.max_concurrent_streams = max_concurrent_streams
-        # What a client sends is validated by h2. What we send is built by `response_fields`
-        # from heads llhttp already checked (an upstream's) or from our own constants, and
-        # h2's outbound normalising and validation cost more than the rest of a response.
-        config = h2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            validate_inbound_headers=True,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
+        conn = h2shim.ServerConnection(
+            max_concurrent_streams=max_concurrent_streams,
+            max_header_bytes=max_header_bytes,
+            initial_window=settings.H2_INITIAL_WINDOW,
         )
-        conn = h2.connection.H2Connection(config=config)
-        conn.encoder = LeanEncoder()  # type: ignore[assignment]  # h2 needs only encode()
-        conn.local_settings = _UnenforcedSettings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_header_bytes,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: settings.H2_INITIAL_WINDOW,
-                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
-            },
-        )
-        conn.decoder.max_header_list_size = max_header_bytes
         conn.initiate_connection()
         conn.increment_flow_control_window(settings.H2_INITIAL_WINDOW)
         self._conn = conn
@@ -268,30 +233,25 @@ class Http2Protocol:
 
     def _oversized_frame_pending(self) -> bool:
         """Does the incomplete frame h2 is buffering announce more than our MAX_FRAME_SIZE?"""
-        pending = self._conn.incoming_buffer._data  # the partial frame h2 waits to complete
-        return (
-            len(pending) >= 9
-            and int.from_bytes(pending[:3], "big") > self._conn.max_inbound_frame_size
-        )
+        conn = self._conn
+        return conn.partial_frame_length() > conn.max_inbound_frame_size
 
     def _protocol_error(self, exc: h2.exceptions.ProtocolError) -> list[Event]:
         text = str(exc)
-        # h2 caps CONTINUATION frames per header block; RFC 9113 §10.5 calls this abuse.
-        if "continuation" in text.lower() or isinstance(exc, h2.exceptions.DenialOfServiceError):
+        # CONTINUATION floods: RFC 9113 §10.5 calls them abuse.
+        if h2shim.is_flood(exc):
             return self._go_away(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, text)
-        if "preamble" in text.lower():
+        if h2shim.is_bad_preface(exc):
             # RFC 9113 §3.4: an invalid preface is a connection error PROTOCOL_ERROR; h2 sends
             # no GOAWAY for it, so one goes after the server preface h2 has queued.
-            self._conn._data_to_send += _goaway(
+            self._conn.queue_goaway(
                 0, h2.errors.ErrorCodes.PROTOCOL_ERROR, b"invalid connection preface"
             )
             self._closed = True
             return self._close_all("GOAWAY PROTOCOL_ERROR: invalid connection preface")
-        cause = exc.__cause__
-        if isinstance(cause, HPACKError) and not isinstance(cause, OversizedHeaderListError):
+        if h2shim.is_compression_error(exc):
             # h2 answers every HPACK failure with PROTOCOL_ERROR, but a header block that does
-            # not decode (a table-size update above our SETTINGS_HEADER_TABLE_SIZE, RFC 7541
-            # §4.2 and §6.3; a bad index or Huffman code) is a COMPRESSION_ERROR (RFC 9113 §4.3).
+            # not decode is a COMPRESSION_ERROR (RFC 9113 §4.3).
             return self._go_away(h2.errors.ErrorCodes.COMPRESSION_ERROR, text)
         self._closed = True  # h2 has queued its own GOAWAY already
         return self._close_all(f"protocol error: {text}")
@@ -299,7 +259,7 @@ class Http2Protocol:
     def _go_away(self, code: h2.errors.ErrorCodes, why: str) -> list[Event]:
         conn = self._conn
         conn.clear_outbound_data_buffer()
-        conn._data_to_send += _goaway(conn.highest_inbound_stream_id, code)
+        conn.queue_goaway(conn.highest_inbound_stream_id, code)
         self._closed = True
         return self._close_all(f"GOAWAY {code.name}: {why}")
 
@@ -524,28 +484,9 @@ class Http2Protocol:
         (`framed` changes nothing: HTTP/2's shared framing is none, see `body_framing`.)
         """
         stream = self._streams.get(stream_id)
-        conn = self._conn
-        size = len(data)
-        if (
-            stream is None
-            or stream.pending
-            or not stream.state.takes_body
-            or self._closed
-            or size > conn.max_outbound_frame_size
-            or size > conn.outbound_flow_control_window
-        ):
+        if stream is None or stream.pending or not stream.state.takes_body or self._closed:
             return None
-        h2_stream = conn.streams.get(stream_id)
-        if h2_stream is None or size > h2_stream.outbound_flow_control_window:
-            return None
-        conn.outbound_flow_control_window -= size
-        h2_stream.outbound_flow_control_window -= size
-        # 9-byte frame header: length, type DATA (0), no flags, stream id (RFC 9113 §4.1).
-        frame = size.to_bytes(3, "big") + stream.data_prefix + data
-        queued = conn._data_to_send  # h2 has no public "anything queued?" check
-        if queued:
-            return conn.data_to_send() + frame
-        return frame
+        return self._conn.data_frame_now(stream_id, stream.data_prefix, data)
 
     def body_framing(self, stream_id: int) -> framing.Framing:
         return framing.UNFRAMED  # a DATA frame carries its stream id: framed per write
@@ -590,10 +531,7 @@ class Http2Protocol:
         """
         self._closed = True
         self._streams.clear()
-        self._conn.clear_outbound_data_buffer()
-        # h2's connection refers to itself (a frame-type -> bound-method table): cyclic
-        # garbage by construction. Nothing parses frames once closed, so drop the table.
-        self._conn._frame_dispatch_table = {}
+        self._conn.release()
 
     @property
     def closed(self) -> bool:
@@ -644,12 +582,3 @@ def reset_code(code: ErrorCode) -> h2.errors.ErrorCodes:
             return h2.errors.ErrorCodes.INTERNAL_ERROR
         case _:
             assert_never(code)
-
-
-def _goaway(last_stream_id: int, code: h2.errors.ErrorCodes, debug: bytes = b"") -> bytes:
-    """A GOAWAY frame's bytes: h2 offers no public GOAWAY-without-state API."""
-    frame = GoAwayFrame(stream_id=0)
-    frame.last_stream_id = last_stream_id
-    frame.error_code = code
-    frame.additional_data = debug
-    return bytes(frame.serialize())

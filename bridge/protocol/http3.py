@@ -25,7 +25,6 @@ import aioquic.h3.events as h3e
 import aioquic.quic.events as qe
 from aioquic.buffer import encode_uint_var
 from aioquic.h3.connection import ErrorCode as H3Code
-from aioquic.h3.connection import FrameType, H3Connection, HeadersState, encode_frame
 from aioquic.h3.connection import ProtocolError as H3ProtocolError
 from aioquic.h3.exceptions import H3Error
 from aioquic.quic.connection import stream_is_unidirectional
@@ -51,6 +50,7 @@ from ..events import (
 from .base import send_each
 from .fields import request_from_fields, response_fields
 from .quic import ServerQuic
+from .quicshim import ServerH3
 from .streamstate import Step, StreamKind, StreamState
 
 # A stream whose queue is above this is "blocked" until it drains back below it.
@@ -97,7 +97,7 @@ class Http3Protocol:
         self.scheme = scheme
         self._quic = quic
         # aioquic's H3Connection always sends SETTINGS_ENABLE_CONNECT_PROTOCOL=1 (RFC 9220 §3).
-        self._h3 = H3Connection(quic)
+        self._h3 = ServerH3(quic)
         self._streams: dict[int, _Stream] = {}
         self._blocked: set[int] = set()
         self._closed = False
@@ -131,11 +131,10 @@ class Http3Protocol:
 
     def _stream_data(self, event: qe.StreamDataReceived, out: list[Event]) -> None:
         sid = event.stream_id
-        h3_stream = self._h3._stream.get(sid)  # the frame aioquic is still assembling, if any
-        before = len(h3_stream.buffer) if h3_stream is not None else 0
-        h3_events = self._h3.handle_event(event)
-        h3_stream = self._h3._stream.get(sid)
-        after = len(h3_stream.buffer) if h3_stream is not None else 0
+        h3 = self._h3
+        before = h3.frame_buffered(sid)  # the frame aioquic is still assembling, if any
+        h3_events = h3.handle_event(event)
+        after = h3.frame_buffered(sid)
         self._delivered = 0
         for ev in h3_events:
             self._translate(ev, out)
@@ -144,8 +143,7 @@ class Http3Protocol:
             after
             and sid not in self._streams
             and sid % 4 == 0  # a client's request stream
-            and h3_stream is not None
-            and h3_stream.headers_recv_state is HeadersState.INITIAL
+            and h3.awaiting_head(sid)
         ):
             self._heads.setdefault(sid, self.clock())  # a request head has begun
         if sid in self._streams or stream_is_unidirectional(sid):
@@ -153,7 +151,7 @@ class Http3Protocol:
             # a never-ending HEADERS frame stops at the stream window. Body bytes wait for the
             # handler. Streams that are over get no more credit.
             self._quic.consumed(sid, len(event.data) - body - (after - before))
-        if self._quic._close_event is not None or self._h3._is_done:
+        if self._quic.closing or h3.failed:
             # aioquic closed the connection for a protocol error (it has queued the close).
             self._closed = True
             out.extend(self._close_all("HTTP/3 protocol error"))
@@ -330,23 +328,18 @@ class Http3Protocol:
         if not stream_is_unidirectional(sid):
             self._stop(sid, code)
         self._quic.reset_stream(sid, code)  # no effect once reset or fully acknowledged
-        h3_stream = self._h3._stream.get(sid)
-        if h3_stream is not None:
-            h3_stream.sending_ended = True  # so aioquic frees it once the peer's side ends
+        self._h3.end_sending(sid)
 
     # --- push -----------------------------------------------------------------------------------
 
     def can_push(self) -> bool:
         """RFC 9114 §4.6: a server may only push while the client has granted push ids
         (MAX_PUSH_ID); a client that sends none gets no push and no error."""
-        h3 = self._h3
-        max_push_id = h3._max_push_id  # aioquic keeps the client's grant here, read-only
         return (
             self.enable_push
             and not self._closed
             and not self._going_away
-            and max_push_id is not None
-            and h3._next_push_id <= max_push_id
+            and self._h3.push_allowed()
         )
 
     def _push(self, event: PushPromise, sid: int, out: list[Event]) -> None:
@@ -417,11 +410,7 @@ class Http3Protocol:
 
     def pending(self, stream_id: int) -> int:
         """Bytes queued on the stream that have not left in a packet yet."""
-        qstream = self._quic._streams.get(stream_id)
-        if qstream is None:
-            return 0
-        sender = qstream.sender
-        return sender._buffer_stop - sender.highest_offset
+        return self._quic.send_queued(stream_id)
 
     def drained(self) -> list[Event]:
         """After packets went out: WindowOpened for each stream that fell below the mark."""
@@ -457,10 +446,7 @@ class Http3Protocol:
         if self._closed or self._going_away:
             return
         self._going_away = True
-        control = self._h3._local_control_stream_id
-        if control is not None:
-            frame = encode_frame(FrameType.GOAWAY, encode_uint_var(self._highest_request + 4))
-            self._quic.send_stream_data(control, frame)
+        self._h3.send_goaway(self._highest_request + 4)
 
     def shutdown(self) -> None:
         """Close the QUIC connection with H3_NO_ERROR (after a GOAWAY, RFC 9114 §5.2)."""
