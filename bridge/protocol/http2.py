@@ -7,6 +7,10 @@ keeps the handler's own bytes objects, not a copy, and is dropped with the strea
 connection is lost (`release`), not left to the garbage collector.
 Inbound DATA is acknowledged only when the handler consumes it (`acknowledge`), so a slow
 upstream slows the client instead of filling our memory.
+
+Each stream's life is a `streamstate.StreamState`, as in the HTTP/3 adapter. What bridge
+needs of h2 beyond its public API (its connection set up, GOAWAYs outside its state machine,
+the DATA fast path's window charge, its error kinds) is `h2shim`'s: the engine's seam.
 """
 
 from __future__ import annotations

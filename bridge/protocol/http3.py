@@ -12,6 +12,10 @@ adapter:
   is high, and `drained()` reports the streams that fell back below the mark (WindowOpened).
 - RFC 9220 extended CONNECT (`:protocol websocket`) becomes a Request with `protocol`, and a
   2xx answer turns the stream into a tunnel of Data/EndData.
+
+Each stream's life is a `streamstate.StreamState`, as in the HTTP/2 adapter. What bridge
+needs of aioquic beyond its public API (parser state, push ids, GOAWAY, send queues) is
+`quicshim`'s: the engine's seam.
 """
 
 from __future__ import annotations
