@@ -21,6 +21,8 @@ Responses are written here, not by a library: one status line and header block j
 
 from __future__ import annotations
 
+from enum import Enum
+
 import httptools
 
 from .. import framing, settings
@@ -41,7 +43,7 @@ from ..events import (
     StreamClosed,
     StreamReset,
 )
-from . import h1wire
+from . import h1wire, httptoolsshim
 from .base import send_each
 
 STREAM_ID = 1  # HTTP/1.1 has one stream at a time; it always carries this id.
@@ -54,11 +56,22 @@ chunk = h1wire.chunk  # one HTTP/1.1 chunk (RFC 9112 §7.1)
 # A chunk is the same bytes on every connection: the hub frames each event once for all.
 CHUNKED = framing.register("http/1.1 chunk", chunk)
 
-# Where the current request is: its head is awaited, its body is arriving, or it is all in
-# and its response is being sent (any further bytes are a pipelined request, held raw).
-_HEAD, _BODY, _DONE = range(3)
-# How the response body is framed.
-_NONE, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(4)
+
+class _Phase(Enum):
+    """Where the current request is (any bytes after it are a pipelined request, held raw)."""
+
+    HEAD = "head awaited"
+    BODY = "body arriving"
+    DONE = "all in, its response being sent"
+
+
+class _BodyFraming(Enum):
+    """How the response body is framed on the wire."""
+
+    NONE = "no body"  # 1xx, 204, 304, HEAD: whatever the headers say
+    LENGTH = "content-length"
+    CHUNKED = "chunked"
+    UNTIL_CLOSE = "until the connection closes"  # HTTP/1.0 without a length
 
 
 class _Refused(Exception):
@@ -184,7 +197,7 @@ class Http1Protocol:
         self._parser = _new_parser(self._msg)
         self._buf = bytearray()  # received, not yet fed to llhttp
         self._scanned = 0  # how much of `_buf` is known not to hold a head's end
-        self._phase = _HEAD
+        self._phase = _Phase.HEAD
         self._out: list[bytes] = []
         self._events: list[Event] = []  # this feed's events (`_msg.events` is the same list)
         self._closed = False
@@ -206,7 +219,7 @@ class Http1Protocol:
 
     def _reset_response(self) -> None:
         self._response_started = False
-        self._framing = _NONE
+        self._framing = _BodyFraming.NONE
         self._body_left = 0
         self._must_close = False
 
@@ -258,14 +271,14 @@ class Http1Protocol:
         if self._overflow:
             return []  # the connection closes after the current response
         if (
-            self._phase == _HEAD
+            self._phase is _Phase.HEAD
             and not self._buf
             and len(data) <= self.max_header_bytes
             and _one_whole_head(data)
         ):
             return self._advance(data)  # the common case, without copying into the buffer
         self._buf += data
-        if self._phase == _DONE:
+        if self._phase is _Phase.DONE:
             # A pipelined request: it waits until the response is complete, within a bound.
             if len(self._buf) > settings.MAX_PIPELINED_BYTES:
                 self._overflow = self._must_close = True
@@ -276,7 +289,7 @@ class Http1Protocol:
     def _eof(self) -> list[Event]:
         self._closed = True
         events: list[Event] = []
-        if self._phase != _HEAD or self._response_started:
+        if self._phase is not _Phase.HEAD or self._response_started:
             events.append(StreamClosed(STREAM_ID))
         events.append(ConnectionClosed("peer closed"))
         return events
@@ -288,14 +301,14 @@ class Http1Protocol:
         try:
             if head is not None:
                 self._parse_head(head)
-            elif self._phase == _HEAD and not self._take_head():
+            elif self._phase is _Phase.HEAD and not self._take_head():
                 return events
-            if self._phase == _BODY:
+            if self._phase is _Phase.BODY:
                 self._take_body()
         except _Refused as exc:
             return [*events, *self._fail(exc.code, exc.detail)]
         except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
+            cause = httptoolsshim.callback_error(exc)
             if isinstance(cause, _Refused):
                 return [*events, *self._fail(cause.code, cause.detail)]
             return [*events, *self._fail(ErrorCode.BAD_REQUEST, "malformed request")]
@@ -370,7 +383,7 @@ class Http1Protocol:
         if msg.complete:
             self._finish_request()
         else:
-            self._phase = _BODY
+            self._phase = _Phase.BODY
 
     def _take_body(self) -> None:
         buf = self._buf
@@ -405,7 +418,7 @@ class Http1Protocol:
             self._parser.feed_data(data)
 
     def _finish_request(self) -> None:
-        self._phase = _DONE
+        self._phase = _Phase.DONE
         self._events.append(EndBody(STREAM_ID))
 
     def _request(self) -> Request:
@@ -465,11 +478,11 @@ class Http1Protocol:
             framing = self._framing
             if not self._response_started:
                 return self._local_error("body before the response head")
-            if not data or framing == _NONE:
+            if not data or framing is _BodyFraming.NONE:
                 return []
-            if framing == _CHUNKED:
+            if framing is _BodyFraming.CHUNKED:
                 self._out.append(h1wire.chunk(data))
-            elif framing == _LENGTH:
+            elif framing is _BodyFraming.LENGTH:
                 if len(data) > self._body_left:
                     return self._local_error("more body than its Content-Length")
                 self._body_left -= len(data)
@@ -482,9 +495,9 @@ class Http1Protocol:
         if isinstance(event, EndBody):
             if not self._response_started:
                 return self._local_error("end of body before the response head")
-            if self._framing == _CHUNKED:
+            if self._framing is _BodyFraming.CHUNKED:
                 self._out.append(h1wire.LAST_CHUNK)
-            elif self._framing == _LENGTH and self._body_left:
+            elif self._framing is _BodyFraming.LENGTH and self._body_left:
                 return self._local_error("less body than its Content-Length")
             return self._cycle()
         if isinstance(event, Data):
@@ -493,7 +506,11 @@ class Http1Protocol:
             return []
         if isinstance(event, InformationalResponse):
             # RFC 8297 §2 / RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
-            if self._version != "1.0" and self._phase != _HEAD and not self._response_started:
+            if (
+                self._version != "1.0"
+                and self._phase is not _Phase.HEAD
+                and not self._response_started
+            ):
                 line = h1wire.status_line(event.status)
                 self._out.append(h1wire.head(line, event.headers))
             return []
@@ -513,12 +530,12 @@ class Http1Protocol:
         raise TypeError(f"cannot send {event!r} over HTTP/1.1")
 
     def _send_head(self, event: Response) -> list[Event]:
-        if self._response_started or self._phase == _HEAD:
+        if self._response_started or self._phase is _Phase.HEAD:
             return self._local_error("a second response head")
         status = event.status
         self._response_started = True
         if status == 101:
-            if not self._upgrade or self._phase != _DONE:
+            if not self._upgrade or self._phase is not _Phase.DONE:
                 return self._local_error("101 to a request that asked for no upgrade")
             self._out.append(h1wire.head(h1wire.status_line(101), event.headers))
             self._tunnel = True
@@ -527,7 +544,7 @@ class Http1Protocol:
             return [Data(STREAM_ID, rest)] if rest else []
         headers = event.headers
         extra: Headers = []
-        framing = _CHUNKED
+        framing = _BodyFraming.CHUNKED
         length = -1
         chunked = False
         for name, value in headers:
@@ -538,25 +555,25 @@ class Http1Protocol:
             elif name == b"connection" and b"close" in value.lower():
                 self._must_close = True
         if status < 200 or status in (204, 304) or self._method == "HEAD":
-            framing = _NONE  # RFC 9112 §6.3: no body, whatever the headers say
+            framing = _BodyFraming.NONE  # RFC 9112 §6.3: no body, whatever the headers say
         elif chunked:
-            framing = _CHUNKED if self._version == "1.1" else _UNTIL_CLOSE
+            framing = _BodyFraming.CHUNKED if self._version == "1.1" else _BodyFraming.UNTIL_CLOSE
         elif length >= 0:
-            framing = _LENGTH
+            framing = _BodyFraming.LENGTH
             self._body_left = length
         elif self._version == "1.1":
             extra.append((b"transfer-encoding", b"chunked"))
         else:
-            framing = _UNTIL_CLOSE  # HTTP/1.0: the body ends when the connection does
-        if chunked and framing == _UNTIL_CLOSE:
+            framing = _BodyFraming.UNTIL_CLOSE  # HTTP/1.0: the body ends when the connection does
+        if chunked and framing is _BodyFraming.UNTIL_CLOSE:
             headers = [(n, v) for n, v in headers if n != b"transfer-encoding"]
         self._framing = framing
-        if self._phase == _BODY:
+        if self._phase is _Phase.BODY:
             # Answered before the request body is in: the connection will likely close with
             # it unread (`_cycle`), and RFC 9112 §9.6 wants the client told, or it sends its
             # next request down a connection that is going away.
             self._must_close = True
-        if framing == _UNTIL_CLOSE or not self._keep_alive:
+        if framing is _BodyFraming.UNTIL_CLOSE or not self._keep_alive:
             self._must_close = True
         if self._must_close and not any(n == b"connection" for n, _ in headers):
             extra.append((b"connection", b"close"))
@@ -567,8 +584,8 @@ class Http1Protocol:
         if self._must_close:
             self._closed = True
             return [StreamClosed(STREAM_ID), ConnectionClosed("not keep-alive")]
-        if self._phase == _DONE:
-            self._phase = _HEAD
+        if self._phase is _Phase.DONE:
+            self._phase = _Phase.HEAD
             self._reset_response()
             if not self._buf:
                 return [StreamClosed(STREAM_ID)]
@@ -594,16 +611,16 @@ class Http1Protocol:
     @property
     def idle(self) -> bool:
         """No request in progress: the keep-alive timer may run."""
-        return self._phase == _HEAD and not self._response_started
+        return self._phase is _Phase.HEAD and not self._response_started
 
     @property
     def peer_sending(self) -> bool:
         """The client is (or may still be) sending a request body nobody will read."""
-        return (self._body_expected and self._phase == _BODY) or self._overflow
+        return (self._body_expected and self._phase is _Phase.BODY) or self._overflow
 
     @property
     def head_started(self) -> bool:
-        return self._phase == _HEAD and bool(self._buf)
+        return self._phase is _Phase.HEAD and bool(self._buf)
 
     def is_tunnel(self, stream_id: int) -> bool:
         return self._tunnel
@@ -674,11 +691,10 @@ def _absolute_form(target: str) -> tuple[str, str]:
 
 
 def _llhttp_error(exc: httptools.HttpParserError) -> tuple[ErrorCode, str]:
-    reason = str(exc) or "malformed request"
-    if reason == "Invalid HTTP version":
+    if httptoolsshim.is_bad_version(exc):
         return ErrorCode.HTTP_VERSION_NOT_SUPPORTED, "only HTTP/1.0 and HTTP/1.1 here"
-    if reason == "Request has invalid `Transfer-Encoding`":
+    if httptoolsshim.is_bad_transfer_encoding(exc):
         return ErrorCode.NOT_IMPLEMENTED, "unsupported transfer coding"
-    if reason.startswith("Unexpected whitespace after header value"):
+    if httptoolsshim.is_obs_fold(exc):
         return ErrorCode.BAD_REQUEST, "obsolete line folding is not allowed"
-    return ErrorCode.BAD_REQUEST, reason
+    return ErrorCode.BAD_REQUEST, httptoolsshim.reason(exc) or "malformed request"

@@ -7,6 +7,10 @@ keeps the handler's own bytes objects, not a copy, and is dropped with the strea
 connection is lost (`release`), not left to the garbage collector.
 Inbound DATA is acknowledged only when the handler consumes it (`acknowledge`), so a slow
 upstream slows the client instead of filling our memory.
+
+Each stream's life is a `streamstate.StreamState`, as in the HTTP/3 adapter. What bridge
+needs of h2 beyond its public API (its connection set up, GOAWAYs outside its state machine,
+the DATA fast path's window charge, its error kinds) is `h2shim`'s: the engine's seam.
 """
 
 from __future__ import annotations
@@ -15,14 +19,9 @@ import time
 from dataclasses import dataclass, field
 from typing import assert_never
 
-import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
-import h2.settings
-from hpack.exceptions import HPACKError, OversizedHeaderListError
-from hyperframe.frame import GoAwayFrame
 
 from .. import framing, settings
 from ..errorpage import error_body, error_headers
@@ -42,24 +41,12 @@ from ..events import (
     StreamReset,
     WindowOpened,
 )
+from . import h2shim
 from .base import send_each
 from .fields import request_from_fields, response_fields
-from .hpackenc import LeanEncoder
+from .streamstate import Step, StreamKind, StreamState
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-
-class _UnenforcedSettings(h2.settings.Settings):
-    """Local settings whose stream limit h2 does not enforce itself.
-
-    h2 answers a stream beyond MAX_CONCURRENT_STREAMS by killing the whole connection;
-    RFC 9113 §5.1.2 wants that one stream refused (REFUSED_STREAM), which the adapter does.
-    The advertised value is still the real limit: only the property h2 checks is lifted.
-    """
-
-    @property  # type: ignore[misc]  # h2's is read-write; we only ever read it
-    def max_concurrent_streams(self) -> int:
-        return 2**31 - 1
 
 
 def _data_prefix(stream_id: int) -> bytes:
@@ -73,12 +60,8 @@ class _Stream:
     # A list, not a deque: an empty deque is ~600 bytes, times 10,000 idle SSE streams.
     pending: list[bytes | memoryview] = field(default_factory=list)
     pending_size: int = 0
-    end_pending: bool = False
-    response_started: bool = False
-    local_ended: bool = False
-    remote_ended: bool = False
-    connect: bool = False  # an extended CONNECT (RFC 8441): a 2xx turns it into a tunnel
-    tunnel: bool = False
+    state: StreamState = StreamState.OPEN
+    kind: StreamKind = StreamKind.MESSAGE  # an extended CONNECT (RFC 8441) may become a tunnel
     data_prefix: bytes = b""  # type, flags and stream id of this stream's DATA frames
 
 
@@ -98,28 +81,11 @@ class Http2Protocol:
     ) -> None:
         self.scheme = scheme
         self.max_concurrent_streams = max_concurrent_streams
-        # What a client sends is validated by h2. What we send is built by `response_fields`
-        # from heads llhttp already checked (an upstream's) or from our own constants, and
-        # h2's outbound normalising and validation cost more than the rest of a response.
-        config = h2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            validate_inbound_headers=True,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
+        conn = h2shim.ServerConnection(
+            max_concurrent_streams=max_concurrent_streams,
+            max_header_bytes=max_header_bytes,
+            initial_window=settings.H2_INITIAL_WINDOW,
         )
-        conn = h2.connection.H2Connection(config=config)
-        conn.encoder = LeanEncoder()  # type: ignore[assignment]  # h2 needs only encode()
-        conn.local_settings = _UnenforcedSettings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_header_bytes,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: settings.H2_INITIAL_WINDOW,
-                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
-            },
-        )
-        conn.decoder.max_header_list_size = max_header_bytes
         conn.initiate_connection()
         conn.increment_flow_control_window(settings.H2_INITIAL_WINDOW)
         self._conn = conn
@@ -168,7 +134,7 @@ class Http2Protocol:
                 self._ack(sid, len(ev.data))
                 return
             if ev.data:  # clients end streams with empty DATA; b"" would read as EOF downstream
-                out.append(Data(sid, ev.data) if stream.tunnel else Body(sid, ev.data))
+                out.append(Data(sid, ev.data) if stream.kind.tunnel else Body(sid, ev.data))
             if ev.stream_ended:
                 self._remote_end(sid, out)
         elif isinstance(ev, h2.events.RequestReceived):
@@ -200,7 +166,7 @@ class Http2Protocol:
         request, _ = request_from_fields(
             sid, ev.headers or (), scheme=self.scheme, http_version="2"
         )
-        stream = _Stream(connect=request.method == "CONNECT", data_prefix=_data_prefix(sid))
+        stream = _Stream(kind=StreamKind.of(request.method), data_prefix=_data_prefix(sid))
         self._streams[sid] = stream
         self.requests += 1
         out.append(request)
@@ -209,12 +175,10 @@ class Http2Protocol:
 
     def _remote_end(self, sid: int, out: list[Event]) -> None:
         stream = self._streams.get(sid)
-        if stream is None or stream.remote_ended:
+        if stream is None or not stream.state.receiving:
             return
-        stream.remote_ended = True
-        out.append(EndData(sid) if stream.tunnel else EndBody(sid))
-        if stream.local_ended:
-            self._finish(sid, out)
+        stream.state = stream.state.after(Step.REMOTE_END)
+        out.append(EndData(sid) if stream.kind.tunnel else EndBody(sid))
 
     def _peer_reset(self, sid: int, out: list[Event]) -> None:
         self._count_reset(out)
@@ -273,30 +237,25 @@ class Http2Protocol:
 
     def _oversized_frame_pending(self) -> bool:
         """Does the incomplete frame h2 is buffering announce more than our MAX_FRAME_SIZE?"""
-        pending = self._conn.incoming_buffer._data  # the partial frame h2 waits to complete
-        return (
-            len(pending) >= 9
-            and int.from_bytes(pending[:3], "big") > self._conn.max_inbound_frame_size
-        )
+        conn = self._conn
+        return conn.partial_frame_length() > conn.max_inbound_frame_size
 
     def _protocol_error(self, exc: h2.exceptions.ProtocolError) -> list[Event]:
         text = str(exc)
-        # h2 caps CONTINUATION frames per header block; RFC 9113 §10.5 calls this abuse.
-        if "continuation" in text.lower() or isinstance(exc, h2.exceptions.DenialOfServiceError):
+        # CONTINUATION floods: RFC 9113 §10.5 calls them abuse.
+        if h2shim.is_flood(exc):
             return self._go_away(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, text)
-        if "preamble" in text.lower():
+        if h2shim.is_bad_preface(exc):
             # RFC 9113 §3.4: an invalid preface is a connection error PROTOCOL_ERROR; h2 sends
             # no GOAWAY for it, so one goes after the server preface h2 has queued.
-            self._conn._data_to_send += _goaway(
+            self._conn.queue_goaway(
                 0, h2.errors.ErrorCodes.PROTOCOL_ERROR, b"invalid connection preface"
             )
             self._closed = True
             return self._close_all("GOAWAY PROTOCOL_ERROR: invalid connection preface")
-        cause = exc.__cause__
-        if isinstance(cause, HPACKError) and not isinstance(cause, OversizedHeaderListError):
+        if h2shim.is_compression_error(exc):
             # h2 answers every HPACK failure with PROTOCOL_ERROR, but a header block that does
-            # not decode (a table-size update above our SETTINGS_HEADER_TABLE_SIZE, RFC 7541
-            # §4.2 and §6.3; a bad index or Huffman code) is a COMPRESSION_ERROR (RFC 9113 §4.3).
+            # not decode is a COMPRESSION_ERROR (RFC 9113 §4.3).
             return self._go_away(h2.errors.ErrorCodes.COMPRESSION_ERROR, text)
         self._closed = True  # h2 has queued its own GOAWAY already
         return self._close_all(f"protocol error: {text}")
@@ -304,7 +263,7 @@ class Http2Protocol:
     def _go_away(self, code: h2.errors.ErrorCodes, why: str) -> list[Event]:
         conn = self._conn
         conn.clear_outbound_data_buffer()
-        conn._data_to_send += _goaway(conn.highest_inbound_stream_id, code)
+        conn.queue_goaway(conn.highest_inbound_stream_id, code)
         self._closed = True
         return self._close_all(f"GOAWAY {code.name}: {why}")
 
@@ -365,27 +324,26 @@ class Http2Protocol:
                 stream.pending_size += len(event.data)
                 self._flush(sid, out)
         elif isinstance(event, Response):
-            stream.response_started = True
+            stream.state = stream.state.after(Step.HEAD)
             if event.status == 101:
                 raise ValueError("101 does not exist in HTTP/2")
-            if stream.connect and 200 <= event.status < 300:
-                stream.tunnel = True
+            stream.kind = stream.kind.answered(event.status)
             conn.send_headers(sid, response_fields(event.status, event.headers))
         elif isinstance(event, InformationalResponse):
             conn.send_headers(sid, response_fields(event.status, event.headers))
         elif isinstance(event, (EndBody, EndData)):
-            stream.end_pending = True
+            stream.state = stream.state.after(Step.END)
             self._flush(sid, out)
         elif isinstance(event, StreamReset):
             # CANCELLED means "nothing to send" (errors.py), e.g. a push whose asset failed:
             # a 499 response would be cached as the pushed resource, RST_STREAM is not.
-            if not stream.response_started and event.code is not ErrorCode.CANCELLED:
+            if not stream.state.head_sent and event.code is not ErrorCode.CANCELLED:
                 body = error_body(event.code)
                 conn.send_headers(sid, response_fields(event.code.status, error_headers(body)))
-                stream.response_started = True
+                stream.state = stream.state.after(Step.HEAD)
                 stream.pending.append(body)
                 stream.pending_size += len(body)
-                stream.end_pending = True
+                stream.state = stream.state.after(Step.END)
                 self._flush(sid, out)
             else:
                 self._reset(sid, reset_code(event.code), out)
@@ -412,19 +370,20 @@ class Http2Protocol:
                 view = memoryview(head)
                 piece, pending[0] = view[:window], view[window:]
             stream.pending_size -= len(piece)
-            last = not pending and stream.end_pending
+            last = not pending and stream.state.ending
             conn.send_data(sid, bytes(piece), end_stream=last)
             if last:
                 self._local_end(sid, out)
                 return
-        if stream.end_pending and not stream.local_ended:
+        if stream.state.ending:
             conn.end_stream(sid)
             self._local_end(sid, out)
 
     def _local_end(self, sid: int, out: list[Event]) -> None:
         stream = self._streams[sid]
-        stream.local_ended = True
-        if stream.remote_ended:
+        remote_closed = not stream.state.receiving
+        stream.state = stream.state.after(Step.LOCAL_END)
+        if remote_closed:
             self._finish(sid, out)
         else:
             # RFC 9113 §8.1: a complete response may end an unread request with NO_ERROR.
@@ -462,7 +421,9 @@ class Http2Protocol:
         request = self._requests_for_push(sid, event)
         promised = conn.get_next_available_stream_id()
         conn.push_stream(sid, promised, request)
-        self._streams[promised] = _Stream(remote_ended=True, data_prefix=_data_prefix(promised))
+        self._streams[promised] = _Stream(
+            state=StreamState.REMOTE_CLOSED, data_prefix=_data_prefix(promised)
+        )
         authority = scheme = ""
         headers = []
         for name, value in request:
@@ -527,36 +488,16 @@ class Http2Protocol:
         (`framed` changes nothing: HTTP/2's shared framing is none, see `body_framing`.)
         """
         stream = self._streams.get(stream_id)
-        conn = self._conn
-        size = len(data)
-        if (
-            stream is None
-            or stream.pending
-            or stream.end_pending
-            or not stream.response_started
-            or self._closed
-            or size > conn.max_outbound_frame_size
-            or size > conn.outbound_flow_control_window
-        ):
+        if stream is None or stream.pending or not stream.state.takes_body or self._closed:
             return None
-        h2_stream = conn.streams.get(stream_id)
-        if h2_stream is None or size > h2_stream.outbound_flow_control_window:
-            return None
-        conn.outbound_flow_control_window -= size
-        h2_stream.outbound_flow_control_window -= size
-        # 9-byte frame header: length, type DATA (0), no flags, stream id (RFC 9113 §4.1).
-        frame = size.to_bytes(3, "big") + stream.data_prefix + data
-        queued = conn._data_to_send  # h2 has no public "anything queued?" check
-        if queued:
-            return conn.data_to_send() + frame
-        return frame
+        return self._conn.data_frame_now(stream_id, stream.data_prefix, data)
 
     def body_framing(self, stream_id: int) -> framing.Framing:
         return framing.UNFRAMED  # a DATA frame carries its stream id: framed per write
 
     def is_tunnel(self, stream_id: int) -> bool:
         stream = self._streams.get(stream_id)
-        return stream is not None and stream.tunnel
+        return stream is not None and stream.kind.tunnel
 
     @property
     def stream_count(self) -> int:
@@ -594,10 +535,7 @@ class Http2Protocol:
         """
         self._closed = True
         self._streams.clear()
-        self._conn.clear_outbound_data_buffer()
-        # h2's connection refers to itself (a frame-type -> bound-method table): cyclic
-        # garbage by construction. Nothing parses frames once closed, so drop the table.
-        self._conn._frame_dispatch_table = {}
+        self._conn.release()
 
     @property
     def closed(self) -> bool:
@@ -648,12 +586,3 @@ def reset_code(code: ErrorCode) -> h2.errors.ErrorCodes:
             return h2.errors.ErrorCodes.INTERNAL_ERROR
         case _:
             assert_never(code)
-
-
-def _goaway(last_stream_id: int, code: h2.errors.ErrorCodes, debug: bytes = b"") -> bytes:
-    """A GOAWAY frame's bytes: h2 offers no public GOAWAY-without-state API."""
-    frame = GoAwayFrame(stream_id=0)
-    frame.last_stream_id = last_stream_id
-    frame.error_code = code
-    frame.additional_data = debug
-    return bytes(frame.serialize())

@@ -12,6 +12,10 @@ adapter:
   is high, and `drained()` reports the streams that fell back below the mark (WindowOpened).
 - RFC 9220 extended CONNECT (`:protocol websocket`) becomes a Request with `protocol`, and a
   2xx answer turns the stream into a tunnel of Data/EndData.
+
+Each stream's life is a `streamstate.StreamState`, as in the HTTP/2 adapter. What bridge
+needs of aioquic beyond its public API (parser state, push ids, GOAWAY, send queues) is
+`quicshim`'s: the engine's seam.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ import aioquic.h3.events as h3e
 import aioquic.quic.events as qe
 from aioquic.buffer import encode_uint_var
 from aioquic.h3.connection import ErrorCode as H3Code
-from aioquic.h3.connection import FrameType, H3Connection, HeadersState, encode_frame
 from aioquic.h3.connection import ProtocolError as H3ProtocolError
 from aioquic.h3.exceptions import H3Error
 from aioquic.quic.connection import stream_is_unidirectional
@@ -51,6 +54,8 @@ from ..events import (
 from .base import send_each
 from .fields import request_from_fields, response_fields
 from .quic import ServerQuic
+from .quicshim import ServerH3
+from .streamstate import Step, StreamKind, StreamState
 
 # A stream whose queue is above this is "blocked" until it drains back below it.
 _SEND_MARK = settings.BODY_CHUNK
@@ -72,11 +77,8 @@ DATA_FRAMED = framing.register("http/3 DATA", data_frame)
 
 @dataclass(slots=True)
 class _Stream:
-    response_started: bool = False
-    local_ended: bool = False
-    remote_ended: bool = False
-    connect: bool = False
-    tunnel: bool = False
+    state: StreamState = StreamState.OPEN
+    kind: StreamKind = StreamKind.MESSAGE  # an extended CONNECT (RFC 9220) may become a tunnel
     unread: int = 0  # body bytes handed to the handler and not yet acknowledged
 
 
@@ -99,7 +101,7 @@ class Http3Protocol:
         self.scheme = scheme
         self._quic = quic
         # aioquic's H3Connection always sends SETTINGS_ENABLE_CONNECT_PROTOCOL=1 (RFC 9220 §3).
-        self._h3 = H3Connection(quic)
+        self._h3 = ServerH3(quic)
         self._streams: dict[int, _Stream] = {}
         self._blocked: set[int] = set()
         self._closed = False
@@ -133,11 +135,10 @@ class Http3Protocol:
 
     def _stream_data(self, event: qe.StreamDataReceived, out: list[Event]) -> None:
         sid = event.stream_id
-        h3_stream = self._h3._stream.get(sid)  # the frame aioquic is still assembling, if any
-        before = len(h3_stream.buffer) if h3_stream is not None else 0
-        h3_events = self._h3.handle_event(event)
-        h3_stream = self._h3._stream.get(sid)
-        after = len(h3_stream.buffer) if h3_stream is not None else 0
+        h3 = self._h3
+        before = h3.frame_buffered(sid)  # the frame aioquic is still assembling, if any
+        h3_events = h3.handle_event(event)
+        after = h3.frame_buffered(sid)
         self._delivered = 0
         for ev in h3_events:
             self._translate(ev, out)
@@ -146,8 +147,7 @@ class Http3Protocol:
             after
             and sid not in self._streams
             and sid % 4 == 0  # a client's request stream
-            and h3_stream is not None
-            and h3_stream.headers_recv_state is HeadersState.INITIAL
+            and h3.awaiting_head(sid)
         ):
             self._heads.setdefault(sid, self.clock())  # a request head has begun
         if sid in self._streams or stream_is_unidirectional(sid):
@@ -155,7 +155,7 @@ class Http3Protocol:
             # a never-ending HEADERS frame stops at the stream window. Body bytes wait for the
             # handler. Streams that are over get no more credit.
             self._quic.consumed(sid, len(event.data) - body - (after - before))
-        if self._quic._close_event is not None or self._h3._is_done:
+        if self._quic.closing or h3.failed:
             # aioquic closed the connection for a protocol error (it has queued the close).
             self._closed = True
             out.extend(self._close_all("HTTP/3 protocol error"))
@@ -180,7 +180,7 @@ class Http3Protocol:
             if ev.data:
                 stream.unread += len(ev.data)
                 self._delivered += len(ev.data)
-                out.append(Data(sid, ev.data) if stream.tunnel else Body(sid, ev.data))
+                out.append(Data(sid, ev.data) if stream.kind.tunnel else Body(sid, ev.data))
             if ev.stream_ended:
                 self._remote_end(sid, out)
         # Pushes and datagrams from a client are aioquic's to refuse; nothing else arrives.
@@ -194,7 +194,7 @@ class Http3Protocol:
             self._abort(sid, H3Code.H3_REQUEST_REJECTED)
             return
         request, size = request_from_fields(sid, ev.headers, scheme=self.scheme, http_version="3")
-        stream = _Stream(connect=request.method == "CONNECT")
+        stream = _Stream(kind=StreamKind.of(request.method))
         self._streams[sid] = stream
         self.requests += 1
         if size > self.max_header_bytes:
@@ -206,12 +206,10 @@ class Http3Protocol:
 
     def _remote_end(self, sid: int, out: list[Event]) -> None:
         stream = self._streams.get(sid)
-        if stream is None or stream.remote_ended:
+        if stream is None or not stream.state.receiving:
             return
-        stream.remote_ended = True
-        out.append(EndData(sid) if stream.tunnel else EndBody(sid))
-        if stream.local_ended:
-            self._finish(sid, out)
+        stream.state = stream.state.after(Step.REMOTE_END)
+        out.append(EndData(sid) if stream.kind.tunnel else EndBody(sid))
 
     def _peer_reset(self, sid: int, out: list[Event]) -> None:
         self._heads.pop(sid, None)
@@ -262,21 +260,20 @@ class Http3Protocol:
 
     def _send(self, event: Event, sid: int, stream: _Stream, out: list[Event]) -> None:
         if isinstance(event, (Body, Data)):
-            if event.data and stream.response_started and not stream.local_ended:
+            if event.data and stream.state.takes_body:
                 self._h3.send_data(sid, event.data, end_stream=False)
                 self._mark(sid)
         elif isinstance(event, Response):
             if event.status == 101:
                 raise ValueError("101 does not exist in HTTP/3")
-            stream.response_started = True
-            if stream.connect and 200 <= event.status < 300:
-                stream.tunnel = True
+            stream.state = stream.state.after(Step.HEAD)
+            stream.kind = stream.kind.answered(event.status)
             self._h3.send_headers(sid, response_fields(event.status, event.headers))
         elif isinstance(event, InformationalResponse):
-            if not stream.response_started:
+            if not stream.state.head_sent:
                 self._h3.send_headers(sid, response_fields(event.status, event.headers))
         elif isinstance(event, (EndBody, EndData)):
-            if not stream.local_ended:
+            if stream.state is not StreamState.CLOSED:
                 self._h3.send_data(sid, b"", end_stream=True)
                 self._local_end(sid, stream, out)
         elif isinstance(event, StreamReset):
@@ -289,9 +286,9 @@ class Http3Protocol:
     def _send_reset(self, sid: int, stream: _Stream, code: ErrorCode, out: list[Event]) -> None:
         # CANCELLED means "nothing to send" (errors.py), e.g. a push whose asset failed: a
         # 499 response would be cached as the pushed resource, a reset is not.
-        if not stream.response_started and code is not ErrorCode.CANCELLED:
+        if not stream.state.head_sent and code is not ErrorCode.CANCELLED:
             body = error_body(code)
-            stream.response_started = True
+            stream.state = stream.state.after(Step.HEAD)
             self._h3.send_headers(sid, response_fields(code.status, error_headers(body)))
             self._h3.send_data(sid, body, end_stream=True)
             self._local_end(sid, stream, out)
@@ -302,8 +299,9 @@ class Http3Protocol:
         out.append(StreamClosed(sid))
 
     def _local_end(self, sid: int, stream: _Stream, out: list[Event]) -> None:
-        stream.local_ended = True
-        if stream.remote_ended:
+        remote_closed = not stream.state.receiving
+        stream.state = stream.state.after(Step.LOCAL_END)
+        if remote_closed:
             self._finish(sid, out)
             return
         # RFC 9114 §4.1: once the response is complete the server may ask the client to stop
@@ -334,27 +332,22 @@ class Http3Protocol:
         if not stream_is_unidirectional(sid):
             self._stop(sid, code)
         self._quic.reset_stream(sid, code)  # no effect once reset or fully acknowledged
-        h3_stream = self._h3._stream.get(sid)
-        if h3_stream is not None:
-            h3_stream.sending_ended = True  # so aioquic frees it once the peer's side ends
+        self._h3.end_sending(sid)
 
     # --- push -----------------------------------------------------------------------------------
 
     def can_push(self) -> bool:
         """RFC 9114 §4.6: a server may only push while the client has granted push ids
         (MAX_PUSH_ID); a client that sends none gets no push and no error."""
-        h3 = self._h3
-        max_push_id = h3._max_push_id  # aioquic keeps the client's grant here, read-only
         return (
             self.enable_push
             and not self._closed
             and not self._going_away
-            and max_push_id is not None
-            and h3._next_push_id <= max_push_id
+            and self._h3.push_allowed()
         )
 
     def _push(self, event: PushPromise, sid: int, out: list[Event]) -> None:
-        if not self.can_push() or self._streams[sid].response_started:
+        if not self.can_push() or self._streams[sid].state.head_sent:
             return
         authority = b""
         for name, value in event.headers:
@@ -368,7 +361,7 @@ class Http3Protocol:
         ]
         extra = [(n, v) for n, v in event.headers if n[:1] != b":"]
         promised = self._h3.send_push_promise(sid, request + extra)
-        self._streams[promised] = _Stream(remote_ended=True)
+        self._streams[promised] = _Stream(state=StreamState.REMOTE_CLOSED)
         out.append(
             Request(
                 stream_id=promised,
@@ -406,7 +399,7 @@ class Http3Protocol:
         `write_framed`: aioquic's `send_data` only checks the stream's state and logs, so
         the fan-out, writing one event to thousands of streams, skips it."""
         stream = self._streams.get(stream_id)
-        if stream is None or self._closed or not stream.response_started or stream.local_ended:
+        if stream is None or self._closed or not stream.state.takes_body:
             return None
         return data if framed else data_frame(data)
 
@@ -421,11 +414,7 @@ class Http3Protocol:
 
     def pending(self, stream_id: int) -> int:
         """Bytes queued on the stream that have not left in a packet yet."""
-        qstream = self._quic._streams.get(stream_id)
-        if qstream is None:
-            return 0
-        sender = qstream.sender
-        return sender._buffer_stop - sender.highest_offset
+        return self._quic.send_queued(stream_id)
 
     def drained(self) -> list[Event]:
         """After packets went out: WindowOpened for each stream that fell below the mark."""
@@ -438,7 +427,7 @@ class Http3Protocol:
 
     def is_tunnel(self, stream_id: int) -> bool:
         stream = self._streams.get(stream_id)
-        return stream is not None and stream.tunnel
+        return stream is not None and stream.kind.tunnel
 
     # --- lifetime -------------------------------------------------------------------------------
 
@@ -461,10 +450,7 @@ class Http3Protocol:
         if self._closed or self._going_away:
             return
         self._going_away = True
-        control = self._h3._local_control_stream_id
-        if control is not None:
-            frame = encode_frame(FrameType.GOAWAY, encode_uint_var(self._highest_request + 4))
-            self._quic.send_stream_data(control, frame)
+        self._h3.send_goaway(self._highest_request + 4)
 
     def shutdown(self) -> None:
         """Close the QUIC connection with H3_NO_ERROR (after a GOAWAY, RFC 9114 §5.2)."""

@@ -11,7 +11,8 @@ get back decisions (`Admission`) and datagrams to send. `bridge.server.datagram`
 - `ServerQuic` is aioquic's `QuicConnection` with receive flow control tied to what bridge
   has consumed: aioquic doubles a stream's receive window whenever half of it has arrived,
   whether or not anyone read the bytes, so a client could make the server buffer a request
-  body without limit. Here the window only moves as the application acknowledges bytes.
+  body without limit. Here the window only moves as the application acknowledges bytes
+  (the mechanism, an override of aioquic internals, is `quicshim.AppWindowQuic`'s).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from enum import Enum
 from aioquic.buffer import Buffer, BufferReadError
 from aioquic.h3.connection import H3_ALPN
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import NetworkAddress, QuicConnection
+from aioquic.quic.connection import NetworkAddress
 from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.packet import (
     QuicErrorCode,
@@ -37,9 +38,9 @@ from aioquic.quic.packet import (
 )
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.retry import QuicRetryTokenHandler
-from aioquic.quic.stream import QuicStream
 
 from .. import settings
+from .quicshim import AppWindowQuic
 
 # RFC 9000 §14.1: a client's first datagram is padded to at least this size.
 MIN_INITIAL_SIZE = 1200
@@ -202,7 +203,7 @@ def _invalid_token_close(header: QuicHeader) -> bytes:
     return datagrams[0]
 
 
-class ServerQuic(QuicConnection):
+class ServerQuic(AppWindowQuic):
     """A server `QuicConnection` whose stream receive windows follow consumption.
 
     `consumed(stream_id, n)` is called as the HTTP/3 layer hands bytes on (framing at once,
@@ -222,31 +223,9 @@ class ServerQuic(QuicConnection):
     def forget(self, stream_id: int) -> None:
         self._consumed.pop(stream_id, None)
 
-    def _write_stream_limits(
-        self, builder: QuicPacketBuilder, space: object, stream: QuicStream
-    ) -> None:
-        # Replaces aioquic's "double the window once half has arrived" rule for streams the
-        # peer opened; the frame is written exactly as aioquic writes it.
-        sid = stream.stream_id
-        if not stream.max_stream_data_local or sid is None:
-            return  # our own unidirectional streams: nothing to receive
-        target = self._consumed.get(sid, 0) + self.stream_window
-        if target > stream.max_stream_data_local:
-            stream.max_stream_data_local = target
-        if stream.max_stream_data_local_sent != stream.max_stream_data_local:
-            buf = builder.start_frame(
-                QuicFrameType.MAX_STREAM_DATA,
-                capacity=_MAX_STREAM_DATA_CAPACITY,
-                handler=self._on_max_stream_data_delivery,
-                handler_args=(stream,),
-            )
-            buf.push_uint_var(sid)
-            buf.push_uint_var(stream.max_stream_data_local)
-            stream.max_stream_data_local_sent = stream.max_stream_data_local
+    def stream_receive_limit(self, stream_id: int) -> int:
+        return self._consumed.get(stream_id, 0) + self.stream_window
 
-
-# 1 byte frame type + two 8-byte varints (aioquic's MAX_STREAM_DATA_FRAME_CAPACITY).
-_MAX_STREAM_DATA_CAPACITY = 1 + 8 + 8
 
 __all__ = [
     "MIN_INITIAL_SIZE",

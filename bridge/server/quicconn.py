@@ -138,11 +138,7 @@ class QuicServerConnection:
     def _all_delivered(self) -> bool:
         """Has the client acknowledged every response byte? aioquic's CONNECTION_CLOSE
         discards what is still queued, so a graceful close waits for this."""
-        return all(
-            stream.sender.is_finished or stream.sender.reset_pending
-            for sid, stream in self.quic._streams.items()
-            if sid % 4 == 0  # client-initiated bidirectional: requests and their responses
-        )
+        return self.quic.requests_delivered()
 
     def _schedule(self) -> None:
         # One transmit per loop iteration: a head, body and end leave in the fewest packets,

@@ -114,3 +114,66 @@ def test_the_checker_flags_a_crossing_that_stays() -> None:
     crossings = [v for v in violations("server", ("bridge.stream",)) if "server/connection.py" in v]
     assert any("imports bridge.stream.port" in v for v in crossings), crossings
     assert all(v.startswith("bridge/server/connection.py:") for v in crossings)
+
+
+# --- library internals stay in the shims ------------------------------------------------------
+
+# The one module per wire library allowed to use its private names (see each one's docstring).
+SHIMS = {"protocol/h2shim.py", "protocol/quicshim.py", "protocol/httptoolsshim.py"}
+# Where library objects are held: the adapters, the drivers, and the stream seam below them.
+HOLDERS = ("protocol", "server", "stream")
+# Underscored names of bridge's own objects that these modules may reach (none needed today).
+OWN_PRIVATE: frozenset[str] = frozenset()
+
+
+def private_touches(source: str, where: str) -> list[str]:
+    """`x._name` on anything but `self`/`cls`, and classes derived from a wire library's.
+
+    A practical rule rather than type inference: in the modules that hold library objects,
+    an underscored attribute of another object is assumed to be the library's; and a subclass
+    of a library class reaches its internals through `self`, so only a shim may define one.
+    """
+    tree = ast.parse(source, where)
+    from_library: set[str] = set()  # local names bound to a wire library or something in it
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in WIRE_LIBRARIES:
+                    from_library.add((alias.asname or alias.name).split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            if node.module.split(".")[0] in WIRE_LIBRARIES:
+                from_library.update(alias.asname or alias.name for alias in node.names)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            name = node.attr
+            if not name.startswith("_") or (name.startswith("__") and name.endswith("__")):
+                continue
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                continue
+            if name not in OWN_PRIVATE:
+                found.append(f"{where}:{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.ClassDef):
+            for base in node.bases:
+                root = base
+                while isinstance(root, ast.Attribute):
+                    root = root.value
+                if isinstance(root, ast.Name) and root.id in from_library:
+                    found.append(f"{where}:{node.lineno}: class {node.name}({ast.unparse(base)})")
+    return found
+
+
+def test_only_the_shims_touch_protocol_library_internals() -> None:
+    bad = []
+    for layer in HOLDERS:
+        for path in sorted((BRIDGE / layer).rglob("*.py")):
+            where = str(path.relative_to(BRIDGE))
+            if where not in SHIMS:
+                bad += private_touches(path.read_text(), where)
+    assert bad == [], "library internals outside bridge/protocol/*shim.py:\n" + "\n".join(bad)
+    # The check can fail: a private touch and a library subclass, as the adapters once had.
+    sample = "import h2.settings\nclass S(h2.settings.Settings): pass\nq = conn._data_to_send\n"
+    assert private_touches(sample, "x.py") == [
+        "x.py:2: class S(h2.settings.Settings)",
+        "x.py:3: conn._data_to_send",
+    ]

@@ -1,0 +1,135 @@
+"""The HTTP/3 engine's seam: everything bridge needs from aioquic beyond its documented API,
+in one place.
+
+Written against aioquic 1.7.2. `pyproject.toml` bounds it from above and
+tests/unit/test_library_versions.py fails when the installed version is outside the range,
+so a new release is checked against this file before it runs: the adapter (`http3.py`), the
+QUIC connection (`quic.py`) and the driver (`bridge.server.quicconn`) use aioquic's public
+API and these names only, and no other module touches aioquic's private names
+(tests/unit/test_layers.py).
+
+What is reached into, and why aioquic's public API does not do:
+
+`AppWindowQuic` (a `QuicConnection`):
+- overrides `_write_stream_limits`, and calls `_on_max_stream_data_delivery` exactly as
+  aioquic's own does: aioquic doubles a stream's receive window whenever half of it has
+  arrived, read or not, and offers no setting to tie it to what the application consumed.
+- `_streams` and a sender's `_buffer_stop` (`send_queued`, `requests_delivered`): aioquic
+  queues without limit and says neither how much of a stream is still unsent nor whether
+  every response byte has been acknowledged (its CONNECTION_CLOSE discards the rest).
+- `_close_event` (`closing`): set when aioquic closes the connection itself for a protocol
+  error, which it reports to the application only later, as an event.
+
+`ServerH3` (an `H3Connection`):
+- `_stream` (`frame_buffered`, `awaiting_head`, `end_sending`): the per-stream parser state:
+  how many bytes of an incomplete frame it holds (not yet consumed, so not yet credited),
+  whether a request's HEADERS are still to come (for the head timeout), and its "sending
+  ended" mark, which aioquic sets only for ends it sent itself, so a stream reset by the
+  QUIC layer would never be freed.
+- `_is_done` (`failed`): H3Connection closed the QUIC connection for an HTTP/3 error.
+- `_max_push_id`, `_next_push_id` (`push_allowed`): `send_push_promise` raises when the
+  client granted no push id, and there is no way to ask before.
+- `_local_control_stream_id` (`send_goaway`): aioquic has no GOAWAY of its own (RFC 9114
+  §5.2); the frame goes on the control stream aioquic opened.
+"""
+
+from __future__ import annotations
+
+from aioquic.buffer import encode_uint_var
+from aioquic.h3.connection import FrameType, H3Connection, HeadersState, encode_frame
+from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, QuicConnection
+from aioquic.quic.packet import QuicFrameType
+from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.stream import QuicStream
+
+
+class AppWindowQuic(QuicConnection):
+    """A `QuicConnection` whose stream receive windows reach where `stream_receive_limit`
+    says (RFC 9000 §4.1), instead of aioquic's own doubling rule."""
+
+    def stream_receive_limit(self, stream_id: int) -> int:
+        """The offset up to which the peer may send on `stream_id`. This base never moves a
+        window past its initial size; a subclass ties it to what it consumed."""
+        return 0
+
+    def _write_stream_limits(
+        self, builder: QuicPacketBuilder, space: object, stream: QuicStream
+    ) -> None:
+        # Replaces aioquic's rule for streams the peer opened; the frame is written exactly
+        # as aioquic writes it.
+        sid = stream.stream_id
+        if not stream.max_stream_data_local or sid is None:
+            return  # our own unidirectional streams: nothing to receive
+        target = self.stream_receive_limit(sid)
+        if target > stream.max_stream_data_local:
+            stream.max_stream_data_local = target
+        if stream.max_stream_data_local_sent != stream.max_stream_data_local:
+            buf = builder.start_frame(
+                QuicFrameType.MAX_STREAM_DATA,
+                capacity=MAX_STREAM_DATA_FRAME_CAPACITY,
+                handler=self._on_max_stream_data_delivery,
+                handler_args=(stream,),
+            )
+            buf.push_uint_var(sid)
+            buf.push_uint_var(stream.max_stream_data_local)
+            stream.max_stream_data_local_sent = stream.max_stream_data_local
+
+    def send_queued(self, stream_id: int) -> int:
+        """Bytes queued on the stream that have not left in a packet yet."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return 0
+        sender = stream.sender
+        return sender._buffer_stop - sender.highest_offset
+
+    def requests_delivered(self) -> bool:
+        """Has the peer acknowledged (or been told to drop, by a reset) everything we sent on
+        the bidirectional streams it opened: the requests and their responses?"""
+        return all(
+            stream.sender.is_finished or stream.sender.reset_pending
+            for sid, stream in self._streams.items()
+            if sid % 4 == 0  # client-initiated bidirectional
+        )
+
+    @property
+    def closing(self) -> bool:
+        """aioquic has closed the connection (a protocol error; its close is queued)."""
+        return self._close_event is not None
+
+
+class ServerH3(H3Connection):
+    """aioquic's `H3Connection`, with the parser state bridge needs as methods."""
+
+    def frame_buffered(self, stream_id: int) -> int:
+        """Bytes of an incomplete frame the parser holds for the stream."""
+        stream = self._stream.get(stream_id)
+        return len(stream.buffer) if stream is not None else 0
+
+    def awaiting_head(self, stream_id: int) -> bool:
+        """The parser knows the stream and has not completed its HEADERS yet."""
+        stream = self._stream.get(stream_id)
+        return stream is not None and stream.headers_recv_state is HeadersState.INITIAL
+
+    def end_sending(self, stream_id: int) -> None:
+        """Our side of the stream is over (reset): aioquic frees the stream once the peer's
+        side ends too."""
+        stream = self._stream.get(stream_id)
+        if stream is not None:
+            stream.sending_ended = True
+
+    @property
+    def failed(self) -> bool:
+        """The connection was closed for an HTTP/3 protocol error."""
+        return self._is_done
+
+    def push_allowed(self) -> bool:
+        """The client has granted a push id we have not used (RFC 9114 §4.6, MAX_PUSH_ID)."""
+        max_push_id = self._max_push_id
+        return max_push_id is not None and self._next_push_id <= max_push_id
+
+    def send_goaway(self, first_refused: int) -> None:
+        """A GOAWAY frame naming the first request stream id we will not process."""
+        control = self._local_control_stream_id
+        if control is not None:
+            frame = encode_frame(FrameType.GOAWAY, encode_uint_var(first_refused))
+            self._quic.send_stream_data(control, frame)
