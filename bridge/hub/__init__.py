@@ -6,7 +6,6 @@ and give each subscriber a `Sink`; everything else here is the hub's own busines
 
 from __future__ import annotations
 
-from .broker import Broker, LocalBroker, Record, Status
 from .channel import Channel, ChannelSpec, ChannelState
 from .clock import Clock, RealClock, VirtualClock
 from .hub import Hub
@@ -16,7 +15,6 @@ from .subscription import Sink, Subscription
 
 __all__ = [
     "HEARTBEAT",
-    "Broker",
     "Channel",
     "ChannelSpec",
     "ChannelState",
@@ -25,12 +23,9 @@ __all__ = [
     "Format",
     "Hub",
     "Item",
-    "LocalBroker",
     "Poller",
     "RealClock",
-    "Record",
     "Sink",
-    "Status",
     "Subscription",
     "VirtualClock",
 ]

@@ -38,12 +38,12 @@ from itertools import islice
 from typing import Any
 
 from .. import settings
+from ..broker import Broker, LocalBroker, Record, Status
 from ..events import Headers
 from ..routing.model import Route, StreamSpec
 from ..routing.paths import substitute
 from ..settings import Limits
 from ..upstream.headers import HOP_BY_HOP
-from .broker import Broker, LocalBroker, Record, Status
 from .clock import Clock, wait_future
 from .counters import new_buckets, observe
 from .item import HEARTBEAT, Format, Item

@@ -22,12 +22,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import settings
+from ..broker import Broker, LocalBroker
 from ..errors import ErrorCode, StreamError
 from ..events import Headers
 from ..routing.model import Route, StreamSpec
 from ..routing.paths import substitute
 from ..settings import Limits
-from .broker import Broker, LocalBroker
 from .channel import Channel, ChannelSpec, Fetcher, stream_key, vary_headers
 from .clock import Clock, RealClock
 from .counters import RouteTotals

@@ -31,12 +31,12 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from .. import settings
+from ..broker import Record, Status
 from ..errors import ErrorCode, StreamError
 from ..events import Headers
 from ..routing.model import StreamSpec, Upstream
 from ..settings import Limits
 from .backoff import Backoff, parse_retry_after
-from .broker import Record, Status
 from .clock import Clock
 from .diff import diff, json_equal, loads
 

@@ -70,3 +70,15 @@ def test_the_checker_sees_a_crossing() -> None:
     found = [m for _, m in imports(BRIDGE / "server" / "connection.py")]
     assert "bridge.protocol.http1" in found
     assert "bridge.server.dispatch" in found  # a relative import, resolved
+
+
+def test_broker_and_upstream_import_nothing_from_the_hub() -> None:
+    """The broker and the upstream client sit below the hub: the hub's channels are broker
+    `Listener`s and its pollers use an upstream `Fetcher`, never the other way round."""
+    bad = [
+        v
+        for layer in ("broker", "upstream")
+        for v in violations(layer, ("bridge.hub",))
+        if "imports httptools" not in v  # the upstream client's own wire library
+    ]
+    assert bad == []

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from bridge.hub.broker import LocalBroker, Record
+from bridge.broker import LocalBroker, Record
 from bridge.hub.channel import Channel, stream_key
 from bridge.hub.hub import Hub
 from bridge.settings import Limits

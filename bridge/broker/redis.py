@@ -48,8 +48,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from .. import settings
-from ..hub.broker import Lease, Listener, Record, Status
 from ..routing.model import BrokerConfig
+from .base import Lease, Listener, Record, Status
 
 T = TypeVar("T")
 
