@@ -146,3 +146,22 @@ BROKER_STREAM_TTL = 24 * 3600.0  # a key's records expire this long after its la
 BROKER_STATUS_KEEP = 16  # poll outcomes kept per key (followers read only new ones)
 BROKER_MAX_CONNECTIONS = 16  # to Redis, per process (one of them blocks in XREAD)
 BROKER_ERROR_LOG_INTERVAL = 30.0  # at most one "Redis unreachable" line per interval
+
+# --- hub and broker (bridge/hub/, bridge/broker/) ----------------------------------------------
+# A channel's heartbeat goes after heartbeat * [1 - jitter, 1] of silence: thousands of
+# channels drift apart instead of beating together.
+HEARTBEAT_JITTER = 0.15
+LAG_CHECK = LAG_CLOSE_AFTER / 4  # a channel's tick looks at its laggers at least this often
+# A subscriber's `retry:` hint is SSE_RETRY_MS times a factor drawn from this range, so the
+# clients of a closed crowd come back apart.
+SSE_RETRY_JITTER = (0.75, 1.5)
+POLL_JITTER = 0.1  # `every` polls go at every * [1 - jitter, 1 + jitter]
+POLL_ERROR_LOG_INTERVAL = 60.0  # at most one poll-failure line per stream per interval
+# No retry of a failing upstream sooner than this: a zero would be a busy loop against it.
+BACKOFF_MIN = BACKOFF_BASE / 10
+# A subscriber refused past a limit gets a Retry-After drawn from this range (seconds).
+OVERLOADED_RETRY_AFTER = (3, 8)
+# On shutdown the hub waits this long for its channels' tasks to end (not CLOSE_TIMEOUT, the
+# WebSocket close handshake).
+HUB_CLOSE_WAIT = 5.0
+BROKER_MAX_PENDING_REPORTS = 64  # Redis status writes in flight; more are dropped (best effort)
