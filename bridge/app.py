@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .broker import Broker, LocalBroker
 from .handlers.assets import AssetCache
 from .handlers.page import PageHandler
 from .handlers.proxy import ProxyHandler
 from .handlers.router import Router
 from .handlers.stream import StreamHandler
 from .handlers.websocket import WebSocketHandler
-from .hub.broker import Broker, LocalBroker
 from .hub.hub import Hub
 from .ops.admin import AdminHandler
 from .routing.model import BrokerConfig, Config
@@ -120,7 +120,7 @@ def make_broker(config: BrokerConfig | None) -> Broker:
     Redis answers, and bridge serves either way)."""
     if config is None:
         return LocalBroker()
-    from .upstream.redis import RedisBroker
+    from .broker.redis import RedisBroker
 
     broker = RedisBroker(config)
     broker.start()

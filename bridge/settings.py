@@ -133,7 +133,7 @@ MAX_PREFER_WAIT = 120.0  # cap for `Prefer: wait=N` long-polls
 MAX_PUSH_AUTO = 16  # assets learned by `push: auto`
 ASSET_CACHE_BYTES = 32 * MB
 
-# --- the Redis broker (routes.yaml `broker:`, bridge/upstream/redis.py) ------------------------
+# --- the Redis broker (routes.yaml `broker:`, bridge/broker/redis.py) -------------------------
 BROKER_LEASE = 5.0  # a stream leader's lease (`?lease=` overrides); renewed every third of it
 BROKER_OP_TIMEOUT = 2.0  # every Redis command, beyond any time it is asked to block
 BROKER_READ_BLOCK = 0.25  # XREAD BLOCK: how soon a newly joined key is in the shared read
@@ -170,3 +170,22 @@ UPSTREAM_POOL_SWEEP_SLACK = 0.05
 FORWARDED_CACHE_SIZE = 4096
 # A pass-through WebSocket whose client sends nothing (not even a ping) for this long ends.
 WS_PROXY_IDLE_TIMEOUT = UPSTREAM_IDLE_TIMEOUT * 10
+
+# --- hub and broker (bridge/hub/, bridge/broker/) ----------------------------------------------
+# A channel's heartbeat goes after heartbeat * [1 - jitter, 1] of silence: thousands of
+# channels drift apart instead of beating together.
+HEARTBEAT_JITTER = 0.15
+LAG_CHECK = LAG_CLOSE_AFTER / 4  # a channel's tick looks at its laggers at least this often
+# A subscriber's `retry:` hint is SSE_RETRY_MS times a factor drawn from this range, so the
+# clients of a closed crowd come back apart.
+SSE_RETRY_JITTER = (0.75, 1.5)
+POLL_JITTER = 0.1  # `every` polls go at every * [1 - jitter, 1 + jitter]
+POLL_ERROR_LOG_INTERVAL = 60.0  # at most one poll-failure line per stream per interval
+# No retry of a failing upstream sooner than this: a zero would be a busy loop against it.
+BACKOFF_MIN = BACKOFF_BASE / 10
+# A subscriber refused past a limit gets a Retry-After drawn from this range (seconds).
+OVERLOADED_RETRY_AFTER = (3, 8)
+# On shutdown the hub waits this long for its channels' tasks to end (not CLOSE_TIMEOUT, the
+# WebSocket close handshake).
+HUB_CLOSE_WAIT = 5.0
+BROKER_MAX_PENDING_REPORTS = 64  # Redis status writes in flight; more are dropped (best effort)

@@ -20,9 +20,9 @@ from wsproto.frame_protocol import CloseReason
 from .. import settings
 from ..errors import ErrorCode, StreamError
 from ..events import Headers
-from ..hub.channel import vary_headers
 from ..hub.hub import Hub
 from ..hub.item import Format
+from ..hub.key import vary_headers
 from ..routing.model import Route, StreamSpec
 from ..routing.paths import substitute
 from ..stream.exchange import Exchange

@@ -6,31 +6,31 @@ and give each subscriber a `Sink`; everything else here is the hub's own busines
 
 from __future__ import annotations
 
-from .broker import Broker, LocalBroker, Record, Status
-from .channel import Channel, ChannelSpec, ChannelState
+from .channel import Channel
 from .clock import Clock, RealClock, VirtualClock
+from .context import Fetcher, HubContext
 from .hub import Hub
 from .item import HEARTBEAT, Format, Item
-from .poller import Fetcher, Poller
+from .key import ChannelSpec
+from .poller import Poller
+from .state import Health, Lifetime
 from .subscription import Sink, Subscription
 
 __all__ = [
     "HEARTBEAT",
-    "Broker",
     "Channel",
     "ChannelSpec",
-    "ChannelState",
     "Clock",
     "Fetcher",
     "Format",
+    "Health",
     "Hub",
+    "HubContext",
     "Item",
-    "LocalBroker",
+    "Lifetime",
     "Poller",
     "RealClock",
-    "Record",
     "Sink",
-    "Status",
     "Subscription",
     "VirtualClock",
 ]

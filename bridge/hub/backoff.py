@@ -4,7 +4,7 @@ ROUTES.md "Backoff": from `BACKOFF_BASE` (1 s), doubling, to at most `BACKOFF_MA
 full jitter — the delay is uniform in [0, ceiling] (the AWS Architecture Blog's "Exponential
 Backoff And Jitter"), so channels that failed together do not retry together. A `Retry-After`
 (delta-seconds or an HTTP-date, RFC 9110 §10.2.3; capped at `RETRY_AFTER_MAX`) replaces the
-next delay. No delay is shorter than `MIN_DELAY`: a zero would be a busy loop against a
+next delay. No delay is shorter than `settings.BACKOFF_MIN`: a zero would be a busy loop against a
 struggling upstream.
 """
 
@@ -15,8 +15,6 @@ import email.utils
 import random
 
 from .. import settings
-
-MIN_DELAY = settings.BACKOFF_BASE / 10
 
 
 class Backoff:
@@ -42,8 +40,8 @@ class Backoff:
         """Count one more failure and return the delay before the next attempt."""
         self.failures += 1
         if retry_after:  # a zero or a date already past is no hint: back off as usual
-            return max(MIN_DELAY, retry_after)
-        return max(MIN_DELAY, self.rng.uniform(0, self.ceiling()))
+            return max(settings.BACKOFF_MIN, retry_after)
+        return max(settings.BACKOFF_MIN, self.rng.uniform(0, self.ceiling()))
 
 
 def parse_retry_after(value: bytes | None, now_wall: float) -> float | None:

@@ -1,15 +1,16 @@
 """A `Channel`: one stream key in this process — its subscribers, its bounded history of
-`Item`s, fan-out, heartbeats, lagging and the plain GETs waiting on it. The upstream side is
-the `Poller` (poller.py); the two meet only through the `Broker` (broker.py).
+`Item`s, fan-out and heartbeats. The upstream side is the `Poller` (poller.py), run by this
+channel's `Leadership` (leader.py) while this process leads the key; the two meet only
+through the `Broker` (bridge/broker/). Around the channel, each in a module of its own: which
+stream it is (`ChannelSpec`, key.py), what it shares with the hub (`HubContext`, context.py),
+the plain GETs parked on it (`Waiters`, waiters.py), its counters (`ChannelCounters`,
+counters.py), and its two state machines, `Lifetime` and `Health` (state.py).
 
 - **Lifetime.** The channel starts with the first subscriber (or a plain GET) and stops
   `settings.STREAM_LINGER` after the last one leaves; interest returning during the linger
   keeps it running. The latest state survives, so a newcomer gets it at once. While some
   other process still wants the key (a cluster broker), the leader's channel keeps lingering:
   its poller serves them.
-- **Leadership.** A started channel asks the broker for the key's lease and runs a `Poller`
-  while it holds it (with `LocalBroker`, at once and for good). A new poller continues from the
-  channel's latest state (`Seed`), so ids keep growing and nothing is published twice.
 - **Records.** Each `Record` the broker delivers becomes one `Item`, fanned out synchronously
   to every subscriber (`Subscription.offer`): no task, no await, no copy per subscriber; it is
   rendered at most once per format, in this process. A record whose id is not newer than the
@@ -25,106 +26,33 @@ the `Poller` (poller.py); the two meet only through the `Broker` (broker.py).
 from __future__ import annotations
 
 import asyncio
-import enum
-import functools
 import hashlib
-import logging
-import random
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import Any, Protocol
 
 from .. import settings
-from ..events import Headers
-from ..routing.model import Route, StreamSpec
-from ..routing.paths import substitute
-from ..settings import Limits
-from ..upstream.headers import HOP_BY_HOP
-from .broker import Broker, LocalBroker, Record, Status
-from .clock import Clock, wait_future
-from .counters import new_buckets, observe
+from ..broker import Record, Status
+from ..routing.model import Route
+from .context import HubContext
+from .counters import ChannelCounters
 from .item import HEARTBEAT, Format, Item
-from .poller import ACCEPT, Fetcher, Poller, Seed
+from .key import ChannelSpec
+from .leader import Leadership
+from .poller import Poller
+from .state import Health, Lifetime
 from .subscription import Sink, Subscription
-
-# Fields a subscriber can never set on the poll, even when `vary` names them: framing and
-# hop-by-hop fields would break the GET, and the conditional ones belong to the poller's own
-# change detection.
-NOT_FORWARDED = HOP_BY_HOP | {
-    b"content-length",
-    b"expect",
-    b"if-match",
-    b"if-none-match",
-    b"if-modified-since",
-    b"if-unmodified-since",
-    b"if-range",
-    b"range",
-}
-
-HEARTBEAT_JITTER = 0.15  # heartbeats go after heartbeat * [0.85, 1.0] of silence
-LAG_CHECK = settings.LAG_CLOSE_AFTER / 4  # the tick loop looks at laggers at least this often
+from .waiters import Waiters
 
 
-class ChannelState(enum.Enum):
-    STARTING = "starting"  # no upstream answer yet
-    POLLING = "polling"  # the last request succeeded
-    BACKOFF = "backoff"  # the last request failed; waiting to retry
-    STOPPED = "stopped"
+class ChannelHost(Protocol):
+    """What a channel tells whoever keeps it (implemented by `Hub`)."""
 
+    def channel_stopped(self, channel: Channel) -> None: ...
 
-def vary_headers(spec: StreamSpec, headers: Headers) -> Headers:
-    """The subscriber's values of the route's `vary` headers, in `vary` order: the only part of
-    a subscriber's request that ever reaches the upstream, and part of the stream key."""
-    if not spec.vary:
-        return []
-    chosen: Headers = []
-    for name in spec.vary:
-        wanted = name.encode("latin-1")
-        if wanted not in NOT_FORWARDED:
-            chosen += [(n, v) for n, v in headers if n == wanted]
-    return chosen
-
-
-def poll_headers(spec: StreamSpec, vary: Headers) -> Headers:
-    """The request headers of every poll: Host, the route's `vary` headers only (never
-    Cookie/Authorization), Accept."""
-    named = {name for name, _ in vary}
-    headers: Headers = []
-    if b"host" not in named:
-        headers.append((b"host", spec.upstream.authority.encode("ascii")))
-    headers += vary
-    if b"accept" not in named:
-        headers.append((b"accept", ACCEPT))
-    return headers
-
-
-@functools.lru_cache(maxsize=1024)
-def _settings_text(spec: StreamSpec) -> tuple[str, str]:
-    """What `stream_key` digests before and after the target and vary values: the same for
-    every subscriber of a route, so formatted once per stream spec, not per subscription.
-    Joined, the pieces are exactly the repr of the whole tuple, so the keys stay what every
-    process of an older version computes too."""
-    upstream = spec.upstream
-    longpoll = spec.longpoll
-    mode = f"every={spec.every}" if longpoll is None else repr(longpoll)
-    before = (upstream.scheme, upstream.host, upstream.port, upstream.base_path)
-    after = (spec.emit, spec.event, mode, spec.history, spec.heartbeat)
-    return repr(before)[:-1] + ", ", ", " + repr(after)[1:]
-
-
-def stream_key(spec: StreamSpec, target: str, vary: Headers) -> str:
-    """The key every process agrees on: a digest of what the upstream sees (origin, filled-in
-    poll target, vary values) and of the rest of the stream's settings (emit, event, poll
-    mode, history, heartbeat), so two routes polling the same URL share a channel only if it
-    would behave the same for both. Not the route's index: processes may order their routes
-    differently during a rolling config change. A digest, because vary values may be per-user
-    secrets and the key goes to Redis."""
-    before, after = _settings_text(spec)
-    what = before + repr(target) + ", " + repr(tuple(vary)) + after
-    return hashlib.sha256(what.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    def subscriber_left(self) -> None: ...
 
 
 def _item_id(item: Item) -> str:
@@ -141,115 +69,103 @@ def _item(record: Record) -> Item:
     )
 
 
-@dataclass(slots=True)
-class ChannelSpec:
-    """Everything a channel is made of: which stream, and the process parts it uses."""
+class Channel(ChannelCounters):
+    """A broker `Listener`, a `Subscription`'s `Owner`, and its `Leadership`'s `Led`."""
 
-    route: Route
-    params: dict[str, str]
-    vary: Headers
-    fetcher: Fetcher
-    clock: Clock
-    limits: Limits
-    epoch: Callable[[], int]
-    broker: Broker = field(default_factory=LocalBroker)
-    log: logging.Logger = field(default_factory=lambda: logging.getLogger("bridge.hub"))
-    rng: random.Random = field(default_factory=random.Random)
-    on_stop: Callable[[Channel], None] | None = None
-    on_leave: Callable[[], None] | None = None
+    __slots__ = (
+        "_arriving",
+        "_host",
+        "_linger_task",
+        "_linger_until",
+        "_resetting",
+        "_tasks",
+        "context",
+        "health",
+        "history",
+        "lagging",
+        "last_sent",
+        "latest",
+        "leadership",
+        "life",
+        "spec",
+        "subscribers",
+        "waiters",
+    )
 
-    @property
-    def stream(self) -> StreamSpec:
-        stream = self.route.stream
-        if stream is None:
-            raise ValueError(f"route {self.route.path} has no stream")
-        return stream
-
-    @property
-    def target(self) -> str:
-        return substitute(self.stream.poll, self.params)
-
-    @property
-    def key(self) -> str:
-        return stream_key(self.stream, self.target, self.vary)
-
-
-class Channel:
-    def __init__(self, spec: ChannelSpec) -> None:
-        stream = spec.stream
-        if (stream.every is None) == (stream.longpoll is None):
-            raise ValueError(f"route {spec.route.path}: exactly one of every and longpoll")
-        self.key = spec.key
-        self.route = spec.route
-        self.spec: StreamSpec = stream
-        self.params = spec.params
-        self.vary = spec.vary
-        self.fetcher = spec.fetcher
-        self.clock = spec.clock
-        self.limits = spec.limits
-        self.log = spec.log
-        self.rng = spec.rng
-        self.broker = spec.broker
-        self._new_epoch = spec.epoch
-        self._on_stop = spec.on_stop
-        self._on_leave = spec.on_leave
-        self.target = spec.target
-        self.name = f"{spec.route.path} ({stream.upstream.name} {self.target})"
-        self._headers = poll_headers(stream, self.vary)
-
+    def __init__(self, spec: ChannelSpec, context: HubContext, host: ChannelHost) -> None:
+        super().__init__(context.clock)
+        self.spec = spec
+        self.context = context
+        self._host = host
+        self.life = Lifetime.NEW
+        self.health = Health.STARTING
         self.subscribers: dict[Subscription, None] = {}  # insertion-ordered set, O(1) removal
         self.lagging: dict[Subscription, None] = {}
         # Subscribers that came with an id we cannot resolve before any state exists: their
         # first event is the `reset` form of the first state.
         self._resetting: dict[Subscription, None] = {}
-        self.waiters = 0  # plain GETs parked in wait_*: interest, like subscribers
-        self.history: deque[Item] = deque(maxlen=stream.history)
+        # Subscribers that came while JOINING: welcomed by `on_history` (their Last-Event-ID
+        # may be in it), until then not fanned out to.
+        self._arriving: dict[Subscription, str | None] = {}
+        self.history: deque[Item] = deque(maxlen=spec.stream.history)
         self.latest: Item | None = None
-
-        self.state = ChannelState.STARTING
-        self.errors = 0
-        self.poller: Poller | None = None  # while this process leads the key
-        self._polls_before = 0  # polls of earlier pollers of this channel
-        # For /metrics and /streams (counters.py): bumped in place, read at scrape time.
-        self.not_modified = 0
-        self.published = 0  # events
-        self.fanned_out = 0  # event deliveries: events x subscribers
-        self.conflated = 0  # subscribers that started lagging (their items then conflated)
-        self.closed_slow = 0  # subscribers closed for lagging too long
-        self.poll_buckets = new_buckets()
-        self.poll_seconds = 0.0
-        self.last_poll_at: float | None = None  # wall clock, like every *_at here
-        self.last_change_at: float | None = None
-        self.last_error: str | None = None
-        self.last_error_at: float | None = None
-        self.retry_at: float | None = None  # in backoff: when the next poll goes
-        self.last_sent = self.clock.now()
-        self._change: asyncio.Future[None] | None = None
+        self.leadership = Leadership(self, context)
+        self.waiters = Waiters(context.clock)
+        self.last_sent = context.clock.now()
         self._tasks: list[asyncio.Task[None]] = []
         self._linger_until = 0.0
         self._linger_task: asyncio.Task[None] | None = None
-        # Subscribers that came before the broker delivered the history: welcomed by
-        # `on_history` (their Last-Event-ID may be in it), until then not fanned out to.
-        self._arriving: dict[Subscription, str | None] = {}
-        self._ready = False
 
-    # --- lifetime -------------------------------------------------------------------------------
+    # --- identity, as the hub, /metrics, /streams and log lines read it ------------------------
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+    @property
+    def route(self) -> Route:
+        return self.spec.route
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def state(self) -> Health | Lifetime:
+        """One word for /streams: the upstream's health, or `stopped`."""
+        return self.life if self.life is Lifetime.STOPPED else self.health
 
     @property
     def stopped(self) -> bool:
-        return self.state is ChannelState.STOPPED
+        return self.life is Lifetime.STOPPED
+
+    @property
+    def poller(self) -> Poller | None:
+        return self.leadership.poller
+
+    @property
+    def polls(self) -> int:
+        return self.leadership.polls
+
+    # --- lifetime -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._tasks or self.stopped:
-            return
+        life = self.life.started()
+        if life is not self.life:
+            self.life = life
+            self._launch()
+
+    def _launch(self) -> None:
+        name = self.name
         self._tasks = [
-            asyncio.create_task(self._lead_loop(), name=f"lead {self.name}"),
-            asyncio.create_task(self._tick_loop(), name=f"tick {self.name}"),
+            asyncio.create_task(self.leadership.run(), name=f"lead {name}"),
+            asyncio.create_task(self._tick_loop(), name=f"tick {name}"),
         ]
-        self.broker.subscribe(self.key, self, self.spec.history)
+        # A LocalBroker delivers the (empty) history at once: the channel is LIVE on return.
+        self.context.broker.subscribe(self.key, self, self.spec.stream.history)
 
     def _idle(self) -> bool:
-        return not self.subscribers and not self.waiters and not self._arriving
+        return not self.subscribers and not self.waiters.count and not self._arriving
 
     def touch(self) -> None:
         """Someone is interested (a subscriber or a plain GET): run, and linger after."""
@@ -262,22 +178,25 @@ class Channel:
         later, so one task per channel re-sleeps instead of a task per departure."""
         if self.stopped:
             return
-        self._linger_until = self.clock.now() + settings.STREAM_LINGER
+        self._linger_until = self.context.clock.now() + settings.STREAM_LINGER
         if self._linger_task is None:
             self._linger_task = asyncio.create_task(self._linger_loop(), name=f"linger {self.name}")
 
     async def _linger_loop(self) -> None:
+        clock = self.context.clock
         try:
             while True:
-                remaining = self._linger_until - self.clock.now()
+                remaining = self._linger_until - clock.now()
                 if remaining > 0:
-                    await self.clock.sleep(remaining)
+                    await clock.sleep(remaining)
                     continue
                 if not self._idle():
                     return  # interest came back; whoever leaves last lingers again
-                if self.poller is not None and await self.broker.interest_elsewhere(self.key):
+                if self.poller is not None and await self.context.broker.interest_elsewhere(
+                    self.key
+                ):
                     # Other processes still want this key and this one polls it for them.
-                    self._linger_until = self.clock.now() + settings.STREAM_LINGER
+                    self._linger_until = clock.now() + settings.STREAM_LINGER
                     continue
                 self.stop()
                 return
@@ -288,8 +207,8 @@ class Channel:
         """Stop polling; end any subscriber still here (server shutdown); wake waiters."""
         if self.stopped:
             return
-        self.state = ChannelState.STOPPED
-        self.broker.unsubscribe(self.key, self)
+        self.life = self.life.stopped()
+        self.context.broker.unsubscribe(self.key, self)
         for sub in (*self._arriving, *self.subscribers):
             sub.end_for_shutdown()
         for task in self._tasks:
@@ -297,33 +216,31 @@ class Channel:
         linger = self._linger_task
         if linger is not None and linger is not asyncio.current_task():
             linger.cancel()
-        self._notify()
-        if self._on_stop is not None:
-            self._on_stop(self)
+        self.waiters.notify()
+        self._host.channel_stopped(self)
+
+    def relocate(self, route: Route) -> None:
+        """A reload kept this stream's `stream:` block as it was, under a route that may have
+        moved in the table: everything else goes on as before."""
+        self.spec = ChannelSpec(route, self.spec.params, self.spec.vary)
 
     def restart(self, route: Route) -> None:
         """A reload changed this stream's `stream:` block but not what its subscribers are
         (path, `vary`, protocols, `ws_format`): poll the new way from now on, keeping the
         subscribers and the history. The new poller continues from the latest state (its
         `Seed`), so ids keep growing and an unchanged body publishes nothing."""
-        stream = route.stream
-        if stream is None or self.stopped:
+        if route.stream is None or self.stopped:
             raise ValueError(f"route {route.path} has no stream")
+        spec = ChannelSpec(route, self.spec.params, self.spec.vary)
         for task in self._tasks:
             task.cancel()
-        self._tasks = []
-        self.route, self.spec = route, stream
-        self.target = substitute(stream.poll, self.params)
-        self.name = f"{route.path} ({stream.upstream.name} {self.target})"
-        self._headers = poll_headers(stream, self.vary)
-        self.history = deque(self.history, maxlen=stream.history)
-        key = stream_key(stream, self.target, self.vary)
-        if key != self.key:
+        self.history = deque(self.history, maxlen=spec.stream.history)
+        if spec.key != self.key:
             # The old key's records and lease are another stream's business from now on.
-            self.broker.unsubscribe(self.key, self)
-            self.key = key
-        self.state = ChannelState.STARTING
-        self.start()
+            self.context.broker.unsubscribe(self.key, self)
+        self.spec = spec
+        self.health = self.health.restarted()
+        self._launch()
 
     def tasks(self) -> list[asyncio.Task[None]]:
         linger = [self._linger_task] if self._linger_task is not None else []
@@ -334,9 +251,9 @@ class Channel:
     def subscribe(self, sink: Sink, fmt: Format, last_event_id: str | None) -> Subscription:
         if self.stopped:
             raise RuntimeError("subscribe on a stopped channel")
-        sub = Subscription(self, sink, fmt, self.limits.subscriber_buffer)
+        sub = Subscription(self, sink, fmt, self.context.limits.subscriber_buffer)
         self.start()
-        if self._ready:
+        if self.life is Lifetime.LIVE:
             self.subscribers[sub] = None
             self._welcome(sub, last_event_id or None)
         else:
@@ -352,10 +269,20 @@ class Channel:
             return
         self.lagging.pop(sub, None)
         self._resetting.pop(sub, None)
-        if self._on_leave is not None:
-            self._on_leave()
+        self._host.subscriber_left()
         if self._idle():
             self._linger()
+
+    def start_lagging(self, sub: Subscription) -> float:
+        self.lagging[sub] = None
+        self.conflated += 1
+        return self.context.clock.now()
+
+    def stop_lagging(self, sub: Subscription) -> None:
+        self.lagging.pop(sub, None)
+
+    def sink_failed(self, sub: Subscription) -> None:
+        self.context.log.exception("stream %s: dropping a subscriber whose sink failed", self.name)
 
     def _welcome(self, sub: Subscription, last_event_id: str | None) -> None:
         """What a newcomer gets at once (ROUTES.md "Resume")."""
@@ -400,14 +327,14 @@ class Channel:
         latest = self.latest
         if latest is None:
             raise LookupError("no state yet")
-        return latest if self.spec.emit == "snapshot" else latest.as_snapshot("snapshot")
+        return latest if self.spec.stream.emit == "snapshot" else latest.as_snapshot("snapshot")
 
     def reset_item(self) -> Item:
         """The current state for a client whose id is gone: `reset` (patch/merge: `snapshot`)."""
         latest = self.latest
         if latest is None:
             raise LookupError("no state yet")
-        if self.spec.emit == "snapshot":
+        if self.spec.stream.emit == "snapshot":
             return latest.as_snapshot("reset")
         return self.catch_up()
 
@@ -416,7 +343,7 @@ class Channel:
 
     def retry_ms(self) -> int:
         """A jittered SSE reconnection hint, so the clients of a closed crowd come back apart."""
-        return int(settings.SSE_RETRY_MS * self.rng.uniform(0.75, 1.5))
+        return int(settings.SSE_RETRY_MS * self.context.rng.uniform(*settings.SSE_RETRY_JITTER))
 
     # --- from the broker ------------------------------------------------------------------------
 
@@ -432,7 +359,7 @@ class Channel:
             self.latest = item
             if latest is not None:
                 latest.release()
-        self._ready = True
+        self.life = self.life.joined()
         arriving, self._arriving = self._arriving, {}
         for sub, last_event_id in arriving.items():
             self.subscribers[sub] = None
@@ -442,13 +369,12 @@ class Channel:
         latest = self.latest
         if latest is not None and record.id <= latest.id:
             return  # already here (a reader re-reading after a reconnect, or a new leader)
-        if self.state is ChannelState.STARTING:
-            self.state = ChannelState.POLLING
+        self.health = self.health.on_record()
         item = _item(record)
         if latest is not None and record.prev != latest.id:
             # Records were missed: whatever a subscriber holds may not be what the new one
             # follows. Everyone starts over from this state, and history restarts here.
-            self.log.info(
+            self.context.log.info(
                 "stream %s: records missed before %s; sending a reset", self.name, item.id
             )
             self.history.clear()
@@ -458,73 +384,11 @@ class Channel:
     def on_status(self, status: Status) -> None:
         if self.stopped:
             return
+        self.health = self.health.on_status(status.ok)
         if status.ok:
-            self.state = ChannelState.POLLING
             return
-        self.errors += 1
-        self.last_error, self.last_error_at = status.detail or None, self.clock.wall()
-        self.state = ChannelState.BACKOFF
-        self._notify()  # plain GETs waiting for a first answer learn it failed
-
-    async def _lead_loop(self) -> None:
-        """Poll whenever this process holds the key's lease (with one process: always)."""
-        while True:
-            try:
-                lease = await self.broker.lease(self.key, self)
-                await lease.hold(self._poll)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug must not end the stream's polling for good
-                self.log.exception("stream %s: leadership failed; trying again", self.name)
-                await self.clock.sleep(settings.BACKOFF_BASE)
-
-    async def _poll(self) -> None:
-        latest = self.latest
-        seed = Seed(latest.id, latest.state) if latest is not None and latest.has_state else None
-        poller = Poller(
-            spec=self.spec,
-            target=self.target,
-            headers=self._headers,
-            name=self.name,
-            fetcher=self.fetcher,
-            clock=self.clock,
-            limits=self.limits,
-            epoch=self._new_epoch,
-            publish=self._publish_record,
-            report=self._report,
-            rng=self.rng,
-            log=self.log,
-            seed=seed,
-            observe=self._polled,
-        )
-        self.poller = poller
-        try:
-            await poller.run()
-        finally:
-            self._polls_before += poller.polls
-            self.poller = None
-
-    def _polled(self, seconds: float, status: int, retry_in: float | None) -> None:
-        """This process's poller answered (or failed): the counters /metrics reads."""
-        if status < 0:
-            self.retry_at = self.clock.wall() + (retry_in or 0.0)
-            return
-        observe(self.poll_buckets, seconds)
-        self.poll_seconds += seconds
-        self.last_poll_at = self.clock.wall()
-        if status == 304:
-            self.not_modified += 1
-
-    async def _publish_record(self, record: Record) -> None:
-        await self.broker.publish(self.key, record)
-
-    def _report(self, status: Status) -> None:
-        self.broker.report(self.key, status)
-
-    @property
-    def polls(self) -> int:
-        poller = self.poller
-        return self._polls_before + (poller.polls if poller is not None else 0)
+        self.failed(status.detail)
+        self.waiters.notify()  # plain GETs waiting for a first answer learn it failed
 
     # --- fan-out --------------------------------------------------------------------------------
 
@@ -534,8 +398,9 @@ class Channel:
         self.latest = item
         if previous is not None:
             previous.release()
-        self.last_sent = self.clock.now()
-        self.last_change_at = self.clock.wall()
+        clock = self.context.clock
+        self.last_sent = clock.now()
+        self.last_change_at = clock.wall()
         self.published += 1
         self.fanned_out += len(self.subscribers)
         if self._resetting:
@@ -543,7 +408,7 @@ class Channel:
         else:
             for sub in tuple(self.subscribers):
                 sub.offer(item)
-        self._notify()
+        self.waiters.notify()
 
     def _publish_with_resets(self, item: Item) -> None:
         resetting, self._resetting = self._resetting, {}
@@ -552,22 +417,24 @@ class Channel:
             sub.offer(reset if sub in resetting else item)
 
     def _heartbeat(self) -> None:
-        self.last_sent = self.clock.now()
+        self.last_sent = self.context.clock.now()
         for sub in (*self._arriving, *self.subscribers):  # those waiting for history too
             sub.offer(HEARTBEAT)
 
     def _heartbeat_after(self) -> float:
-        return self.spec.heartbeat * self.rng.uniform(1 - HEARTBEAT_JITTER, 1.0)
+        jitter = settings.HEARTBEAT_JITTER
+        return self.spec.stream.heartbeat * self.context.rng.uniform(1 - jitter, 1.0)
 
     async def _tick_loop(self) -> None:
         """Heartbeats when idle; laggers that drained unnoticed or stayed stuck too long."""
+        clock = self.context.clock
         beat = self._heartbeat_after()
         while True:
-            now = self.clock.now()
-            wake = min(self.last_sent + beat, now + LAG_CHECK)
+            now = clock.now()
+            wake = min(self.last_sent + beat, now + settings.LAG_CHECK)
             if wake > now:
-                await self.clock.sleep(wake - now)
-                now = self.clock.now()
+                await clock.sleep(wake - now)
+                now = clock.now()
             if self.lagging:
                 self._check_laggers(now)
             # Compare against the same sum `wake` used: `now - last_sent >= beat` can be
@@ -586,7 +453,7 @@ class Channel:
                 sub.close_lagging()
         if stuck:
             self.closed_slow += stuck
-            self.log.info(
+            self.context.log.info(
                 "stream %s: closed %d subscriber(s) stuck for %.0fs; they resume by id",
                 self.name,
                 stuck,
@@ -595,29 +462,11 @@ class Channel:
 
     # --- plain GETs -----------------------------------------------------------------------------
 
-    def _notify(self) -> None:
-        change, self._change = self._change, None
-        if change is not None and not change.done():
-            change.set_result(None)
-
-    def _next_change(self) -> asyncio.Future[None]:
-        if self._change is None:
-            self._change = asyncio.get_running_loop().create_future()
-        return self._change
-
     async def _wait(self, done: Callable[[], bool], timeout: float) -> bool:
         """Wait (bounded) until `done()`, re-checked whenever the channel publishes or fails."""
-        self.waiters += 1
         try:
-            deadline = self.clock.now() + timeout
-            while not done():
-                remaining = deadline - self.clock.now()
-                if remaining <= 0 or self.stopped:
-                    return False
-                await wait_future(self.clock, self._next_change(), remaining)
-            return True
+            return await self.waiters.wait(done, timeout, lambda: self.stopped)
         finally:
-            self.waiters -= 1
             if self._idle():
                 self._linger()
 
@@ -639,20 +488,21 @@ class Channel:
     # --- admin ----------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
+        spec = self.spec
         vary = None
-        if self.vary:
+        if spec.vary:
             # The values may be per-user secrets: a digest tells streams apart without them.
-            vary = hashlib.sha256(repr(self.vary).encode()).hexdigest()[:12]
+            vary = hashlib.sha256(repr(spec.vary).encode()).hexdigest()[:12]
         return {
-            "key": self.key,
-            "route": self.route.path,
-            "params": dict(self.params),
+            "key": spec.key,
+            "route": spec.route.path,
+            "params": dict(spec.params),
             "vary": vary,
-            "upstream": self.spec.upstream.name,
-            "target": self.target,
+            "upstream": spec.stream.upstream.name,
+            "target": spec.target,
             "subscribers": len(self.subscribers),
             "lagging": len(self.lagging),
-            "waiters": self.waiters,
+            "waiters": self.waiters.count,
             "last_id": self.latest.id if self.latest else None,
             "history": len(self.history),
             "polls": self.polls,

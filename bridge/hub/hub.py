@@ -1,7 +1,7 @@
 """The `Hub`: every live channel of the process, keyed by stream key, and the subscriber limits.
 
 A stream key is a digest of what the upstream sees (origin, filled-in poll target, values of
-the route's `vary` headers; `channel.stream_key`): subscribers with the same key share one
+the route's `vary` headers; `key.stream_key`): subscribers with the same key share one
 channel and so one upstream poller (ROUTES.md "One upstream poll per stream") — in this
 process, and through a cluster broker in every process, which all compute the same key. The
 hub is what handlers talk to: `subscribe` for SSE and WebSocket subscribers, `latest` and
@@ -16,29 +16,31 @@ started stops `settings.GET_LINGER` after the last of them, not `STREAM_LINGER`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections.abc import Sequence
 from typing import Any
 
 from .. import settings
+from ..broker import Broker, LocalBroker
 from ..errors import ErrorCode, StreamError
 from ..events import Headers
 from ..routing.model import Route, StreamSpec
 from ..routing.paths import substitute
 from ..settings import Limits
-from .broker import Broker, LocalBroker
-from .channel import Channel, ChannelSpec, Fetcher, stream_key, vary_headers
+from .channel import Channel
 from .clock import Clock, RealClock
+from .context import Epochs, Fetcher, HubContext
 from .counters import RouteTotals
 from .item import Format, Item
+from .key import ChannelSpec, stream_key, vary_headers
 from .subscription import Sink, Subscription
-
-OVERLOADED_RETRY = (3, 8)  # Retry-After seconds for a refused subscriber, jittered in this range
-CLOSE_TIMEOUT = 5.0  # Hub.close waits this long for the channels' tasks to finish
 
 
 class Hub:
+    """Every live channel of the process; the `ChannelHost` of each."""
+
     def __init__(
         self,
         fetcher: Fetcher,
@@ -49,17 +51,20 @@ class Hub:
         rng: random.Random | None = None,
         broker: Broker | None = None,
     ) -> None:
-        self.fetcher = fetcher
-        self.broker: Broker = broker or LocalBroker()
-        self.limits = limits
-        self.clock = clock or RealClock()
-        self.log = logger or logging.getLogger("bridge.hub")
-        self.rng = rng or random.Random()
+        clock = clock or RealClock()
+        self.context = HubContext(
+            fetcher=fetcher,
+            clock=clock,
+            limits=limits,
+            broker=broker or LocalBroker(),
+            log=logger or logging.getLogger("bridge.hub"),
+            rng=rng or random.Random(),
+            epoch=Epochs(clock).next,
+        )
         self.channels: dict[str, Channel] = {}
         self.subscriber_count = 0  # across all channels, kept up to date in O(1)
         # Counters of stopped channels, by route path, so /metrics never goes down (counters.py).
         self.retired: dict[str, RouteTotals] = {}
-        self._last_epoch = 0
         self._per_route: dict[int, int] = {}  # live channels per route index
         # Channels only plain GETs have asked for: when the brief linger after the last GET
         # ends (0.0 while one is still waiting), and the task that ends it.
@@ -87,38 +92,16 @@ class Hub:
         channel = self.channels.get(key)
         if channel is None:
             live = self._per_route.get(route.index, 0)
-            if live >= self.limits.max_channels_per_route:
+            if live >= self.context.limits.max_channels_per_route:
                 raise StreamError(
                     ErrorCode.OVERLOADED, "too many live streams on this route", self._retry()
                 )
             self._per_route[route.index] = live + 1
-            channel = Channel(
-                ChannelSpec(
-                    route=route,
-                    params=dict(params),
-                    vary=vary,
-                    fetcher=self.fetcher,
-                    clock=self.clock,
-                    limits=self.limits,
-                    epoch=self._epoch,
-                    broker=self.broker,
-                    log=self.log,
-                    rng=self.rng,
-                    on_stop=self._forget,
-                    on_leave=self._left,
-                )
-            )
+            channel = Channel(ChannelSpec(route, dict(params), vary), self.context, self)
             self.channels[key] = channel
         return channel
 
-    def _epoch(self) -> int:
-        """Wall-clock milliseconds, but strictly above any epoch handed out before, so ids keep
-        growing in this process even if the wall clock steps back."""
-        epoch = max(int(self.clock.wall() * 1000), self._last_epoch + 1)
-        self._last_epoch = epoch
-        return epoch
-
-    def _forget(self, channel: Channel) -> None:
+    def channel_stopped(self, channel: Channel) -> None:
         if self.channels.get(channel.key) is channel:
             del self.channels[channel.key]
             index = channel.route.index
@@ -127,9 +110,10 @@ class Hub:
         self.retired.setdefault(channel.route.path, RouteTotals()).add(channel)
 
     def _retry(self) -> list[tuple[bytes, bytes]]:
-        return [(b"retry-after", b"%d" % self.rng.randint(*OVERLOADED_RETRY))]
+        retry = self.context.rng.randint(*settings.OVERLOADED_RETRY_AFTER)
+        return [(b"retry-after", b"%d" % retry)]
 
-    def _left(self) -> None:
+    def subscriber_left(self) -> None:
         self.subscriber_count -= 1
 
     # --- handlers' interface --------------------------------------------------------------------
@@ -151,7 +135,7 @@ class Hub:
         spec = route.stream
         if spec is None:
             raise ValueError(f"route {route.path} is not a stream")
-        limits = self.limits
+        limits = self.context.limits
         vary = vary_headers(spec, headers)
         existing = self.channels.get(self.key(route, params, vary))
         if self.subscriber_count >= limits.max_subscribers or (
@@ -211,23 +195,24 @@ class Hub:
         """A plain GET on a channel no subscriber has joined is over: stop it soon."""
         if channel not in self._unsubscribed or channel.stopped:
             return
-        self._unsubscribed[channel] = self.clock.now() + settings.GET_LINGER
+        self._unsubscribed[channel] = self.context.clock.now() + settings.GET_LINGER
         if channel not in self._brief_tasks:
             self._brief_tasks[channel] = asyncio.create_task(
                 self._brief_linger(channel), name=f"brief linger {channel.name}"
             )
 
     async def _brief_linger(self, channel: Channel) -> None:
+        clock = self.context.clock
         try:
             while not channel.stopped:
                 deadline = self._unsubscribed.get(channel)
                 if not deadline:
                     return  # a subscriber came (normal linger), or a GET is still waiting
-                remaining = deadline - self.clock.now()
+                remaining = deadline - clock.now()
                 if remaining > 0:
-                    await self.clock.sleep(remaining)
+                    await clock.sleep(remaining)
                     continue
-                if not channel.subscribers and not channel.waiters:
+                if not channel.subscribers and not channel.waiters.count:
                     channel.stop()
                 return
         finally:
@@ -267,12 +252,11 @@ class Hub:
                 gone.append(channel)
                 continue
             if new.stream == old:
-                channel.route = new
+                channel.relocate(new)
             else:
                 channel.restart(new)
                 restarted += 1
             # Built afresh: two routes that swapped places would collide re-keyed in place.
-            channel.key = self.key(new, channel.params, channel.vary)
             keep[channel.key] = channel
         self.channels.clear()
         self.channels.update(keep)
@@ -284,8 +268,8 @@ class Hub:
         for channel in gone:
             for subscriber in tuple(channel.subscribers):
                 subscriber.end_for_reload()
-            channel.stop()  # its _forget finds it no longer listed; its counts are folded
-        self.limits = limits
+            channel.stop()  # channel_stopped finds it no longer listed; its counts are folded
+        self.context = dataclasses.replace(self.context, limits=limits)
         return len(keep) - restarted, restarted, len(gone)
 
     async def close(self) -> None:
@@ -301,8 +285,8 @@ class Hub:
         self._per_route.clear()
         self._unsubscribed.clear()
         if tasks:
-            await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
-        await self.broker.close()
+            await asyncio.wait(tasks, timeout=settings.HUB_CLOSE_WAIT)
+        await self.context.broker.close()
 
 
 def _same_audience(old: StreamSpec, new: StreamSpec) -> bool:

@@ -23,36 +23,37 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 from .. import settings
+from ..broker import Record, Status
 from ..errors import ErrorCode, StreamError
 from ..events import Headers
-from ..routing.model import StreamSpec, Upstream
-from ..settings import Limits
+from ..routing.model import StreamSpec
 from .backoff import Backoff, parse_retry_after
-from .broker import Record, Status
-from .clock import Clock
+from .context import HubContext
 from .diff import diff, json_equal, loads
+from .key import ChannelSpec
 
 ACCEPT = b"application/json, */*;q=0.5"
 SEQ_WIDTH = 6  # ids are "<13-digit epoch ms>-<6-digit seq>" (see item.py)
 SEQ_MAX = 10**SEQ_WIDTH - 1
-EVERY_JITTER = 0.1  # poll intervals are every * [0.9, 1.1]
-ERROR_LOG_INTERVAL = 60.0  # at most one failure line per stream per interval
 
 
-class Fetcher(Protocol):
-    """Implemented by `bridge.upstream.client.UpstreamPool`."""
-
-    async def fetch(
-        self, upstream: Upstream, target: str, headers: Headers, *, timeout: float, max_bytes: int
-    ) -> tuple[int, Headers, bytes]: ...
+def poll_headers(spec: StreamSpec, vary: Headers) -> Headers:
+    """The request headers of every poll: Host, the route's `vary` headers only (never
+    Cookie/Authorization), Accept."""
+    named = {name for name, _ in vary}
+    headers: Headers = []
+    if b"host" not in named:
+        headers.append((b"host", spec.upstream.authority.encode("ascii")))
+    headers += vary
+    if b"accept" not in named:
+        headers.append((b"accept", ACCEPT))
+    return headers
 
 
 class _NotJson:
@@ -84,39 +85,28 @@ class _Change:
 
 
 class Poller:
+    """Polls one stream (`channel`) for as long as it runs; publishes and reports through the
+    context's broker under the stream's key."""
+
     def __init__(
         self,
+        context: HubContext,
+        channel: ChannelSpec,
         *,
-        spec: StreamSpec,
-        target: str,
-        headers: Headers,
-        name: str,
-        fetcher: Fetcher,
-        clock: Clock,
-        limits: Limits,
-        epoch: Callable[[], int],
-        publish: Callable[[Record], Awaitable[None]],
-        report: Callable[[Status], None],
-        rng: random.Random,
-        log: logging.Logger,
         seed: Seed | None = None,
         observe: Callable[[float, int, float | None], None] | None = None,
     ) -> None:
         # For /metrics and /streams: (seconds, status or 0, retry delay) after each poll.
         self._observe = observe
-        self.spec = spec
-        self.target = target
-        self.name = name
-        self.fetcher = fetcher
-        self.clock = clock
-        self.limits = limits
-        self.rng = rng
-        self.log = log
-        self._headers = headers
-        self._publish = publish
-        self._report = report
-        self._new_epoch = epoch
-        self.backoff = Backoff(rng=rng)
+        self.context = context
+        self.key = channel.key
+        self.spec = channel.stream
+        self.target = channel.target
+        self.name = channel.name
+        self.clock = context.clock
+        self.log = context.log
+        self._headers = poll_headers(channel.stream, channel.vary)
+        self.backoff = Backoff(rng=context.rng)
         self.polls = 0
         self.errors = 0
         self.ok: bool | None = None  # the last outcome reported (None: nothing yet)
@@ -126,10 +116,10 @@ class Poller:
         self._cursor: str | None = None
         self._prev: str | None = None
         self._warned_not_json = False
-        self._logged_at = -ERROR_LOG_INTERVAL
+        self._logged_at = -settings.POLL_ERROR_LOG_INTERVAL
         self._suppressed = 0
         self._streak_logged = False
-        self.epoch = epoch()
+        self.epoch = context.epoch()
         self.seq = 0
         if seed is not None:
             self._continue_from(seed)
@@ -192,12 +182,12 @@ class Poller:
         started = self.clock.now()
         self.polls += 1
         try:
-            status, headers, body = await self.fetcher.fetch(
+            status, headers, body = await self.context.fetcher.fetch(
                 spec.upstream,
                 self._poll_target(),
                 self._request_headers(),
                 timeout=timeout,
-                max_bytes=self.limits.max_snapshot,
+                max_bytes=self.context.limits.max_snapshot,
             )
         except StreamError as exc:
             held = self.clock.now() - started
@@ -214,12 +204,12 @@ class Poller:
         if self._observe is not None:
             self._observe(self.clock.now() - started, status, None)
         if 200 <= status < 300:
-            if len(body) > self.limits.max_snapshot:
+            if len(body) > self.context.limits.max_snapshot:
                 return self._failed(f"answer of {len(body)} bytes over max_snapshot", None)
             change = self._examine(headers, body)
             if change.record is not None:
                 try:
-                    await self._publish(change.record)
+                    await self.context.broker.publish(self.key, change.record)
                 except Exception as exc:
                     return self._failed(f"could not publish: {exc!r}", None)
             self._commit(change)
@@ -232,7 +222,8 @@ class Poller:
         self._ok()
         if longpoll is None:
             assert spec.every is not None
-            return spec.every * self.rng.uniform(1 - EVERY_JITTER, 1 + EVERY_JITTER)
+            jitter = settings.POLL_JITTER
+            return spec.every * self.context.rng.uniform(1 - jitter, 1 + jitter)
         if changed:
             return 0.0
         # Nothing new, and quickly: the upstream did not hold the request. Don't spin.
@@ -249,7 +240,7 @@ class Poller:
         self.backoff.reset()
         if self.ok is not True:
             self.ok = True
-            self._report(Status(True))
+            self.context.broker.report(self.key, Status(True))
 
     def _failed(self, why: str, retry_after: float | None, exc: Exception | None = None) -> float:
         self.errors += 1
@@ -258,7 +249,7 @@ class Poller:
         if self._observe is not None:
             self._observe(0.0, -1, delay)  # -1: not a poll, the delay before the next
         now = self.clock.now()
-        if now - self._logged_at >= ERROR_LOG_INTERVAL:
+        if now - self._logged_at >= settings.POLL_ERROR_LOG_INTERVAL:
             more = f" (+{self._suppressed} more failures not logged)" if self._suppressed else ""
             self.log.warning(
                 "stream %s: poll failed: %s; retrying in %.1fs%s",
@@ -273,7 +264,9 @@ class Poller:
             self._streak_logged = True
         else:
             self._suppressed += 1
-        self._report(Status(False, why))  # plain GETs waiting for a first answer learn it
+        self.context.broker.report(
+            self.key, Status(False, why)
+        )  # plain GETs waiting for a first answer learn it
         return delay
 
     # --- change detection -----------------------------------------------------------------------
@@ -340,7 +333,7 @@ class Poller:
 
     def _next_id(self) -> str:
         if self.seq >= SEQ_MAX:
-            self.epoch = self._new_epoch()  # keeps string order == numeric order
+            self.epoch = self.context.epoch()  # keeps string order == numeric order
             self.seq = 0
         self.seq += 1
         return f"{self.epoch:013d}-{self.seq:0{SEQ_WIDTH}d}"

@@ -13,19 +13,20 @@ the newest item itself; patch/merge streams get a fresh `snapshot` of the newest
 patch against a state the client does not have. A subscriber still lagging after
 `settings.LAG_CLOSE_AFTER` is closed with a `retry:` hint and resumes through `Last-Event-ID`.
 Memory per subscriber is therefore bounded by about `limit` plus one item.
+
+A subscription knows its channel only as an `Owner`: the few calls it makes when it starts or
+stops lagging, catches up, closes or breaks. The channel keeps the books (who lags, how many
+ever did); the subscription never writes into it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from ..framing import Framing
 from .item import Format, Item, slot, slot_format
 from .render import sse_retry
-
-if TYPE_CHECKING:
-    from .channel import Channel
 
 
 class Sink(Protocol):
@@ -45,6 +46,29 @@ class Sink(Protocol):
         server is shutting down (WebSocket 1001 rather than 1013)."""
 
 
+class Owner(Protocol):
+    """What a subscription needs of its channel (implemented by `Channel`). None of it is on
+    the per-event path: `offer` calls none of these unless the subscriber starts lagging."""
+
+    def start_lagging(self, sub: Subscription) -> float:
+        """`sub` holds more than its limit: watch it; returns the time it started lagging."""
+
+    def stop_lagging(self, sub: Subscription) -> None:
+        """`sub` drained."""
+
+    def catch_up(self) -> Item:
+        """The current state as one event (for a drained lagger)."""
+
+    def retry_ms(self) -> int:
+        """A jittered SSE `retry:` hint."""
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """`sub` is leaving (closed, or the client went away)."""
+
+    def sink_failed(self, sub: Subscription) -> None:
+        """`sub`'s sink raised (called while handling it: the exception is current)."""
+
+
 class Subscription:
     __slots__ = (
         "bytes_sent",
@@ -61,7 +85,7 @@ class Subscription:
         "stuck",
     )
 
-    def __init__(self, channel: Channel, sink: Sink, fmt: Format, limit: int) -> None:
+    def __init__(self, channel: Owner, sink: Sink, fmt: Format, limit: int) -> None:
         self.channel = channel
         self.sink = sink
         self.slot = slot(fmt, sink.framing)  # the format as the sink's protocol frames it
@@ -94,18 +118,14 @@ class Subscription:
 
     def _broken(self) -> None:
         """The sink broke its promise never to raise: drop this subscriber, not the fan-out."""
-        self.channel.log.exception(
-            "stream %s: dropping a subscriber whose sink failed", self.channel.name
-        )
+        self.channel.sink_failed(self)
         self.cancel()
         with contextlib.suppress(Exception):
             self.sink.close(b"")
 
     def _start_lagging(self) -> None:
         self.lagging = self.lagged = True
-        self.lag_since = self.channel.clock.now()
-        self.channel.lagging[self] = None
-        self.channel.conflated += 1
+        self.lag_since = self.channel.start_lagging(self)
 
     def _conflate(self, item: Item) -> None:
         if not item.id or self.closed:
@@ -123,7 +143,7 @@ class Subscription:
         if self.sink.buffered() > self.limit:
             return  # not drained as far as we are concerned
         self.lagging = False
-        self.channel.lagging.pop(self, None)
+        self.channel.stop_lagging(self)
         pending, self.pending = self.pending, None
         if pending is not None:
             # Only the newest state matters; on patch/merge streams the dropped patches can

@@ -219,10 +219,9 @@ def test_legacy_get_etag_survives_the_linger_and_prefer_wait_needs_a_condition(
 def test_a_stuck_subscriber_is_closed_with_a_retry_hint_and_logged(
     certs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bridge.hub import channel as channel_module
 
     monkeypatch.setattr(settings, "LAG_CLOSE_AFTER", 1.0)
-    monkeypatch.setattr(channel_module, "LAG_CHECK", 0.25)
+    monkeypatch.setattr(settings, "LAG_CHECK", 0.25)
     blob = "x" * 200_000
 
     async def body() -> None:

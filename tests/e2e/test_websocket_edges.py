@@ -19,7 +19,6 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import CloseConnection, Ping, TextMessage
 
 from bridge import settings
-from bridge.hub import channel as channel_module
 from tests.e2e.test_websocket import _client_frame
 from tests.support.harness import config_text, run, running_bridge
 from tests.support.origin import Origin
@@ -519,7 +518,7 @@ def test_slow_websocket_reader_lags_then_is_closed_1013(
     certs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(settings, "LAG_CLOSE_AFTER", 1.0)
-    monkeypatch.setattr(channel_module, "LAG_CHECK", 0.25)
+    monkeypatch.setattr(settings, "LAG_CHECK", 0.25)
     big = {"blob": "x" * 600_000}
     routes = "limits:\n  subscriber_buffer: 64KB\n  max_snapshot: 2MB\n" + ROUTES
 

@@ -21,8 +21,10 @@ from bridge.errors import ErrorCode, StreamError
 from bridge.hub import poller as poller_module
 from bridge.hub.backoff import Backoff, parse_retry_after
 from bridge.hub.diff import apply_merge_patch, json_equal
-from bridge.hub.item import HEARTBEAT, Format
-from tests.unit.hubfakes import UP, Harness, longpoll_route, refused, route, run
+from bridge.hub.item import HEARTBEAT, Format, Item
+from bridge.hub.state import Health, Lifetime
+from bridge.hub.subscription import Subscription
+from tests.unit.hubfakes import UP, Harness, MemorySink, longpoll_route, refused, route, run
 
 # --- every: conditional GETs and change detection -------------------------------------------------
 
@@ -93,7 +95,7 @@ def test_poll_request_headers() -> None:
         assert request.header(b"host") == b"127.0.0.1:9"
         assert b"application/json" in (request.header(b"accept") or b"")
         assert request.timeout == UP.timeout  # `every` polls use the upstream's own timeout
-        assert request.max_bytes == h.hub.limits.max_snapshot
+        assert request.max_bytes == h.hub.context.limits.max_snapshot
 
     run(body)
 
@@ -578,3 +580,64 @@ def test_history_does_not_keep_full_states_of_patch_items() -> None:
         assert len(sink.events()) == 7
 
     run(body)
+
+
+# --- the channel's seams: its state machines, and a subscription's owner -------------------------
+
+
+def test_lifetime_and_health_move_only_forward_where_they_should() -> None:
+    assert Lifetime.NEW.started() is Lifetime.JOINING
+    assert Lifetime.LIVE.started() is Lifetime.LIVE  # starting twice is a no-op
+    assert Lifetime.STOPPED.started() is Lifetime.STOPPED  # a stopped channel never restarts
+    assert Lifetime.JOINING.joined() is Lifetime.LIVE
+    assert Lifetime.LIVE.joined() is Lifetime.LIVE  # a restart's history again
+    assert Lifetime.STOPPED.joined() is Lifetime.STOPPED
+    assert all(life.stopped() is Lifetime.STOPPED for life in Lifetime)
+    assert Health.STARTING.on_record() is Health.POLLING
+    assert Health.BACKOFF.on_record() is Health.BACKOFF  # a reported failure still stands
+    assert Health.BACKOFF.on_status(True) is Health.POLLING
+    assert Health.POLLING.on_status(False) is Health.BACKOFF
+    assert all(health.restarted() is Health.STARTING for health in Health)
+
+
+class _Owner:
+    """A subscription's owner that only keeps the books: no channel behind it."""
+
+    def __init__(self) -> None:
+        self.lagging: list[Subscription] = []
+        self.left: list[Subscription] = []
+        self.latest = Item("0000000000001-000002", "snapshot", b'{"v": 2}')
+
+    def start_lagging(self, sub: Subscription) -> float:
+        self.lagging.append(sub)
+        return 42.0
+
+    def stop_lagging(self, sub: Subscription) -> None:
+        self.lagging.remove(sub)
+
+    def catch_up(self) -> Item:
+        return self.latest
+
+    def retry_ms(self) -> int:
+        return 1500
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self.left.append(sub)
+
+    def sink_failed(self, sub: Subscription) -> None:
+        pass
+
+
+def test_a_subscription_tells_its_owner_and_writes_nothing_into_it() -> None:
+    owner = _Owner()
+    sink = MemorySink(stalled=True)
+    sub = Subscription(owner, sink, Format.SSE, limit=10)
+    sink.subscription = sub
+    sub.offer(Item("0000000000001-000001", "snapshot", b'{"v": 1}'))
+    assert sub.lagging and owner.lagging == [sub] and sub.lag_since == 42.0
+    sub.offer(owner.latest)  # conflated while lagging
+    sink.drain()
+    assert not sub.lagging and owner.lagging == []
+    assert [e.data for e in sink.events()] == ['{"v": 1}', '{"v": 2}']  # caught up at once
+    sub.close_lagging()
+    assert owner.left == [sub] and sink.final is not None and b"retry: 1500" in sink.final

@@ -436,7 +436,7 @@ def test_a_channel_only_plain_gets_started_stops_soon_a_subscribed_one_lingers()
         sub = hub.subscribe(r, {"s": "B"}, [], Sink(), Format.SSE, None)
         sub.cancel()
         await clock.advance(settings.GET_LINGER + 0.1)
-        keys = {channel.params["s"] for channel in hub.channels.values()}
+        keys = {channel.spec.params["s"] for channel in hub.channels.values()}
         assert keys == {"B"}  # A stopped after GET_LINGER, not STREAM_LINGER
         await clock.advance(settings.STREAM_LINGER)
         assert not hub.channels

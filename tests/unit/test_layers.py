@@ -177,3 +177,15 @@ def test_only_the_shims_touch_protocol_library_internals() -> None:
         "x.py:2: class S(h2.settings.Settings)",
         "x.py:3: conn._data_to_send",
     ]
+
+
+def test_broker_and_upstream_import_nothing_from_the_hub() -> None:
+    """The broker and the upstream client sit below the hub: the hub's channels are broker
+    `Listener`s and its pollers use an upstream `Fetcher`, never the other way round."""
+    bad = [
+        v
+        for layer in ("broker", "upstream")
+        for v in violations(layer, ("bridge.hub",))
+        if "imports httptools" not in v  # the upstream client's own wire library
+    ]
+    assert bad == []

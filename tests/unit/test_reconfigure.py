@@ -33,7 +33,7 @@ def test_two_streams_that_swap_places_keep_their_channels() -> None:
         assert now["/p/{s}"].route.index == 1 and now["/q/{s}"].route.index == 0
         assert set(h.hub.channels) == {c.key for c in now.values()}
         assert not a_sink.closed and not b_sink.closed
-        assert h.hub.limits.max_subscribers == 7
+        assert h.hub.context.limits.max_subscribers == 7
         # a newcomer on the moved route joins the kept channel
         late, _ = h.subscribe(moved(first, 1))
         assert late.channel is now["/p/{s}"]
@@ -56,9 +56,9 @@ def test_a_changed_poll_restarts_and_an_audience_change_ends() -> None:
             Limits(),
         )
         assert (kept, restarted, ended) == (0, 1, 1)
-        assert not sink.closed and sub.channel is channel and channel.target == "/v2?s=A"
+        assert not sink.closed and sub.channel is channel and channel.spec.target == "/v2?s=A"
         # The broker hears the restarted channel under its new key only.
-        assert h.hub.broker._listeners == {channel.key: channel}  # type: ignore[attr-defined]
+        assert h.hub.context.broker._listeners == {channel.key: channel}  # type: ignore[attr-defined]
         assert ws_sink.closed and ws_sink.final == b""  # WebSocket: closed 1013, reconnect
         h.upstream.set({"v": 2})  # what the new poll target answers
         await h.advance(1.5)

@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from bridge.hub.broker import LocalBroker, Record
-from bridge.hub.channel import Channel, stream_key
+from bridge.broker import LocalBroker, Record
+from bridge.hub.channel import Channel
 from bridge.hub.hub import Hub
+from bridge.hub.key import stream_key
 from bridge.settings import Limits
 from tests.unit.hubfakes import UP, Harness, longpoll_route, route, run
 
@@ -158,7 +159,7 @@ def test_a_new_poller_continues_from_the_channel_state() -> None:
         lead.cancel()
         await h.advance(0)
         assert channel.poller is None
-        channel._tasks[channel._tasks.index(lead)] = asyncio.create_task(channel._lead_loop())
+        channel._tasks[channel._tasks.index(lead)] = asyncio.create_task(channel.leadership.run())
         await h.advance(1.5)
         assert channel.poller is not None and channel.poller is not old
         assert [e.id for e in sink.events()] == [first]  # the same body: nothing republished

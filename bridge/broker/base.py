@@ -1,13 +1,14 @@
-"""The seam between a stream's single writer (the `Poller`) and its readers (`Channel`s).
+"""The seam between a stream's single writer (the hub's `Poller`) and its readers (`Channel`s):
+the `Broker` protocol and the `Record`s and `Status`es that cross it.
 
 A `Poller` publishes plain `Record`s — no rendered bytes, no subscriber state — and poll
 `Status`es through a `Broker`; every process's `Channel` for that key receives them, turns each
 record into an `Item` and renders it for its own subscribers (rendered bytes never cross
 processes). The broker also decides who writes: `lease` is granted to one poller per key.
 
-- `LocalBroker` (this module): one process. Delivery is a synchronous call, the lease is always
+- `LocalBroker` (`local.py`): one process. Delivery is a synchronous call, the lease is always
   granted, there is no interest elsewhere: the figures of the fused channel it replaced.
-- `RedisBroker` (`bridge/upstream/redis.py`): a cluster. Records go through Redis Streams,
+- `RedisBroker` (`redis.py`): a cluster. Records go through Redis Streams,
   the lease is a `SET NX PX` key, interest is a counter per key with a TTL.
 """
 
@@ -87,45 +88,3 @@ class Broker(Protocol):
         """How many other processes still want `key` polled (0 when unknown)."""
 
     async def close(self) -> None: ...
-
-
-class _LocalLease:
-    async def hold(self, work: Callable[[], Awaitable[None]]) -> None:
-        await work()
-
-
-_LEASE = _LocalLease()
-
-
-class LocalBroker:
-    """One process: records go straight to the channel, synchronously (no task, no copy)."""
-
-    def __init__(self) -> None:
-        self._listeners: dict[str, Listener] = {}
-
-    def subscribe(self, key: str, listener: Listener, history: int) -> None:
-        self._listeners[key] = listener
-        listener.on_history(())  # history lives in the channel itself
-
-    def unsubscribe(self, key: str, listener: Listener) -> None:
-        if self._listeners.get(key) is listener:
-            del self._listeners[key]
-
-    async def publish(self, key: str, record: Record) -> None:
-        listener = self._listeners.get(key)
-        if listener is not None:
-            listener.on_record(record)
-
-    def report(self, key: str, status: Status) -> None:
-        listener = self._listeners.get(key)
-        if listener is not None:
-            listener.on_status(status)
-
-    async def lease(self, key: str, listener: Listener) -> Lease:
-        return _LEASE
-
-    async def interest_elsewhere(self, key: str) -> int:
-        return 0
-
-    async def close(self) -> None:
-        self._listeners.clear()

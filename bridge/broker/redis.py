@@ -48,8 +48,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from .. import settings
-from ..hub.broker import Lease, Listener, Record, Status
 from ..routing.model import BrokerConfig
+from .base import Lease, Listener, Record, Status
 
 T = TypeVar("T")
 
@@ -76,8 +76,6 @@ redis.call('xadd', KEYS[2], 'MAXLEN', '~', ARGV[2], ARGV[3], unpack(ARGV, 5))
 redis.call('pexpire', KEYS[2], ARGV[4])
 return 1
 """
-
-MAX_PENDING_REPORTS = 64  # status writes in flight at most; more are dropped (best effort)
 
 
 class BrokerUnavailable(Exception):
@@ -506,7 +504,7 @@ class RedisBroker:
         if k is None:
             return
         k.listener.on_status(status)  # this process at once; the others through the stream
-        if self._reports >= MAX_PENDING_REPORTS or self._closed:
+        if self._reports >= settings.BROKER_MAX_PENDING_REPORTS or self._closed:
             return
         self._reports += 1
         self._spawn(self._write_status(k, status), f"broker status {key}")
