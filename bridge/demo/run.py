@@ -12,7 +12,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from ..app import AppSite
@@ -69,9 +69,9 @@ def demo_config_text(*, port: int, app_port: int, certs: Path) -> str:
 
 def demo_viewers(bridge: Bridge) -> int:
     """How many subscribers bridge streams /prices/DEMO to (SSE and WebSocket together)."""
-    hub: Any = cast("AppSite", bridge.site).hub  # create_bridge's site
-    channels = getattr(hub, "channels", {}).values()
-    return sum(len(c.subscribers) for c in channels if c.params.get("symbol") == "DEMO")
+    hub = cast("AppSite", bridge.site).hub  # create_bridge's site
+    channels = hub.channels.values()
+    return sum(len(c.subscribers) for c in channels if c.spec.params.get("symbol") == "DEMO")
 
 
 def run_demo(*, port: int = 8443) -> int:

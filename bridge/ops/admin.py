@@ -32,6 +32,8 @@ from .metrics import (
 )
 
 if TYPE_CHECKING:
+    from ..hub.channel import Channel
+    from ..hub.hub import Hub
     from ..server.run import Bridge
 
 
@@ -87,12 +89,11 @@ def _iso(value: Any) -> Any:
     return value
 
 
-def streams_view(hub: Any) -> list[dict[str, Any]]:
-    channels = list(getattr(hub, "channels", {}).values())
-    return [channel_view(channel) for channel in channels]
+def streams_view(hub: Hub) -> list[dict[str, Any]]:
+    return [channel_view(channel) for channel in list(hub.channels.values())]
 
 
-def channel_view(channel: Any) -> dict[str, Any]:
+def channel_view(channel: Channel) -> dict[str, Any]:
     """The channel's own `stats()` (key, route, params, a digest of `vary`, subscribers, last
     id, history, polls, errors, state, leader), and what an operator asks next: subscribers by
     protocol, last poll, last change, last error (text and time), backoff."""
@@ -102,18 +103,19 @@ def channel_view(channel: Any) -> dict[str, Any]:
         name = f"{subscriber_kind(sub)}/{subscriber_protocol(sub)}"
         by_protocol[name] = by_protocol.get(name, 0) + 1
     state = channel.state.value
+    poller = channel.poller
     view.update(
         {
             "by_protocol": dict(sorted(by_protocol.items())),
-            "not_modified": getattr(channel, "not_modified", 0),
-            "last_poll_at": getattr(channel, "last_poll_at", None),
-            "last_change_at": getattr(channel, "last_change_at", None),
-            "last_error": getattr(channel, "last_error", None),
-            "last_error_at": getattr(channel, "last_error_at", None),
+            "not_modified": channel.not_modified,
+            "last_poll_at": channel.last_poll_at,
+            "last_change_at": channel.last_change_at,
+            "last_error": channel.last_error,
+            "last_error_at": channel.last_error_at,
             "backoff": {
                 # The poller (this process's, while it leads the key) keeps the failure streak.
-                "failures": getattr(getattr(channel.poller, "backoff", None), "failures", 0),
-                "retry_at": getattr(channel, "retry_at", None) if state == "backoff" else None,
+                "failures": poller.backoff.failures if poller is not None else 0,
+                "retry_at": channel.retry_at if state == "backoff" else None,
             },
         }
     )

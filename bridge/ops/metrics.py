@@ -133,9 +133,9 @@ class BridgeCollector:
         yield durations
 
     def _streams(self) -> Iterator[Metric]:
-        hub: Any = self.site.hub
-        channels = list(getattr(hub, "channels", {}).values())
-        retired: dict[str, RouteTotals] = getattr(hub, "retired", {})
+        hub = self.site.hub
+        channels = list(hub.channels.values())
+        retired = hub.retired
         yield GaugeMetricFamily(
             "bridge_stream_channels", "Live stream channels (one upstream poller each).",
             value=len(channels),
