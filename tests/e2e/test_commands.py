@@ -269,11 +269,19 @@ def test_dockerfile_is_slim_non_root_and_serves_on_8443_tcp_and_udp() -> None:
     exposed = {port for line in lines if line.startswith("EXPOSE ") for port in line.split()[1:]}
     assert {"8443/tcp", "8443/udp"} <= exposed
     [cmd] = [line for line in lines if line.startswith(("CMD ", "ENTRYPOINT "))]
-    assert '"bridge", "serve"' in cmd
-    # the health check asks /healthz where the image's own routes.yaml puts the admin listener
+    assert '"bridge", "serve"' in cmd and '"--pid-file"' in cmd  # so bridge reload works inside
+    # The image's own config is a minimal one that says what to mount, not the annotated
+    # example (whose upstream is 127.0.0.1:9000, the container itself).
+    [copied] = [line for line in lines if line.startswith("COPY") and "routes.yaml" in line]
+    source, target = copied.split()[-2:]
+    assert source == "deploy/docker/routes.yaml" and target == "./conf/routes.yaml"
+    config = load_config(ROOT / source, check_files=False)
+    assert config.upstreams["app"].host != "127.0.0.1"
+    assert "mount" in (ROOT / source).read_text().lower()
+    # The health check follows the configured admin address: `bridge health -c <the config>`.
     [health] = [line for line in lines if line.startswith("HEALTHCHECK ")]
-    admin = load_config(ROOT / "routes.yaml", check_files=False).listen.admin
-    assert admin is not None and f"http://{admin[0]}:{admin[1]}/healthz" in health
+    assert '"bridge", "health", "-c", "/srv/bridge/conf/routes.yaml"' in health
+    assert '"/srv/bridge/conf/routes.yaml"' in cmd
 
 
 def test_python_dash_m_bridge_and_the_console_script_share_main() -> None:

@@ -195,3 +195,29 @@ def test_bridge_reload_reports_the_running_process_verdict(tmp_path: Path) -> No
         assert "keeps serving its previous config" in failed.stderr
         ok = bridge("health", cwd=tmp_path)
         assert ok.returncode == 0  # still serving
+
+
+def test_the_deploy_examples_are_consistent() -> None:
+    """What an operator copies: the configs pass `bridge check`; systemd reloads through
+    `bridge reload` and waits longer than the graceful stop; logrotate signals USR1."""
+    from bridge.routing.config import load_config
+    from bridge.routing.units import parse_duration
+    from bridge.settings import Limits
+
+    for name in ("deploy/docker/routes.yaml", "deploy/compose/conf/routes.yaml"):
+        load_config(ROOT / name, check_files=False)
+    unit = dict(
+        line.split("=", 1)
+        for line in (ROOT / "deploy/systemd/bridge.service").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert (
+        " reload " in unit["ExecReload"] and "--pid-file " + unit["PIDFile"] in unit["ExecReload"]
+    )
+    assert "--pid-file " + unit["PIDFile"] in unit["ExecStart"]
+    assert unit["KillSignal"] == "SIGTERM"
+    assert parse_duration(unit["TimeoutStopSec"]) > Limits().shutdown_grace
+    rotate = (ROOT / "deploy/logrotate/bridge").read_text()
+    assert "kill -USR1" in rotate and unit["PIDFile"] in rotate and "copytruncate" not in rotate
+    compose = (ROOT / "deploy/compose/compose.yaml").read_text()
+    assert all(f"\n  {service}:" in compose for service in ("bridge", "app", "redis"))
