@@ -1,7 +1,9 @@
 """The access log: one line per finished request, and one per stream when it ends.
 
 `combined` is the Apache/nginx combined format (so standard log tools parse it), followed by
-bridge's own `key=value` fields; `json` is one object per line. Lines are written whole and
+bridge's own `key=value` fields; `json` is one object per line. Every line is stamped with the
+time it is written, as nginx does, so a file is in time order even though a stream's line is
+written when the stream ends (minutes after it began); how long it lasted is `rt`. Lines are written whole and
 flushed one by one; `SIGUSR1` reopens the file after rotation. Peer-controlled text is escaped
 the way nginx does, so no request can forge or break a line.
 """
@@ -23,7 +25,7 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 @dataclass(slots=True)
 class AccessEntry:
     client_ip: str
-    time: float  # epoch seconds, when the request started
+    time: float  # epoch seconds, when the request started (lines carry their write time)
     method: str
     target: str
     http_version: str  # "HTTP/1.1", "HTTP/2.0", "HTTP/3"
@@ -84,11 +86,13 @@ def _format_clf(when: float) -> str:
     )
 
 
-def combined_line(e: AccessEntry) -> str:
+def combined_line(e: AccessEntry, written: float | None = None) -> str:
+    """The combined line, stamped `written` (epoch seconds; default: now)."""
+    stamp = _clf_time(time.time() if written is None else written)
     request = escape(f"{e.method} {e.target} {e.http_version}")
     size = str(e.bytes_sent) if e.bytes_sent else "-"
     line = (
-        f'{e.client_ip or "-"} - - [{_clf_time(e.time)}] "{request}" {e.status} {size} '
+        f'{e.client_ip or "-"} - - [{stamp}] "{request}" {e.status} {size} '
         f'"{escape(e.referer or "-")}" "{escape(e.user_agent or "-")}"'
         f" rt={e.duration:.3f} us={e.upstream_status if e.upstream_status is not None else '-'}"
         f' route="{escape(e.route or "-")}"'
@@ -112,9 +116,10 @@ def _iso(when: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + f".{int(when % 1 * 1000):03d}Z"
 
 
-def json_line(e: AccessEntry) -> str:
+def json_line(e: AccessEntry, written: float | None = None) -> str:
+    """One JSON object, its `time` the moment it is written (default: now)."""
     record: dict[str, object] = {
-        "time": _iso(e.time),
+        "time": _iso(time.time() if written is None else written),
         "client": e.client_ip,
         "method": e.method,
         "target": e.target,

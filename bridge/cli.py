@@ -1,28 +1,56 @@
-"""The `bridge` command: serve, check, demo, certs (../shared/ROUTES.md "Command line")."""
+"""The `bridge` command: serve, check, reload, health, demo, certs (docs/configuration.md
+"Command line"). The error-log options (`-v`, `--log-level`, `--log-format`) are accepted before
+or after the subcommand."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+import time
 from pathlib import Path
 
-from . import __version__
+from . import __version__, errorlog
 from .errors import ConfigError
+
+RELOAD_VERDICT_WAIT = 20.0  # seconds `bridge reload` waits for the running process's verdict
+_NOT_ASKED = "the running bridge was not asked to reload and keeps serving its current config"
+
+
+def _log_options() -> argparse.ArgumentParser:
+    """The error-log options, shared by the top level and every subcommand. SUPPRESS: a
+    subcommand that was not given one leaves what the top level was given."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+        help="debug logging (--log-level debug)",
+    )  # fmt: skip
+    options.add_argument(
+        "--log-level", type=str.lower, choices=errorlog.LEVELS, default=argparse.SUPPRESS,
+        help="error log (stderr) level (default: info)",
+    )  # fmt: skip
+    options.add_argument(
+        "--log-format", type=str.lower, choices=errorlog.FORMATS, default=argparse.SUPPRESS,
+        help="error log (stderr) format: text lines or one JSON object per line (default: text)",
+    )  # fmt: skip
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:
+    log_options = _log_options()
     parser = argparse.ArgumentParser(
-        prog="bridge", description="Turn polled HTTP endpoints into push streams."
+        prog="bridge",
+        description="Turn polled HTTP endpoints into push streams.",
+        parents=[log_options],
     )
     sub = parser.add_subparsers(dest="command", required=True)
     commands = {}
     for name, text in (
         ("serve", "run the proxy"),
         ("check", "validate the config and print the route table"),
-        ("reload", "validate the config, then make the running bridge reload it (SIGHUP)"),
+        ("reload", "validate the config, make the running bridge reload it, report its verdict"),
+        ("health", "ask the running bridge's admin listener for /healthz (exit 0 when healthy)"),
     ):
-        cmd = commands[name] = sub.add_parser(name, help=text)
+        cmd = commands[name] = sub.add_parser(name, help=text, parents=[log_options])
         cmd.add_argument(
             "-c", "--config", default="routes.yaml", help="config file (default: ./routes.yaml)"
         )
@@ -36,9 +64,22 @@ def main(argv: list[str] | None = None) -> int:
     commands["reload"].add_argument(
         "--pid-file", help="the running bridge's pid file (default: bridge.pid beside the config)"
     )
-    demo = sub.add_parser("demo", help="run the embedded polling demo app with bridge in front")
-    demo.add_argument("--port", type=int, default=8443, help="HTTPS port for bridge (default 8443)")
-    certs = sub.add_parser("certs", help="generate a development CA and server certificate")
+    demo = sub.add_parser(
+        "demo",
+        help="run the embedded polling demo app with bridge in front",
+        description="The demo listens on three loopback ports: --port (HTTPS), --port + 1"
+        " (HTTP, redirects to HTTPS) and --port + 2 (the admin listener); all three must be free.",
+        parents=[log_options],
+    )
+    demo.add_argument(
+        "--port",
+        type=int,
+        default=8443,
+        help="HTTPS port for bridge (default 8443); the demo also uses the next two (HTTP, admin)",
+    )
+    certs = sub.add_parser(
+        "certs", help="generate a development CA and server certificate", parents=[log_options]
+    )
     certs.add_argument("--dir", default="certs", help="output directory (default: ./certs)")
     certs.add_argument(
         "--host",
@@ -49,23 +90,20 @@ def main(argv: list[str] | None = None) -> int:
     certs.add_argument(
         "--force", action="store_true", help="replace the development CA too (default: keep it)"
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"bridge {__version__}")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    level = getattr(args, "log_level", None) or (
+        "debug" if getattr(args, "verbose", False) else "info"
     )
-    # hpack logs every header it decodes at DEBUG, cookies and credentials included: `-v`
-    # must not put clients' secrets in the server's log.
-    logging.getLogger("hpack").setLevel(logging.INFO)
+    errorlog.configure(level, getattr(args, "log_format", "text"))
     if args.command == "check":
         return _check(args.config)
     if args.command == "serve":
         return _serve(args.config, args.workers, args.pid_file)
     if args.command == "reload":
         return _reload(args.config, args.pid_file)
+    if args.command == "health":
+        return _health(args.config)
     if args.command == "certs":
         from .certs import generate_for_cli
 
@@ -78,15 +116,17 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _load(path: str):  # type: ignore[no-untyped-def]
+def _load(path: str, refused: str = "not serving", check_files: bool = True):  # type: ignore[no-untyped-def]
+    """The config at `path`, or None after printing every problem and `refused` (what that
+    means for the command that asked)."""
     from .routing.config import load_config
 
     try:
-        config = load_config(path)
+        config = load_config(path, check_files=check_files)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        print(f"{path}: {len(exc.problems)} problem(s); not serving", file=sys.stderr)
+        print(f"{path}: {len(exc.problems)} problem(s); {refused}", file=sys.stderr)
         return None
     for warning in config.warnings:
         print(
@@ -139,11 +179,16 @@ def _serve(path: str, workers: str = "1", pid_file: str | None = None) -> int:
 
 def _reload(path: str, pid_file: str | None) -> int:
     """Like `nginx -s reload` after `nginx -t`: a file with mistakes is reported here, and the
-    running process is not even asked (it would refuse it too, and keep serving)."""
+    running process is not even asked (it would refuse it too, and keep serving). A good file
+    is signalled, and the running process's verdict is read back from its admin listener's
+    `bridge_reloads_total`: exit 1 when it refused the file (it keeps serving the old one)."""
     import os
     import signal
 
-    if _load(path) is None:
+    from .control import admin_url, reload_counts
+
+    config = _load(path, _NOT_ASKED)
+    if config is None:
         return 1
     where = Path(pid_file) if pid_file else Path(path).resolve().parent / "bridge.pid"
     try:
@@ -155,12 +200,74 @@ def _reload(path: str, pid_file: str | None) -> int:
             file=sys.stderr,
         )
         return 1
+    admin = admin_url(config)
+    before = reload_counts(admin) if admin is not None else None
     try:
         os.kill(pid, signal.SIGHUP)
     except OSError as exc:
         print(f"bridge reload: cannot signal process {pid}: {exc.strerror}", file=sys.stderr)
         return 1
-    print(f"{path}: ok; asked process {pid} to reload (its error log says what changed)")
+    asked = f"{path}: ok; asked process {pid} to reload"
+    if admin is None or before is None:
+        unheard = f"no admin listener answered at {admin}" if admin else "no listen.admin to ask"
+        print(f"{asked} ({unheard}, so its error log has the verdict)")
+        return 0
+    verdict = _reload_verdict(admin, before)
+    if verdict == "ok":
+        print(f"{asked}: reloaded (its error log says what changed)")
+        return 0
+    if verdict is None:
+        print(
+            f"bridge reload: process {pid} gave no verdict within {RELOAD_VERDICT_WAIT:g}s"
+            f" ({admin}/metrics); its error log says what happened",
+            file=sys.stderr,
+        )
+        return 1
+    why = "found problems in the file" if verdict == "invalid" else "could not apply it"
+    print(
+        f"bridge reload: process {pid} refused {path} ({why}: reload outcome {verdict!r}) and"
+        " keeps serving its previous config; its error log says why",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _reload_verdict(admin: str, before: dict[str, int]) -> str | None:
+    """The outcome of the first reload counted after `before`, or None if none is counted
+    within RELOAD_VERDICT_WAIT."""
+    from .control import OUTCOMES, reload_counts
+
+    deadline = time.monotonic() + RELOAD_VERDICT_WAIT
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = reload_counts(admin)
+        if now is None:
+            continue  # busy this moment (a reload in progress): ask again
+        for outcome in OUTCOMES:
+            if now.get(outcome, 0) > before.get(outcome, 0):
+                return outcome
+    return None
+
+
+def _health(path: str) -> int:
+    """`/healthz` on the admin listener the config names: the container health check that
+    follows `listen.admin` wherever the mounted config puts it."""
+    from .control import admin_url, get
+
+    config = _load(path, "cannot find the admin listener", check_files=False)
+    if config is None:
+        return 1
+    admin = admin_url(config)
+    if admin is None:
+        print(
+            f"bridge health: {path} has no listen.admin (with a fixed port) to ask", file=sys.stderr
+        )
+        return 1
+    status, body = get(admin + "/healthz")
+    if status != 200:
+        print(f"bridge health: {admin}/healthz: {status or body}", file=sys.stderr)
+        return 1
+    print(f"{admin}/healthz: {body.strip()}")
     return 0
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -17,6 +19,9 @@ from typing import TYPE_CHECKING, cast
 if TYPE_CHECKING:
     from ..app import AppSite
     from ..server.run import Bridge
+
+log = logging.getLogger("bridge")
+DEMO_PORTS = 3  # --port (HTTPS), --port + 1 (HTTP), --port + 2 (admin)
 
 DEMO_ROUTES = """\
 listen:
@@ -74,6 +79,28 @@ def demo_viewers(bridge: Bridge) -> int:
     return sum(len(c.subscribers) for c in channels if c.spec.params.get("symbol") == "DEMO")
 
 
+def ports_free(first: int, host: str = "127.0.0.1") -> bool:
+    """Whether the demo's three ports from `first` can all be bound now."""
+    if not 0 < first <= 65535 - (DEMO_PORTS - 1):
+        return False
+    for port in range(first, first + DEMO_PORTS):
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
+def suggest_port(busy: int) -> int | None:
+    """A --port above `busy` whose next two ports are free as well, or None."""
+    start = busy + 10 if busy else 9443
+    for first in range(start, min(start + 1000, 65533), 10):
+        if ports_free(first):
+            return first
+    return None
+
+
 def run_demo(*, port: int = 8443) -> int:
     from ..app import create_bridge
     from ..certs import ensure_dev_certs
@@ -115,9 +142,11 @@ def run_demo(*, port: int = 8443) -> int:
                 loop.add_signal_handler(sig, stop.set)
             try:
                 await stop.wait()
+                log.info("shutting down")
             finally:
                 await bridge.stop(grace=1.0)
                 await app.stop()
+            log.info("stopped")  # as `bridge serve` does: the last line says it ended cleanly
 
     try:
         run(go)
@@ -126,10 +155,15 @@ def run_demo(*, port: int = 8443) -> int:
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             ports = f"{port}-{port + 2}" if port else "the ports it chose"
+            other = suggest_port(port)
+            hint = (
+                f"try bridge demo --port {other} ({other}-{other + 2} are free now)"
+                if other is not None
+                else "try bridge demo --port with three free ports in a row"
+            )
             print(
                 f"bridge demo: a port in {ports} is in use ({exc.strerror}); the demo uses"
-                f" --port (HTTPS), the next one (HTTP) and the one after (admin):"
-                f" try bridge demo --port {port + 10 if port else 9443}",
+                f" --port (HTTPS), the next one (HTTP) and the one after (admin): {hint}",
                 file=sys.stderr,
             )
         else:

@@ -71,6 +71,11 @@ def test_demo_page_in_chromium(certs: Path) -> None:
                         context = await browser.new_context(ignore_https_errors=True)
                         page = await context.new_page()
                         await page.goto(url, timeout=15000)
+                        # The first stats: no rate yet (no interval), never "for 0 viewers".
+                        first = await wait_for(
+                            page, "document.getElementById('fanout').textContent"
+                        )
+                        assert "0.0 a second" not in first and "0 viewers" not in first, first
                         # At least three price updates through EventSource.
                         await wait_for(page, "window.bridgeDemo && bridgeDemo.events >= 3")
                         demo = await page.evaluate("window.bridgeDemo")

@@ -21,6 +21,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from bridge.demo.run import ports_free
 from bridge.routing.config import load_config
 from tests.support.harness import run
 
@@ -156,7 +157,9 @@ def test_bridge_demo_serves_the_page_and_stops_on_a_signal(
                     assert "bridge_connections" in metrics.text
 
         run(visit())
-        assert "Traceback" not in stop(proc, stop_signal)
+        rest = stop(proc, stop_signal)
+        assert "Traceback" not in rest
+        assert rest.strip().splitlines()[-1].endswith("bridge: stopped")  # as `serve` says
 
 
 def test_verbose_logging_never_writes_request_headers(tmp_path: Path) -> None:
@@ -214,6 +217,19 @@ def test_demo_on_a_busy_port_names_the_port_option(tmp_path: Path) -> None:
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"bridge demo: a port in {port}-{port + 2} is in use"), last
     assert "--port" in last and "Traceback" not in done.stderr
+    # The port it suggests has its next two free as well (the demo needs all three).
+    found = re.search(r"try bridge demo --port (\d+) \((\d+)-(\d+) are free now\)", last)
+    assert found, last
+    other = int(found.group(1))
+    assert other != port and int(found.group(3)) == other + 2
+    assert ports_free(other)
+
+
+def test_demo_help_says_it_uses_three_ports(tmp_path: Path) -> None:
+    done = bridge("demo", "--help", cwd=tmp_path)
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "--port (HTTPS), --port + 1 (HTTP" in text and "--port + 2 (the admin" in text
 
 
 def _shell_blocks(text: str) -> list[str]:
@@ -253,11 +269,19 @@ def test_dockerfile_is_slim_non_root_and_serves_on_8443_tcp_and_udp() -> None:
     exposed = {port for line in lines if line.startswith("EXPOSE ") for port in line.split()[1:]}
     assert {"8443/tcp", "8443/udp"} <= exposed
     [cmd] = [line for line in lines if line.startswith(("CMD ", "ENTRYPOINT "))]
-    assert '"bridge", "serve"' in cmd
-    # the health check asks /healthz where the image's own routes.yaml puts the admin listener
+    assert '"bridge", "serve"' in cmd and '"--pid-file"' in cmd  # so bridge reload works inside
+    # The image's own config is a minimal one that says what to mount, not the annotated
+    # example (whose upstream is 127.0.0.1:9000, the container itself).
+    [copied] = [line for line in lines if line.startswith("COPY") and "routes.yaml" in line]
+    source, target = copied.split()[-2:]
+    assert source == "deploy/docker/routes.yaml" and target == "./conf/routes.yaml"
+    config = load_config(ROOT / source, check_files=False)
+    assert config.upstreams["app"].host != "127.0.0.1"
+    assert "mount" in (ROOT / source).read_text().lower()
+    # The health check follows the configured admin address: `bridge health -c <the config>`.
     [health] = [line for line in lines if line.startswith("HEALTHCHECK ")]
-    admin = load_config(ROOT / "routes.yaml", check_files=False).listen.admin
-    assert admin is not None and f"http://{admin[0]}:{admin[1]}/healthz" in health
+    assert '"bridge", "health", "-c", "/srv/bridge/conf/routes.yaml"' in health
+    assert '"/srv/bridge/conf/routes.yaml"' in cmd
 
 
 def test_python_dash_m_bridge_and_the_console_script_share_main() -> None:

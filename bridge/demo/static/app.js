@@ -175,23 +175,31 @@
     $("assets").textContent = parts.length ? parts.join("; ") : "none measured";
   }
 
-  var started = Date.now(), firstPolls = null;
+  // The poll rate is measured from the first reading on, so the first reading has none yet;
+  // and until this page's own stream is counted there is no viewer to share a poll with.
+  var first = null;
   function describeFanout() {
     fetch("/api/stats", { cache: "no-store" })
       .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
       .then(function (stats) {
-        if (firstPolls === null) firstPolls = stats.polls;
-        var seconds = Math.max(1, (Date.now() - started) / 1000);
-        var rate = (stats.polls - firstPolls) / seconds;
+        var now = Date.now();
+        if (first === null) first = { polls: stats.polls, at: now };
+        var seconds = (now - first.at) / 1000;
         var viewers = stats.viewers;
         state.polls = stats.polls;
         state.viewers = viewers;
+        var rate = seconds >= 1
+          ? " (about " + ((stats.polls - first.polls) / seconds).toFixed(1) + " a second)"
+          : "";
         $("fanout").textContent = viewers === null
           ? "the app has answered " + stats.polls + " polls"
-          : "the app was polled " + stats.polls + " times (about " + rate.toFixed(1) +
-            " a second) for " + viewers + " viewer" + (viewers === 1 ? "" : "s") +
-            ": one poll for all of them, where polling browsers would make " + viewers +
-            " a second. Open more tabs: the poll rate stays.";
+          : !viewers
+          ? "the app was polled " + stats.polls + " times; counting viewers once this" +
+            " page's stream is connected"
+          : "the app was polled " + stats.polls + " times" + rate + " for " + viewers +
+            " viewer" + (viewers === 1 ? "" : "s") + ": one poll for all of them, where" +
+            " polling browsers would make " + viewers + " a second. Open more tabs: the poll" +
+            " rate stays.";
       })
       .catch(function () { /* no stats: the app alone */ });
   }
