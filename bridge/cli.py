@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
             cmd.add_argument(
                 "--workers", default="1", help="processes, or auto for one per core (default 1)"
             )
+    commands["check"].add_argument(
+        "--print",
+        action="store_true",
+        dest="print_config",
+        help="print the whole effective config (defaults filled, secrets masked) as YAML",
+    )
     commands["serve"].add_argument(
         "--pid-file", help="write the process id here (for bridge reload); removed at exit"
     )
@@ -97,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     errorlog.configure(level, getattr(args, "log_format", "text"))
     if args.command == "check":
-        return _check(args.config)
+        return _check(args.config, print_config=args.print_config)
     if args.command == "serve":
         return _serve(args.config, args.workers, args.pid_file)
     if args.command == "reload":
@@ -136,12 +142,16 @@ def _load(path: str, refused: str = "not serving", check_files: bool = True):  #
     return config
 
 
-def _check(path: str) -> int:
+def _check(path: str, *, print_config: bool = False) -> int:
+    from .routing.printer import render
     from .routing.table import describe
 
     config = _load(path)
     if config is None:
         return 1
+    if print_config:  # stdout is the YAML alone, so it can be saved and checked again
+        print(render(config), end="")
+        return 0
     print(describe(config))
     print(f"{path}: ok")
     return 0

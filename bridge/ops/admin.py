@@ -1,4 +1,5 @@
-"""The admin listener: `/healthz`, `/readyz`, `/metrics` (Prometheus text) and `/streams` (JSON).
+"""The admin listener: `/healthz`, `/readyz`, `/metrics` (Prometheus text), `/streams` (JSON)
+and `/config` (YAML).
 
 The `Bridge` runs it on the same connection code as the public listeners, with this tiny
 handler that the composition root gives it (app.py); it is meant for loopback or a private network only (the loader refuses another address unless
@@ -12,6 +13,9 @@ handler that the composition root gives it (app.py); it is meant for loopback or
   last change, last error (text and time), backoff state, history size. Times are ISO 8601
   in UTC with the zone (`2026-12-07T21:13:12.000+00:00`); `vary` values never appear
   (per-user secrets), only a digest.
+- `/config`: the configuration in force (the last one loaded or reloaded), as
+  `bridge check --print` shows it (`bridge.routing.printer`): defaults filled, secrets masked.
+  Served as `application/yaml`, the type RFC 9512 registers for YAML (`text/yaml` never was).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ErrorCode, StreamError
+from ..routing.printer import render as render_config
 from ..stream.exchange import Exchange
 from .metrics import (
     CONTENT_TYPE,
@@ -60,6 +65,9 @@ class AdminHandler:
             view = with_iso_times(streams_view(self.site.hub))
             body = json.dumps(view, indent=2).encode() + b"\n"
             kind = b"application/json"
+        elif path == "/config":
+            body = render_config(self.bridge.config).encode()
+            kind = b"application/yaml; charset=utf-8"
         else:
             raise StreamError(ErrorCode.NOT_FOUND)
         headers = [

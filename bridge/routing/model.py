@@ -6,16 +6,19 @@ Each section of the file is one dataclass here, and its fields are the section's
 dataclass states each key's default and, for a `Literal` field, its allowed values, once, and
 the schema (`bridge.routing.schema`) reads them from here (`keys`, `choices`). A field the file
 never states (a position, a part of a parsed URL) is marked `DERIVED`; one written under
-another name says so with `written_as`.
+another name says so with `written_as`. A field whose value must never be shown (a token, a
+credential) is marked `SECRET`; a string read from a `${NAME}` reference is an `Expanded`, which
+keeps the reference as written. `bridge.routing.printer` shows the first as masked and the
+second as its reference.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Literal, get_args, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_type_hints
 
 from ..errors import ConfigProblem
 from ..settings import Limits
@@ -26,7 +29,9 @@ if TYPE_CHECKING:
 Address = tuple[str, int]  # (host, port); host "" or "0.0.0.0" binds all
 
 _KEY = "routes.yaml"  # field metadata: the key a field is written as; None: not written
+_SECRET = "secret"  # field metadata: its value is masked wherever the config is shown
 DERIVED: Mapping[str, str | None] = MappingProxyType({_KEY: None})
+SECRET: Mapping[str, bool] = MappingProxyType({_SECRET: True})
 
 
 def written_as(key: str) -> Mapping[str, str | None]:
@@ -36,8 +41,34 @@ def written_as(key: str) -> Mapping[str, str | None]:
 
 def keys(section: type[DataclassInstance]) -> tuple[str, ...]:
     """The keys of the file's section that `section` models, in field order."""
-    written = (f.metadata.get(_KEY, f.name) for f in fields(section))
-    return tuple(key for key in written if key is not None)
+    return tuple(key for key, _ in written_fields(section))
+
+
+def written_fields(
+    section: type[DataclassInstance] | DataclassInstance,
+) -> tuple[tuple[str, Field[Any]], ...]:
+    """(key, field) for each field of `section` that the file writes, in field order."""
+    written = ((f.metadata.get(_KEY, f.name), f) for f in fields(section))
+    return tuple((key, f) for key, f in written if key is not None)
+
+
+def is_secret(f: Field[Any]) -> bool:
+    """Whether the field is marked `SECRET` (say `field(metadata=SECRET)`, or with another
+    marker `metadata=written_as("key") | SECRET`)."""
+    return bool(f.metadata.get(_SECRET, False))
+
+
+class Expanded(str):
+    """A string read with its `${NAME}` environment references replaced: it equals the value,
+    and `written` is the text as the file has it, what a printed config shows in its place (so
+    the value stays out of the output, and the output loads to the same value again)."""
+
+    written: str
+
+    def __new__(cls, value: str, written: str) -> Expanded:
+        self = super().__new__(cls, value)
+        self.written = written
+        return self
 
 
 def choices(section: type[DataclassInstance], name: str) -> tuple[str, ...]:
