@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
+from ..certs import dev_cert_dir
 from ..settings import Limits
 from .model import Config, Route
 from .paths import PathPattern
@@ -59,7 +60,7 @@ def describe(config: Config) -> str:
     if config.tls.cert is not None:
         lines.append(f"tls: {config.tls.cert}, {config.tls.key}")
     else:
-        lines.append("tls: development certificate (certs/)")
+        lines.append(f"tls: omitted: development certificate in {dev_cert_dir(config.source)}")
     log = config.access_log
     lines.append(f"access log: {'stdout' if log.path == '-' else log.path} ({log.format})")
     changed = _changed_limits(config.limits)
