@@ -1,7 +1,11 @@
 """Development certificates: a local CA and a server certificate signed by it.
 
-Used when routes.yaml names no certificate (or its files are missing) and by `bridge certs`.
-Private keys are created with mode 0600 from the first byte, never world-readable.
+`server_files` is the one place that decides which certificate bridge serves: the files
+`tls:` names (checked before serving by `bridge.routing.preflight`; never generated, and
+nothing is ever written beside them), or, when `tls:` is omitted, a development certificate
+in `certs/` beside the config file, generated there if absent. `bridge certs` writes the same
+files on demand. Private keys are created with mode 0600 from the first byte, never
+world-readable.
 """
 
 from __future__ import annotations
@@ -12,11 +16,15 @@ import logging
 import os
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+if TYPE_CHECKING:
+    from .routing.model import TlsConfig
 
 log = logging.getLogger("bridge")
 
@@ -161,16 +169,38 @@ def _generate(
     return directory / "server.crt", directory / "server.key"
 
 
+def dev_cert_dir(source: Path) -> Path:
+    """Where the development certificate of the config file `source` lives: `certs/` beside it."""
+    return Path(source).resolve().parent / "certs"
+
+
+def server_files(tls: TlsConfig, source: Path) -> tuple[Path, Path]:
+    """(certificate, key) to serve for a config read from `source`: the configured pair as it
+    is (a missing or broken one fails where it is loaded, never falls back), or the development
+    pair beside the config when `tls:` is omitted, generated if absent."""
+    if tls.cert is not None and tls.key is not None:
+        return tls.cert, tls.key
+    directory = dev_cert_dir(source)
+    cert, key = directory / "server.crt", directory / "server.key"
+    if cert.exists() and key.exists():
+        return cert, key
+    log.warning(
+        "tls: omitted in %s: generated a development certificate in %s "
+        "(trust %s, or set tls.cert and tls.key)",
+        source,
+        directory,
+        directory / "ca.crt",
+    )
+    return _generate(directory, new_ca=False)  # a CA already trusted here stays
+
+
 def ensure_dev_certs(directory: Path, *, force: bool = False) -> tuple[Path, Path]:
-    """(server.crt, server.key) in `directory`, generated if missing (with a warning)."""
+    """(server.crt, server.key) in `directory`, generated if missing (the demo, tests)."""
     cert, key = directory / "server.crt", directory / "server.key"
     if cert.exists() and key.exists() and not force:
         return cert, key
     log.warning(
-        "no TLS certificate configured: generated a development certificate in %s "
-        "(trust %s, or set tls.cert/tls.key)",
-        directory,
-        directory / "ca.crt",
+        "generated a development certificate in %s (trust %s)", directory, directory / "ca.crt"
     )
     return _generate(directory, new_ca=force)  # a CA already trusted here stays
 

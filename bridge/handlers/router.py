@@ -1,8 +1,11 @@
 """The request entry point: normalise the path, pick the route, hand over to a handler.
 
 Order of decisions: clear-text redirect, path normalisation (400 on a path that climbs above
-`/`), route match (404), then stream routes go to the stream handlers and everything else to
-the page handler (push + early hints) or straight to the proxy.
+`/`), route match on the path and a route's query template (404), then stream routes go to the
+stream handlers and everything else to the page handler (push + early hints) or straight to
+the proxy. On a stream route, a query parameter the stream does not understand
+(`bridge.routing.query`) sends a plain GET or HEAD through to the stream's upstream unchanged
+and refuses a subscription with 400 naming it.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from ..errorpage import error_headers
 from ..errors import ErrorCode, StreamError
 from ..routing.model import Config, Route
 from ..routing.paths import PathError, normalize_path, split_target
+from ..routing.query import stray_query
 from ..routing.table import RouteTable
 from ..stream.exchange import Exchange
 from .proxy import ProxyHandler
+from .stream import is_subscription
 from .util import is_websocket
 from .wsproxy import proxy_websocket
 
@@ -57,7 +62,7 @@ class Router:
             path = normalize_path(path)
         except PathError as exc:
             raise StreamError(ErrorCode.BAD_REQUEST, str(exc)) from None
-        found = self.table.match(path)
+        found = self.table.match(path, query)
         if found is None:
             raise StreamError(ErrorCode.NOT_FOUND)
         route, params = found
@@ -71,6 +76,16 @@ class Router:
                 await self.pushed(exchange, route, path + query)
             return
         if route.stream is not None and self.stream is not None:
+            stray = stray_query(route, query)
+            if stray is not None and is_subscription(exchange, route.stream):
+                raise StreamError(
+                    ErrorCode.BAD_REQUEST,
+                    f'query parameter "{stray}" is not one this stream reads or ignores',
+                )
+            if stray is not None and request.method in ("GET", "HEAD"):
+                # The app answers what bridge would only guess at: as before bridge.
+                await self.proxy(exchange, route.stream.upstream, path + query)
+                return
             await self.stream(exchange, route, params, path, query)
             return
         if route.upstream is None:

@@ -4,6 +4,10 @@
 - A WebSocket handshake → the WebSocket handler, when one is installed.
 - Any other GET/HEAD → the channel's latest snapshot with its ETag (304 on `If-None-Match`,
   `Prefer: wait=N` long-polls), so old polling clients stop costing the upstream too.
+
+A query parameter the stream does not understand (`bridge.routing.query`) is decided by the
+router before this handler: `is_subscription` tells it whether the request would subscribe
+(refused with 400) or is a plain GET (passed through to the upstream).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from ..events import Headers
 from ..hub.hub import Hub
 from ..hub.item import Format
 from ..hub.render import sse_retry
-from ..routing.model import Route
+from ..routing.model import Route, StreamSpec
 from ..stream.exchange import Exchange
 from .sink import ExchangeSink, finish_subscription
 from .util import header, is_websocket
@@ -32,6 +36,16 @@ _SSE_HEADERS: Headers = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+
+
+def is_subscription(exchange: Exchange, spec: StreamSpec) -> bool:
+    """True when this handler would subscribe the request (WebSocket or SSE), not answer it
+    with a snapshot."""
+    if is_websocket(exchange):
+        return True
+    request = exchange.request
+    accept = header(request.headers, b"accept") or b""
+    return request.method == "GET" and b"text/event-stream" in accept and "sse" in spec.protocols
 
 
 class StreamHandler:

@@ -3,7 +3,8 @@
 - `load_config(path)` / `parse_config(text, path)`: validate the whole ROUTES.md contract,
   raising `bridge.errors.ConfigError` with every problem as `file:line:col: message`.
 - `split_target`, `normalize_path`: the request path every route is matched on.
-- `RouteTable(routes).match(path)`: first match wins; `describe(config)` prints the table.
+- `RouteTable(routes).match(path, query)`: first match wins (a route's query template must be
+  met); `describe(config)` prints the table. `routing.query`: what a stream route reads.
 - `substitute(template, params)`: fill a poll/send target without changing its structure.
 """
 

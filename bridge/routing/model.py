@@ -121,6 +121,8 @@ class StreamSpec:
     send: str | None = None
     ws_format: Literal["envelope", "raw"] = "envelope"
     origins: tuple[str, ...] = ()  # normalised "scheme://host[:port]"
+    # Query parameters that never change the answer (a cache-buster such as jQuery's `_`).
+    ignore_query: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,8 @@ class Route:
     push: tuple[str, ...] = ()  # declared assets
     push_auto: bool = field(default=False, metadata=DERIVED)  # `push: auto`
     params: tuple[str, ...] = field(default=(), metadata=DERIVED)  # names in template order
+    # The query parameters the path's query template reads (`?symbol={s}` → ("symbol",)).
+    query: tuple[str, ...] = field(default=(), metadata=DERIVED)
 
     @property
     def kind(self) -> str:

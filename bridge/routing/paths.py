@@ -6,7 +6,9 @@ router decided is what the upstream sees (no `/static/../admin` or `/%61dmin` co
 - `split_target` cuts an origin-form request target into path and query.
 - `normalize_path` is the one normal form every route is matched against.
 - `PathPattern` is a compiled route template: `{name}` is exactly one non-empty segment,
-  `{name*}` zero or more segments (only last, only after a `/`).
+  `{name*}` zero or more segments (only last, only after a `/`). A query template after `?`
+  (`/api/quotes?symbol={symbol}&venue={venue}`) fills each `{name}` from that query parameter;
+  a request without one of them (or with it empty) does not match.
 - `substitute` fills a `poll`/`send` template with parameter values that can never change the
   template's structure.
 """
@@ -14,7 +16,7 @@ router decided is what the upstream sees (no `/static/../admin` or `/%61dmin` co
 from __future__ import annotations
 
 import re
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _PCT = re.compile(r"%([0-9A-Fa-f]{2})")
@@ -25,6 +27,9 @@ _BAD_TARGET = re.compile(r"[\x00-\x20\x7f#]")
 # A `{name}` or `{name*}` of a template (group 1: what is between the braces).
 PARAM = re.compile(r"\{([^{}]*)\}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A query parameter name a route can read or ignore: unreserved characters only, so it is
+# written the same way in the file and on the wire.
+QUERY_NAME = re.compile(r"[A-Za-z0-9_.\-~]+")
 # What a normalised path can contain besides '/': RFC 3986 §3.3 pchar.
 _PCHARS = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-F]{2})*")
 # A target on the upstream, once its {params} are filled: RFC 3986 path and query characters.
@@ -121,17 +126,26 @@ class PathPattern:
     `/{rest*}` matches every path. Literal segments match exactly, case included.
     """
 
-    __slots__ = ("_literal", "params", "regex", "template")
+    __slots__ = ("_literal", "params", "query", "regex", "template")
 
     def __init__(self, template: str) -> None:
         self.template = template
         self.params: tuple[str, ...] = ()
-        self.regex = self._compile(template)
-        # A template without parameters is compared as a string: no regex on the hot path.
-        self._literal = template if not self.params else None
+        path, _, query = template.partition("?")
+        self.regex = self._compile(path)
+        # (query parameter, route parameter) pairs of the query template, in written order.
+        self.query = _query_template(query, self.params) if "?" in template else ()
+        self.params += tuple(name for _, name in self.query)
+        # A template without path parameters is compared as a string: no regex on the hot path.
+        self._literal = path if not self.regex.groupindex else None
 
     def __repr__(self) -> str:
         return f"PathPattern({self.template!r})"
+
+    @property
+    def path(self) -> str:
+        """The template's path part (without its query template)."""
+        return self.template.partition("?")[0]
 
     @property
     def matches_everything(self) -> bool:
@@ -191,13 +205,55 @@ class PathPattern:
             )
 
     def match(self, path: str) -> dict[str, str] | None:
-        """Parameter values (percent-decoded) if the normalised `path` matches, else None."""
+        """Path parameter values (percent-decoded) if the normalised `path` matches, else None.
+        The query template is not consulted: see `match_query`."""
         if self._literal is not None:
             return {} if path == self._literal else None
         found = self.regex.match(path)
         if found is None:
             return None
         return {k: unquote(v) if v else "" for k, v in found.groupdict().items()}
+
+    def match_query(self, query: str) -> dict[str, str] | None:
+        """The query template's values from `query` (with or without its '?'; decoded as a
+        form, `+` is a space), or None when one of its parameters is absent or empty. A
+        parameter given twice yields its first value; the stream handler refuses such a
+        query for subscriptions (`bridge.routing.query`)."""
+        if not self.query:
+            return {}
+        given: dict[str, str] = {}
+        for key, value in parse_qsl(query.lstrip("?"), keep_blank_values=True):
+            given.setdefault(key, value)
+        out: dict[str, str] = {}
+        for key, name in self.query:
+            found = given.get(key)
+            if not found:
+                return None
+            out[name] = found
+        return out
+
+
+def _query_template(query: str, path_params: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """`symbol={symbol}&venue={v}` → (("symbol", "symbol"), ("venue", "v"))."""
+    if not query:
+        raise PathError("nothing after '?': write name={name} pairs, or no '?'")
+    pairs: list[tuple[str, str]] = []
+    for part in query.split("&"):
+        key, eq, value = part.partition("=")
+        found = PARAM.fullmatch(value)
+        if not eq or found is None or found.group(1).endswith("*"):
+            raise PathError(f"query template {part!r}: expected name={{name}}")
+        name = found.group(1)
+        if _NAME.fullmatch(name) is None:
+            raise PathError(f"bad parameter name {{{name}}} (letters, digits and _ only)")
+        if QUERY_NAME.fullmatch(key) is None:
+            raise PathError(f"query parameter {key!r}: letters, digits and -._~ only")
+        if any(key == k for k, _ in pairs):
+            raise PathError(f"query parameter {key!r} is named twice")
+        if name in path_params or any(name == n for _, n in pairs):
+            raise PathError(f"duplicate parameter {{{name}}}")
+        pairs.append((key, name))
+    return tuple(pairs)
 
 
 def substitute(template: str, params: dict[str, str]) -> str:

@@ -4,6 +4,10 @@
 `serve` later (an access-log folder that does not exist, a key that does not belong to its
 certificate) is reported up front as `routes.yaml:LINE:COL: field: message`, like every other
 mistake. Checks only read (and probe a folder with `os.access`); nothing is created.
+
+`tls:` files that are named must exist, be readable, be PEM and pair; only an omitted `tls:`
+leads to a development certificate (`bridge.certs.server_files`), whose folder must be
+writable (or already hold one).
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from yaml.nodes import Node
 
+from ..certs import dev_cert_dir
 from .model import Config
 
 Report = Callable[[Node | None, str, str], None]
@@ -47,33 +54,36 @@ def _check_access_log(config: Config, node: Node | None, error: Report) -> None:
 
 
 def _check_tls(config: Config, positions: dict[str, Node], error: Report) -> None:
+    """Named files must be a readable PEM certificate and its key: bridge never falls back to
+    a development certificate for them, nor writes anything beside them. Only an omitted
+    `tls:` gets a development certificate, in `certs/` beside the config."""
     cert, key = config.tls.cert, config.tls.key
-    if config.listen.https is None:
-        return
     if cert is None or key is None:
-        _check_dev_folder(Path(config.source).resolve().parent / "certs", None, error)
+        if config.listen.https is not None:
+            _check_dev_folder(dev_cert_dir(config.source), error)
         return
-    have_cert, have_key = cert.exists(), key.exists()
-    if not have_cert and not have_key:
-        # ROUTES.md: files absent means a development certificate is generated next to them.
-        _check_dev_folder(cert.parent, positions.get("tls.cert"), error)
-        return
-    if not have_cert or not have_key:
-        # Generating a pair here would overwrite the one that exists.
-        missing, there = ("cert", key) if not have_cert else ("key", cert)
-        error(positions.get(f"tls.{missing}"), f"tls.{missing}", f"not found (but {there} exists)")
-        return
+    texts: dict[str, bytes] = {}
     for name, file in (("cert", cert), ("key", key)):
-        if not os.access(file, os.R_OK):
-            error(positions.get(f"tls.{name}"), f"tls.{name}", f"{file} is not readable")
-            return
+        read = _read_file(file)
+        if isinstance(read, str):
+            error(positions.get(f"tls.{name}"), f"tls.{name}", read)
+        else:
+            texts[name] = read
+    if len(texts) != 2:
+        return
     try:
-        x509.load_pem_x509_certificates(cert.read_bytes())
+        x509.load_pem_x509_certificates(texts["cert"])
     except ValueError:
         error(positions.get("tls.cert"), "tls.cert", f"{cert} holds no PEM certificate")
         return
-    except OSError as exc:
-        error(positions.get("tls.cert"), "tls.cert", f"cannot read: {exc.strerror or exc}")
+    try:
+        serialization.load_pem_private_key(texts["key"], None)
+    except TypeError:
+        # ssl would ask for the passphrase on the terminal, or fail: serve cannot use it.
+        error(positions.get("tls.key"), "tls.key", f"{key} is encrypted; bridge needs it plain")
+        return
+    except (ValueError, UnsupportedAlgorithm):
+        error(positions.get("tls.key"), "tls.key", f"{key} holds no PEM private key")
         return
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
@@ -89,7 +99,21 @@ def _check_tls(config: Config, positions: dict[str, Node], error: Report) -> Non
         error(positions.get("tls.cert"), "tls.cert", f"cannot read: {exc.strerror or exc}")
 
 
-def _check_dev_folder(folder: Path, node: Node | None, error: Report) -> None:
+def _read_file(file: Path) -> bytes | str:
+    """The bytes of `file`, or why it cannot be served from."""
+    if not file.exists():
+        return f"{file} not found"
+    if file.is_dir():
+        return f"{file} is a folder, not a file"
+    if not os.access(file, os.R_OK):
+        return f"{file} is not readable by this user"
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        return f"cannot read {file}: {exc.strerror or exc}"
+
+
+def _check_dev_folder(folder: Path, error: Report) -> None:
     """A development certificate will be written into `folder` (or its nearest existing
     parent, which must let this user create it)."""
     probe = folder
@@ -99,5 +123,4 @@ def _check_dev_folder(folder: Path, node: Node | None, error: Report) -> None:
         return
     if (folder / "server.crt").exists() and (folder / "server.key").exists():
         return  # generated before; only read now
-    field = "tls.cert" if node is not None else "tls"
-    error(node, field, f"no certificate, and a development one cannot be written to {folder}")
+    error(None, "tls", f"omitted, and a development certificate cannot be written to {folder}")

@@ -1,6 +1,9 @@
-"""The route table: routes in file order, matched on the normalised path, first match wins.
+"""The route table: routes in file order, matched on the normalised path (and, for a route
+with a query template, on the query parameters it names), first match wins.
 
-Also `describe`, the human-readable table `bridge check` prints.
+Also `describe`, the human-readable table `bridge check` prints: per stream route, the query
+parameters it reads and those it ignores (any other one passes a plain GET through to the
+upstream and refuses a subscription; `bridge.routing.query`).
 """
 
 from __future__ import annotations
@@ -8,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
+from ..certs import dev_cert_dir
 from ..settings import Limits
 from .model import Config, Route
 from .paths import PathPattern
+from .query import reads
 from .units import SIZE_LIMITS, format_address, format_duration, format_size
 
 
@@ -30,13 +35,21 @@ class RouteTable:
     def __len__(self) -> int:
         return len(self.routes)
 
-    def match(self, path: str) -> tuple[Route, dict[str, str]] | None:
-        """The first route whose template matches `path` (already normalised), with its
-        parameters percent-decoded; None when nothing matches (the caller answers 404)."""
+    def match(self, path: str, query: str = "") -> tuple[Route, dict[str, str]] | None:
+        """The first route whose template matches `path` (already normalised) and `query` (as
+        received, with or without its '?'), with its parameters decoded; None when nothing
+        matches (the caller answers 404). A route whose query template names a parameter the
+        request lacks does not match, so the next one may."""
         for pattern, route in self._patterns:
             params = pattern.match(path)
-            if params is not None:
-                return route, params
+            if params is None:
+                continue
+            if pattern.query:
+                values = pattern.match_query(query)
+                if values is None:
+                    continue
+                params.update(values)
+            return route, params
         return None
 
 
@@ -59,7 +72,7 @@ def describe(config: Config) -> str:
     if config.tls.cert is not None:
         lines.append(f"tls: {config.tls.cert}, {config.tls.key}")
     else:
-        lines.append("tls: development certificate (certs/)")
+        lines.append(f"tls: omitted: development certificate in {dev_cert_dir(config.source)}")
     log = config.access_log
     lines.append(f"access log: {'stdout' if log.path == '-' else log.path} ({log.format})")
     changed = _changed_limits(config.limits)
@@ -96,6 +109,8 @@ def _route_text(route: Route) -> str:
             parts.append(f"vary {','.join(spec.vary)}")
         if spec.send:
             parts.append(f"send {spec.send}")
+        read = ", ".join(reads(route)) or "none"
+        parts.append(f"query reads {read}; ignores {', '.join(spec.ignore_query) or 'none'}")
         if route.upstream is not None:
             parts.append(f"else proxy {route.upstream.name}")
     else:

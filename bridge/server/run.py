@@ -25,7 +25,7 @@ from typing import Protocol
 
 from .. import settings
 from ..accesslog import AccessLog, install_sigusr1
-from ..certs import ensure_dev_certs
+from ..certs import server_files
 from ..errors import ConfigError
 from ..protocol.quic import server_configuration
 from ..routing.model import Address, Config, Route
@@ -93,7 +93,7 @@ class Bridge:
         self.reuse_port = False  # SO_REUSEPORT listeners (`--workers`: server/workers.py)
 
     def tls_paths(self) -> tuple[Path, Path]:
-        """The certificate and key TCP and QUIC both serve (dev ones made when absent)."""
+        """The certificate and key TCP and QUIC both serve (dev ones when `tls:` is omitted)."""
         return self._cert_files(self.config)
 
     def tls(self, config: Config | None = None) -> ssl.SSLContext:
@@ -101,11 +101,7 @@ class Bridge:
 
     @staticmethod
     def _cert_files(config: Config) -> tuple[Path, Path]:
-        cert, key = config.tls.cert, config.tls.key
-        if cert is None or key is None or not cert.exists() or not key.exists():
-            directory = cert.parent if cert else Path(config.source).resolve().parent / "certs"
-            cert, key = ensure_dev_certs(directory)
-        return cert, key
+        return server_files(config.tls, config.source)
 
     async def start(self) -> None:
         config = self.config

@@ -31,7 +31,7 @@ from pathlib import Path
 from types import FrameType
 
 from .. import settings
-from ..certs import ensure_dev_certs
+from ..certs import server_files
 from ..errors import ConfigError
 from ..routing.config import load_config
 from ..routing.model import Address, Config
@@ -141,10 +141,9 @@ class Supervisor:
         self.restarts = 0
 
     def reserve(self) -> None:
-        listen, tls = self.config.listen, self.config.tls
-        if listen.https is not None and (tls.cert is None or not tls.cert.exists()):
-            # Development certificates once, here, not raced for by N workers.
-            ensure_dev_certs(Path(self.config.source).resolve().parent / "certs")
+        if self.config.listen.https is not None:
+            # Development certificates (`tls:` omitted) once, here, not raced for by N workers.
+            server_files(self.config.tls, self.config.source)
         for name in LISTENERS:
             address = getattr(self.config.listen, name)
             if address is None:

@@ -191,6 +191,57 @@ def test_serve_refuses_a_bad_config_before_listening(tmp_path: Path) -> None:
     assert "listening" not in done.stderr
 
 
+def test_serve_without_tls_generates_into_certs_beside_the_config_and_says_so(
+    tmp_path: Path,
+) -> None:
+    """`tls:` omitted: a development certificate in certs/ beside the config (not the cwd), and
+    a log line that says exactly that; a second start reuses it silently."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "routes.yaml").write_text(
+        'listen:\n  https: "127.0.0.1:0"\n'
+        'upstreams:\n  app:\n    url: "http://127.0.0.1:9"\n'
+        "routes:\n  - path: /{rest*}\n    upstream: app\n"
+    )
+    folder = tmp_path / "conf" / "certs"
+    for start in ("first", "second"):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "serve", "-c", "conf/routes.yaml"],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stderr is not None
+            seen: list[str] = []
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # bounded
+                line = proc.stderr.readline()
+                if not line:
+                    break
+                seen.append(line)
+                if "bridge listening" in line:
+                    break
+            log = "".join(seen)
+            assert "bridge listening (https=" in log, log
+            told = (
+                "tls: omitted in conf/routes.yaml: generated a development certificate in"
+                f" {folder} (trust {folder / 'ca.crt'}, or set tls.cert and tls.key)"
+            )
+            assert (told in log) == (start == "first"), log
+            assert "no TLS certificate configured" not in log
+        finally:
+            assert "Traceback" not in stop(proc)
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "README.md",
+            "ca.crt",
+            "ca.key",
+            "server.crt",
+            "server.key",
+        ]
+    assert not (tmp_path / "certs").exists()
+
+
 def test_serve_on_a_busy_port_exits_1_with_a_message(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -292,6 +292,35 @@ def test_a_new_certificate_is_what_a_new_connection_sees(certs: Path, tmp_path: 
     run(body())
 
 
+def test_a_reload_naming_missing_certificate_files_is_refused(
+    certs: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A typo in tls.cert on reload: refused at its file:line:col, the old certificate keeps
+    serving, and nothing is written into the named folder."""
+    live = tmp_path / "live"
+    live.mkdir()
+
+    async def body() -> None:
+        async with Origin() as origin:
+            text = config_text(BEFORE, upstream_url=origin.url, certs=certs)
+            async with running_bridge(text, certs) as b:
+                broken = text.replace(f"{certs}/server.crt", f"{live}/fullchain.pem")
+                assert broken != text
+                (b.directory / "routes.yaml").write_text(broken)
+                assert not await b.bridge.reload()
+                assert b.bridge.reloads == {"invalid": 1}
+                async with httpx.AsyncClient(verify=b.client_ssl(), timeout=5) as fresh:
+                    assert (await fresh.get(b.url("https", "/echo"))).status_code == 200
+                shown = str(b.directory / "routes.yaml")
+                errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+                assert (
+                    f"reload refused: {shown}:7:9: tls.cert: {live / 'fullchain.pem'} not found"
+                ) in errors, errors
+
+    run(body())
+    assert list(live.iterdir()) == []
+
+
 def test_a_removed_listener_stops_accepting_and_its_connections_drain(certs: Path) -> None:
     async def body() -> None:
         async with Origin() as origin:

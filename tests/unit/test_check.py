@@ -3,6 +3,8 @@ an admin listener off loopback, a misleading upstream message, meaningless combi
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import subprocess
@@ -132,30 +134,152 @@ def test_only_one_of_the_pair_exists(tmp_path: Path) -> None:
         tmp_path,
         'listen: {https: ":8443"}\ntls: {cert: c/server.crt, key: c/server.key}\n' + APP + ROUTE,
     )
-    assert problems(path) == [f"2:32: tls.key: not found (but {tmp_path / 'c/server.crt'} exists)"]
+    assert problems(path) == [f"2:32: tls.key: {tmp_path / 'c/server.key'} not found"]
 
 
-def test_no_certificate_and_nowhere_to_write_one(tmp_path: Path, unwritable: Path) -> None:
+def files_under(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*"))
+
+
+def test_named_certificate_files_that_are_missing_are_never_generated(tmp_path: Path) -> None:
+    """A certbot path typo or a volume that did not mount: an error, never a dev certificate
+    written into that folder."""
+    (tmp_path / "live").mkdir()
+    path = write(
+        tmp_path,
+        'listen: {https: "127.0.0.1:0"}\n'
+        "tls: {cert: live/fullchain.pem, key: live/privkey.pem}\n" + APP + ROUTE,
+    )
+    before = files_under(tmp_path)
+    assert problems(path) == [
+        f"2:13: tls.cert: {tmp_path / 'live/fullchain.pem'} not found",
+        f"2:38: tls.key: {tmp_path / 'live/privkey.pem'} not found",
+    ]
+    for command in ("check", "serve"):
+        done = bridge(command, "-c", "routes.yaml", cwd=tmp_path)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.splitlines()[:2] == [
+            f"routes.yaml:2:13: tls.cert: {tmp_path / 'live/fullchain.pem'} not found",
+            f"routes.yaml:2:38: tls.key: {tmp_path / 'live/privkey.pem'} not found",
+        ]
+        assert "development certificate" not in done.stderr
+    assert files_under(tmp_path) == before  # nothing written, here or in certs/
+
+
+def test_named_certificate_files_in_a_folder_nobody_may_write(
+    tmp_path: Path, unwritable: Path
+) -> None:
     folder = unwritable
     path = write(
         tmp_path,
         'listen: {https: ":8443"}\ntls: {cert: ro/c/s.crt, key: ro/c/s.key}\n' + APP + ROUTE,
     )
     assert problems(path) == [
-        f"2:13: tls.cert: no certificate, and a development one cannot be written to {folder / 'c'}"
+        f"2:13: tls.cert: {folder / 'c/s.crt'} not found",
+        f"2:30: tls.key: {folder / 'c/s.key'} not found",
     ]
 
 
-def test_no_certificate_and_a_file_where_its_folder_would_be(tmp_path: Path) -> None:
-    (tmp_path / "certs").write_text("not a folder\n")  # runs as root too: no permission trick
+@pytest.mark.parametrize("broken", ["folder", "cert-not-pem", "key-not-pem", "unreadable"])
+def test_named_certificate_files_that_cannot_be_served(tmp_path: Path, broken: str) -> None:
+    ensure_dev_certs(tmp_path / "c")
+    cert, key = tmp_path / "c/server.crt", tmp_path / "c/server.key"
+    if broken == "folder":
+        key.unlink()
+        key.mkdir()
+        expected = f"2:32: tls.key: {key} is a folder, not a file"
+    elif broken == "cert-not-pem":
+        cert.write_bytes(b"\x30\x82\x01\x0a binary DER, not PEM")
+        expected = f"2:13: tls.cert: {cert} holds no PEM certificate"
+    elif broken == "key-not-pem":
+        key.write_text("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
+        expected = f"2:32: tls.key: {key} holds no PEM private key"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root reads any file; the folder and not-PEM cases stand in for it")
+        key.chmod(0)
+        expected = f"2:32: tls.key: {key} is not readable by this user"
     path = write(
         tmp_path,
-        'listen: {https: ":8443"}\ntls: {cert: certs/s.crt, key: certs/s.key}\n' + APP + ROUTE,
+        'listen: {https: "127.0.0.1:0"}\ntls: {cert: c/server.crt, key: c/server.key}\n'
+        + APP
+        + ROUTE,
     )
+    before = files_under(tmp_path)
+    assert problems(path) == [expected]
+    for command in ("check", "serve"):
+        done = bridge(command, "-c", "routes.yaml", cwd=tmp_path)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.splitlines()[0] == "routes.yaml:" + expected
+    assert files_under(tmp_path) == before
+
+
+def test_mismatched_pair_stops_serve_too(tmp_path: Path) -> None:
+    ensure_dev_certs(tmp_path / "one")
+    ensure_dev_certs(tmp_path / "two")
+    write(
+        tmp_path,
+        'listen: {https: "127.0.0.1:0"}\ntls: {cert: one/server.crt, key: two/server.key}\n'
+        + APP
+        + ROUTE,
+    )
+    before = files_under(tmp_path)
+    done = bridge("serve", "-c", "routes.yaml", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[0] == (
+        f"routes.yaml:2:34: tls.key: {tmp_path / 'two/server.key'} is not the key of"
+        f" {tmp_path / 'one/server.crt'}"
+    )
+    assert files_under(tmp_path) == before
+
+
+def test_tls_omitted_and_a_file_where_the_certs_folder_would_be(tmp_path: Path) -> None:
+    (tmp_path / "certs").write_text("not a folder\n")  # runs as root too: no permission trick
+    path = write(tmp_path, 'listen: {https: ":8443"}\n' + APP + ROUTE)
     assert problems(path) == [
-        f"2:13: tls.cert: no certificate, and a development one cannot be written to"
+        f"1:1: tls: omitted, and a development certificate cannot be written to"
         f" {tmp_path / 'certs'}"
     ]
+
+
+def test_tls_omitted_generates_into_certs_beside_the_config(tmp_path: Path) -> None:
+    from bridge.certs import server_files
+    from bridge.routing.model import TlsConfig
+
+    (tmp_path / "conf").mkdir()
+    source = tmp_path / "conf/routes.yaml"
+    with caplog_of("bridge") as records:
+        cert, key = server_files(TlsConfig(), source)
+    folder = tmp_path / "conf/certs"
+    assert (cert, key) == (folder / "server.crt", folder / "server.key")
+    assert cert.exists() and key.exists() and (folder / "ca.crt").exists()
+    assert records == [
+        f"tls: omitted in {source}: generated a development certificate in {folder}"
+        f" (trust {folder / 'ca.crt'}, or set tls.cert and tls.key)"
+    ]
+    with caplog_of("bridge") as records:
+        assert server_files(TlsConfig(), source) == (cert, key)  # reused, no new line
+    assert records == []
+    named = TlsConfig(cert=tmp_path / "nope.crt", key=tmp_path / "nope.key")
+    assert server_files(named, source) == (named.cert, named.key)  # never a fallback
+    assert not (tmp_path / "certs").exists()
+
+
+@contextlib.contextmanager
+def caplog_of(name: str) -> Iterator[list[str]]:
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logger = logging.getLogger(name)
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
 
 
 def test_admin_listener_off_loopback_needs_admin_public(tmp_path: Path) -> None:

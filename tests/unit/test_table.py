@@ -130,8 +130,8 @@ def test_describe_prints_the_whole_table() -> None:
           api  http://10.0.0.2:8000/v1  timeout 250ms  host upstream
         routes:
            0  /prices/latest    proxy   app
-           1  /prices/{symbol}  stream  api /prices?s={symbol}  every 2s  emit snapshot  event price  [sse,websocket]
-           2  /feed             stream  api /feed  longpoll since=seq 30s  emit patch  event message  [sse]  vary authorization  send /feed/post  else proxy app
+           1  /prices/{symbol}  stream  api /prices?s={symbol}  every 2s  emit snapshot  event price  [sse,websocket]  query reads none; ignores none
+           2  /feed             stream  api /feed  longpoll since=seq 30s  emit patch  event message  [sse]  vary authorization  send /feed/post  query reads since; ignores none  else proxy app
            3  /                 proxy   app  push /a.css, /a.js
            4  /page             proxy   app  push auto
            5  /admin/{rest*}    proxy   api

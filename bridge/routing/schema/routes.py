@@ -42,19 +42,27 @@ def read_routes(
 def _check_reachable(w: Walker, routes: list[tuple[Route, Node]]) -> None:
     """First match wins, so a route that an earlier one always beats can never be chosen:
     after a catch-all `/{rest*}`, after a template of the same shape (`/p/{a}` then `/p/{b}`),
-    or a literal path an earlier template matches (`/p/{a}` then `/p/latest`). Almost certainly
-    a mistake in the file, so it is one."""
+    or a literal path an earlier template matches (`/p/{a}` then `/p/latest`). A query template
+    only narrows a route, so an earlier route without one beats a later one with one on the
+    same paths (`/q` then `/q?s={s}`). Almost certainly a mistake in the file, so it is one."""
     earlier: list[tuple[Route, PathPattern]] = []
-    shapes: dict[str, Route] = {}
+    shapes: dict[str, Route] = {}  # of whole templates
+    open_shapes: dict[str, Route] = {}  # of paths whose route has no query template
     for route, path_node in routes:
         pattern = PathPattern(route.path)
-        shape = PARAM.sub(lambda m: "{*}" if m.group(0).endswith("*}") else "{}", route.path)
+        shape = _shape(route.path)
+        path_shape = _shape(pattern.path)
         winner = next((r for r, p in earlier if p.matches_everything), None)
         why = "matches every path first"
-        if winner is None and shape in shapes:
-            winner, why = shapes[shape], "matches the same paths first"
-        if winner is None and not pattern.params:
-            winner = next((r for r, p in earlier if p.match(route.path) is not None), None)
+        if winner is None:
+            winner = shapes.get(shape) or open_shapes.get(path_shape)
+            why = "matches the same paths first"
+        if winner is None and not pattern.regex.groupindex:
+            # A literal path: an earlier route without a query template matching it wins.
+            winner = next(
+                (r for r, p in earlier if not p.query and p.match(pattern.path) is not None),
+                None,
+            )
             why = "matches it first"
         if winner is not None:
             w.error(
@@ -63,7 +71,13 @@ def _check_reachable(w: Walker, routes: list[tuple[Route, Node]]) -> None:
                 f"never matched: routes[{winner.index}] ({winner.path}) {why}",
             )
         shapes.setdefault(shape, route)
+        if not pattern.query:
+            open_shapes.setdefault(path_shape, route)
         earlier.append((route, pattern))
+
+
+def _shape(template: str) -> str:
+    return PARAM.sub(lambda m: "{*}" if m.group(0).endswith("*}") else "{}", template)
 
 
 def _route(
@@ -79,13 +93,15 @@ def _route(
         return None
     template: str | None = None
     params: tuple[str, ...] | None = None  # None: the path is broken, so params are unknown
+    query: tuple[str, ...] = ()
     if "path" not in items:
         w.error(node, field, "missing path")
     else:
         template = w.text(items["path"], f"{field}.path")
         if template is not None:
             try:
-                params = PathPattern(template).params
+                pattern = PathPattern(template)
+                params, query = pattern.params, tuple(key for key, _ in pattern.query)
             except PathError as exc:
                 w.error(items["path"], f"{field}.path", str(exc))
                 template = None
@@ -96,7 +112,9 @@ def _route(
         upstream = upstream_ref(w, items["upstream"], f"{field}.upstream", upstreams, declared)
     stream = None
     if "stream" in items:
-        stream = read_stream(w, items["stream"], f"{field}.stream", params, upstreams, declared)
+        stream = read_stream(
+            w, items["stream"], f"{field}.stream", params, upstreams, declared, query
+        )
     push: tuple[str, ...] = ()
     push_auto = False
     if "push" in items:
@@ -114,6 +132,7 @@ def _route(
         push=push,
         push_auto=push_auto,
         params=params,
+        query=query,
     )
     return route, items["path"]
 

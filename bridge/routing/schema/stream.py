@@ -1,6 +1,7 @@
 """A route's `stream:` block: the upstream endpoint polled (`every`) or long-polled
-(`longpoll`), and how its changes reach subscribers (`emit`, `event`, `protocols`, `vary`,
-`history`, `heartbeat`, and for WebSocket `send`, `ws_format`, `origins`).
+(`longpoll`), how its changes reach subscribers (`emit`, `event`, `protocols`, `vary`,
+`history`, `heartbeat`, and for WebSocket `send`, `ws_format`, `origins`), and which query
+parameters never change its answer (`ignore_query`; see `bridge.routing.query`).
 
 Keys left out keep `StreamSpec`'s defaults; `upstream`, `poll` and one of `every` or
 `longpoll` are required.
@@ -14,7 +15,7 @@ from typing import Any
 from yaml.nodes import Node
 
 from ..model import LongPoll, StreamSpec, Upstream, choices, keys
-from ..paths import PARAM, TARGET, PathError, template_params
+from ..paths import PARAM, QUERY_NAME, TARGET, PathError, template_params
 from ..units import normalize_origin
 from ..yamlwalk import Walker
 from .upstreams import upstream_ref
@@ -27,7 +28,6 @@ PROTOCOLS = ("sse", "websocket")
 MAX_HISTORY = 100_000
 # RFC 9110 §5.6.2 token: what a header name is made of.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_QUERY_NAME = re.compile(r"[A-Za-z0-9_.\-~]+")
 
 
 def read_stream(
@@ -37,9 +37,11 @@ def read_stream(
     params: tuple[str, ...] | None,
     upstreams: dict[str, Upstream],
     declared: list[str],
+    query: tuple[str, ...] = (),
 ) -> StreamSpec | None:
     """The stream block at `node`; `params` are the route path's parameter names (None when
-    the path itself is broken, so any `{name}` is accepted)."""
+    the path itself is broken, so any `{name}` is accepted), `query` the query parameters its
+    query template reads."""
     items = w.mapping(node, field, STREAM_KEYS)
     if items is None:
         return None
@@ -78,6 +80,11 @@ def read_stream(
         values["ws_format"] = w.choice(items["ws_format"], f"{field}.ws_format", WS_FORMATS)
     if "origins" in items:
         values["origins"] = _origins(w, items["origins"], f"{field}.origins")
+    if "ignore_query" in items:
+        read = query + ((longpoll.param,) if longpoll is not None else ())
+        values["ignore_query"] = _ignore_query(
+            w, items["ignore_query"], f"{field}.ignore_query", read
+        )
 
     protocols = values.get("protocols")
     if protocols is not None and "websocket" not in protocols:
@@ -142,7 +149,7 @@ def _longpoll(w: Walker, node: Node, field: str) -> LongPoll | None:
         w.error(items["cursor"], f"{field}.cursor", "expected a JSON field like seq or meta.cursor")
         cursor = None
     param = w.text(items["param"], f"{field}.param") if "param" in items else None
-    if param is not None and not _QUERY_NAME.fullmatch(param):
+    if param is not None and not QUERY_NAME.fullmatch(param):
         w.error(items["param"], f"{field}.param", "expected a plain query parameter name")
         param = None
     values: dict[str, float] = {}
@@ -190,6 +197,24 @@ def _vary(w: Walker, node: Node, field: str) -> tuple[str, ...] | None:
             w.error(item, where, f'"{value}" is not a header name')
         elif value.lower() not in names:
             names.append(value.lower())  # header names are case-insensitive (RFC 9110 §5.1)
+    return tuple(names)
+
+
+def _ignore_query(
+    w: Walker, node: Node, field: str, read: tuple[str, ...]
+) -> tuple[str, ...] | None:
+    """Query parameter names; none of them one the route reads (`read`)."""
+    items = w.strings(node, field, "[_]")
+    if items is None:
+        return None
+    names: list[str] = []
+    for value, item, where in items:
+        if not QUERY_NAME.fullmatch(value):
+            w.error(item, where, f'"{value}" is not a plain query parameter name')
+        elif value in read:
+            w.error(item, where, f"{value} is read by this route; it cannot also be ignored")
+        elif value not in names:
+            names.append(value)
     return tuple(names)
 
 
