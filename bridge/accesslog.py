@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
-_BATCH = 256  # queued lines written at once, at the latest at the end of a loop iteration
+from . import settings
+
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -152,7 +153,7 @@ class AccessLog:
         self.format = fmt
         self._render = json_line if fmt == "json" else combined_line
         self._file: TextIO | None = None
-        self._pending: list[str] = []  # lines not yet written, at most `_BATCH`
+        self._pending: list[str] = []  # lines not yet written, at most `settings.ACCESS_LOG_BATCH`
         self._open()
 
     @classmethod
@@ -167,12 +168,12 @@ class AccessLog:
 
     def log(self, entry: AccessEntry) -> None:
         """Queue the line; the lines of one loop iteration are written with one syscall (at
-        the end of the iteration, or at once past `_BATCH` lines), not one write per request."""
+        the end of the iteration, or at once past `settings.ACCESS_LOG_BATCH` lines), not one write per request."""
         if self._file is None:
             return
         pending = self._pending
         pending.append(self._render(entry) + "\n")
-        if len(pending) >= _BATCH:
+        if len(pending) >= settings.ACCESS_LOG_BATCH:
             self.flush()
         elif len(pending) == 1:
             try:

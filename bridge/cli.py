@@ -9,10 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, errorlog
+from . import __version__, errorlog, settings
 from .errors import ConfigError
 
-RELOAD_VERDICT_WAIT = 20.0  # seconds `bridge reload` waits for the running process's verdict
 _NOT_ASKED = "the running bridge was not asked to reload and keeps serving its current config"
 
 
@@ -228,7 +227,7 @@ def _reload(path: str, pid_file: str | None) -> int:
         return 0
     if verdict is None:
         print(
-            f"bridge reload: process {pid} gave no verdict within {RELOAD_VERDICT_WAIT:g}s"
+            f"bridge reload: process {pid} gave no verdict within {settings.RELOAD_VERDICT_WAIT:g}s"
             f" ({admin}/metrics); its error log says what happened",
             file=sys.stderr,
         )
@@ -244,10 +243,10 @@ def _reload(path: str, pid_file: str | None) -> int:
 
 def _reload_verdict(admin: str, before: dict[str, int]) -> str | None:
     """The outcome of the first reload counted after `before`, or None if none is counted
-    within RELOAD_VERDICT_WAIT."""
+    within settings.RELOAD_VERDICT_WAIT."""
     from .control import OUTCOMES, reload_counts
 
-    deadline = time.monotonic() + RELOAD_VERDICT_WAIT
+    deadline = time.monotonic() + settings.RELOAD_VERDICT_WAIT
     while time.monotonic() < deadline:
         time.sleep(0.05)
         now = reload_counts(admin)

@@ -189,3 +189,23 @@ OVERLOADED_RETRY_AFTER = (3, 8)
 # WebSocket close handshake).
 HUB_CLOSE_WAIT = 5.0
 BROKER_MAX_PENDING_REPORTS = 64  # Redis status writes in flight; more are dropped (best effort)
+
+# --- handlers: pages, assets, WebSocket, plain GETs ------------------------------------------
+PUSH_COOKIE_TAGS = 32  # pushed-asset versions remembered in the bounded cookie (8 hex chars each)
+PUSH_VERSION_WAIT = 1.0  # the page head waits this long for its pushed assets' versions
+PUSH_MAX_ASSET_BYTES = 4 * MB  # larger assets are not worth pushing; passed through instead
+ASSET_MAX_VARY_RECORDS = 4096  # (asset, Vary'd request values) variants the asset cache keeps
+WS_SEND_IN_FLIGHT = 8  # `send:` POSTs queued per WebSocket before it stops reading
+# How long a full `send:` queue may hold up reading before the client is closed with 1008:
+# every queued POST is bounded by the upstream timeout, so this is generous.
+WS_SEND_QUEUE_TIMEOUT = 30.0
+# The hub pings an idle channel every `heartbeat`; past this many heartbeats (a random factor
+# in the range, so thousands of peers are not pinged at once) of silence from a WebSocket peer
+# bridge pings it itself, and one more such silence ends it.
+WS_PEER_SILENCE = (1.5, 2.0)
+# A plain GET on an `every:` stream with no snapshot yet waits this long for the first poll.
+SNAPSHOT_WAIT = 10.0
+
+# --- commands and logs --------------------------------------------------------------------------
+RELOAD_VERDICT_WAIT = 20.0  # `bridge reload` waits this long for the running process's verdict
+ACCESS_LOG_BATCH = 256  # queued access-log lines written at once (else at the iteration's end)

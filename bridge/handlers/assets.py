@@ -26,11 +26,9 @@ from ..routing.model import Upstream
 from ..upstream import UpstreamPool
 from ..upstream.headers import forward_request_headers, response_headers
 
-MAX_ASSET_BYTES = 4 * settings.MB  # larger assets are not worth pushing; passed through instead
 _MAX_AGE = re.compile(rb"(?:^|,)\s*(s-maxage|max-age)\s*=\s*\"?(\d+)", re.IGNORECASE)
 # Fields a 304 may update on the stored response (RFC 9111 §4.3.4); framing stays ours.
 _NOT_UPDATED = frozenset({b"content-length", b"content-encoding", b"content-range"})
-_MAX_VARY_RECORDS = 4096
 
 Primary = tuple[str, str, str]  # upstream name, Host sent, path
 Selecting = tuple[bytes, ...]  # the request's values of the Vary'd fields
@@ -142,7 +140,11 @@ class AssetCache:
             request += stale.validators()
         self.fetches += 1
         status, answer, body = await self.pool.fetch(
-            upstream, path, request, timeout=upstream.timeout, max_bytes=MAX_ASSET_BYTES
+            upstream,
+            path,
+            request,
+            timeout=upstream.timeout,
+            max_bytes=settings.PUSH_MAX_ASSET_BYTES,
         )
         now = time.monotonic()
         kept = response_headers(answer, http_version="2")
@@ -187,7 +189,7 @@ class AssetCache:
         self.size += len(asset.body)
         while self.size > self.max_bytes and self._entries:
             self._drop(next(iter(self._entries)))  # least recently used first
-        while len(self._vary) > _MAX_VARY_RECORDS:
+        while len(self._vary) > settings.ASSET_MAX_VARY_RECORDS:
             self._vary.popitem(last=False)  # at worst, one more fetch for that asset
 
     def _drop(self, key: tuple[Primary, Selecting]) -> None:

@@ -27,13 +27,11 @@ from .assets import Asset, AssetCache, asset_request_headers
 from .proxy import ProxyHandler
 
 COOKIE = b"bridge_pushed"
-MAX_COOKIE_TAGS = 32  # bounded cookie: 32 tags of 8 hex chars
 _PUSH_REQUEST_HEADERS = (b"accept-encoding", b"accept-language", b"user-agent")
 _PRELOAD = re.compile(rb"<([^>]+)>\s*;.*?\brel\s*=\s*\"?(?:[^\";]*\s)?preload\b", re.IGNORECASE)
 _NOPUSH = re.compile(rb";\s*nopush\b", re.IGNORECASE)
 _TARGET = re.compile(rb"<([^>]*)>")
 _TAG = re.compile(r"[0-9a-f]{8}")
-_VERSION_WAIT = 1.0  # seconds the page head waits for pushed assets' versions (the cookie)
 _AS = {
     ".css": "style",
     ".js": "script",
@@ -75,7 +73,7 @@ def _cookie_tags(headers: Headers) -> list[str]:
             key, _, val = part.strip().partition(b"=")
             if key == COOKIE:
                 tags.extend(t for t in val.decode("latin-1").split(".") if _TAG.fullmatch(t))
-    return list(dict.fromkeys(tags))[-MAX_COOKIE_TAGS:]
+    return list(dict.fromkeys(tags))[-settings.PUSH_COOKIE_TAGS :]
 
 
 def _link_targets(values: list[bytes]) -> set[bytes]:
@@ -243,7 +241,7 @@ class _PagePush:
         waiting = [*self.pushed.values(), *self.recheck.values()]
         if waiting:
             # Normally long done (the page has upstream think time); bounded either way.
-            await asyncio.wait(waiting, timeout=_VERSION_WAIT)
+            await asyncio.wait(waiting, timeout=settings.PUSH_VERSION_WAIT)
         have = set(self.have)
         for path, fetch in self.recheck.items():
             asset = _result(fetch)
@@ -285,7 +283,9 @@ class _PagePush:
         tags = list(dict.fromkeys(tags))
         if tags == self.have:
             return None  # nothing new pushed, or no version known yet
-        tags = tags[-MAX_COOKIE_TAGS:]  # bounded: the newest versions are the ones that matter
+        tags = tags[
+            -settings.PUSH_COOKIE_TAGS :
+        ]  # bounded: the newest versions are the ones that matter
         secure = "; Secure" if self.exchange.request.scheme == "https" else ""
         value = (
             f"{COOKIE.decode()}={'.'.join(tags)}; Path=/; Max-Age=604800; "

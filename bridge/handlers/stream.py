@@ -114,7 +114,11 @@ class StreamHandler:
 
     async def snapshot(self, exchange: Exchange, route: Route, params: dict[str, str]) -> None:
         request = exchange.request
-        timeout = route.stream.longpoll.timeout if route.stream and route.stream.longpoll else 10.0
+        timeout = (
+            route.stream.longpoll.timeout
+            if route.stream and route.stream.longpoll
+            else settings.SNAPSHOT_WAIT
+        )
         item = await self.hub.latest(route, params, request.headers, timeout=timeout)
         if item is None:
             raise StreamError(

@@ -32,11 +32,6 @@ from .wshandshake import accept, handshake_problem, origin_allowed
 
 log = logging.getLogger("bridge.websocket")
 
-MAX_IN_FLIGHT = 8  # `send:` POSTs queued per connection before we stop reading
-# How long a full `send:` queue may hold up reading before the client is closed with 1008:
-# every queued POST is bounded by the upstream timeout, so this is generous.
-QUEUE_TIMEOUT = 30.0
-
 
 class WsState(enum.Enum):
     OPEN = "open"
@@ -86,7 +81,9 @@ class WebSocketSession:
         self.frames = 0  # frames received in the current `WS_FRAME_WINDOW`
         self.window_end = 0.0
         self.pong: Pong | None = None  # the answer to the latest ping of a read (see below)
-        self.outbox: asyncio.Queue[TextMessage | BytesMessage] = asyncio.Queue(MAX_IN_FLIGHT)
+        self.outbox: asyncio.Queue[TextMessage | BytesMessage] = asyncio.Queue(
+            settings.WS_SEND_IN_FLIGHT
+        )
         self.heard = True  # anything received since the last liveness check
         self.sink: ExchangeSink
 
@@ -150,7 +147,7 @@ class WebSocketSession:
         exchange = self.exchange
         # The hub pings every idle channel each `heartbeat`; past this much silence from the
         # peer (no pong, no message) we ping it ourselves, and one more such silence ends it.
-        interval = self.spec.heartbeat * random.uniform(1.5, 2.0)
+        interval = self.spec.heartbeat * random.uniform(*settings.WS_PEER_SILENCE)
         while self.state is not WsState.CLOSED and not exchange.aborted:
             closing = self.state is WsState.CLOSING
             try:
@@ -229,7 +226,9 @@ class WebSocketSession:
                         whole = BytesMessage(data=b"".join(parts))  # type: ignore[arg-type]
                     try:
                         # A full queue stops reading: backpressure on the client, bounded.
-                        async with asyncio.timeout(QUEUE_TIMEOUT):  # not wait_for (3.11)
+                        async with asyncio.timeout(
+                            settings.WS_SEND_QUEUE_TIMEOUT
+                        ):  # not wait_for (3.11)
                             await self.outbox.put(whole)
                     except TimeoutError:
                         self.close(CloseReason.POLICY_VIOLATION, "too many messages in flight")

@@ -807,9 +807,8 @@ def test_pass_through_relays_a_refusal_and_checks_the_accept_key(certs: Path) ->
 
 
 def test_a_full_send_queue_closes_1008(certs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bridge.handlers import websocket as ws_module
 
-    monkeypatch.setattr(ws_module, "QUEUE_TIMEOUT", 0.5)
+    monkeypatch.setattr(settings, "WS_SEND_QUEUE_TIMEOUT", 0.5)
 
     async def body() -> None:
         async with Origin() as origin:
@@ -828,7 +827,7 @@ def test_a_full_send_queue_closes_1008(certs: Path, monkeypatch: pytest.MonkeyPa
                 async with ws_http1(f"wss://localhost:{b.ports['https']}/prices/A", ctx) as sub:
                     await sub.next_event()
                     # one POST in flight, MAX_IN_FLIGHT queued, and more the queue cannot take
-                    for n in range(ws_module.MAX_IN_FLIGHT + 3):
+                    for n in range(settings.WS_SEND_IN_FLIGHT + 3):
                         await sub.ws.send(f"m{n}")
                     await asyncio.wait_for(sub.ws.wait_closed(), 10)
                     assert sub.ws.protocol.close_rcvd is not None

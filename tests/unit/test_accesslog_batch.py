@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from bridge import accesslog
+from bridge import settings
 from bridge.accesslog import AccessEntry, AccessLog
 
 
@@ -31,9 +31,9 @@ def test_lines_of_one_iteration_are_written_together(tmp_path: Path) -> None:
             "GET /1 HTTP/1.1",
             "GET /2 HTTP/1.1",
         ]
-        for n in range(accesslog._BATCH):  # bounded: a full batch is written at once
+        for n in range(settings.ACCESS_LOG_BATCH):  # bounded: a full batch is written at once
             log.log(_entry(n))
-        assert len(path.read_text().splitlines()) == 3 + accesslog._BATCH
+        assert len(path.read_text().splitlines()) == 3 + settings.ACCESS_LOG_BATCH
         log.log(_entry(99))
         log.close()  # and nothing queued is lost at close
         assert path.read_text().splitlines()[-1].split('"')[1] == "GET /99 HTTP/1.1"
