@@ -126,6 +126,7 @@ def test_a_stream_block_prints_every_default() -> None:
                 "heartbeat": "15s",
                 "ws_format": "envelope",
                 "origins": [],
+                "ignore_query": [],
             },
         }
     ]
