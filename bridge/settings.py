@@ -189,3 +189,16 @@ OVERLOADED_RETRY_AFTER = (3, 8)
 # WebSocket close handshake).
 HUB_CLOSE_WAIT = 5.0
 BROKER_MAX_PENDING_REPORTS = 64  # Redis status writes in flight; more are dropped (best effort)
+
+# --- notify (bridge/hub/notify.py, bridge/ops/notify.py, bridge/broker/) -----------------------
+# Notify-triggered polls of one stream go at most this often (the first at once): a flood of
+# notifies costs the upstream at most 1 / NOTIFY_MIN_GAP polls a second per stream.
+NOTIFY_MIN_GAP = 0.1
+NOTIFY_MAX_BODY = 1 * MB  # a POST /notify body (its `data` included); 413 beyond
+NOTIFY_MAX_PATHS = 32  # paths one Bridge-Notify header may name; the rest are ignored
+# Notices being sent to or applied from other processes at once (Redis); more are dropped:
+# the interval poll stays the safety net.
+NOTIFY_MAX_PENDING = 256
+NOTIFY_DATA_WAIT = 5.0  # a `data` publish waits this long for this process's poller, at most
+NOTIFY_CHANNEL = "bridge:notify"  # the Redis pub/sub channel every process listens on
+NOTIFY_HEADER = "Bridge-Notify"  # the default response header (notify.header)
