@@ -6,6 +6,7 @@ interval" is asserted by counting the origin's polls, never by the wall clock.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -287,5 +288,78 @@ def test_a_flood_of_notifies_is_coalesced(certs: Path, monkeypatch: pytest.Monke
                     assert 1 <= polls <= int(elapsed / gap) + 2, (polls, elapsed)
                     samples = await scrape(a)
                     assert samples[("bridge_notifies_total", "endpoint", "accepted")] == 1000
+
+    run(body(), timeout=120)
+
+
+CLUSTER_ROUTE = """\
+  - path: /slow/{name}
+    stream:
+      upstream: app
+      poll: /slow/{name}
+      every: 30s
+      heartbeat: 0.5s
+notify:
+  token: "${BRIDGE_TEST_NOTIFY_TOKEN}"
+"""
+
+
+def test_a_notify_to_a_follower_makes_the_leader_poll_once() -> None:
+    from tests.support.cluster import BridgeNode, RedisServer, node_config
+    from tests.support.upstream import Upstream
+
+    async def leader(nodes: list[BridgeNode]) -> BridgeNode:
+        for _ in range(200):  # bounded: 20 s
+            leading = [n for n in nodes if await asyncio.to_thread(n.leads)]
+            if len(leading) == 1:
+                return leading[0]
+            await asyncio.sleep(0.1)
+        raise TimeoutError("no leader")
+
+    async def body() -> None:
+        redis = RedisServer()
+        await asyncio.to_thread(redis.start)
+        nodes: list[BridgeNode] = []
+        try:
+            async with Upstream() as upstream, httpx.AsyncClient(timeout=20) as c:
+                upstream.set_json("/slow/a", {"n": 0})
+                config = node_config(redis.url, upstream.port, extra=CLUSTER_ROUTE)
+                for _ in range(3):
+                    nodes.append(await asyncio.to_thread(BridgeNode, config))
+                async with contextlib.AsyncExitStack() as stack:
+                    subs = [
+                        await stack.enter_async_context(sse(c, n.url("/slow/a"))) for n in nodes
+                    ]
+                    for s in subs:
+                        assert json.loads((await s.next_event()).data) == {"n": 0}
+                    lead = await leader(nodes)
+                    follower = next(n for n in nodes if n is not lead)
+                    notify = f"http://127.0.0.1:{follower.ports['admin']}/notify"
+                    before = upstream.count("/slow/a")
+                    upstream.set_json("/slow/a", {"n": 1})
+                    answer = await c.post(notify, json={"path": "/slow/a"}, headers=AUTH)
+                    assert answer.status_code == 202
+                    assert answer.json() == {"channels": 1}
+                    for s in subs:
+                        assert json.loads((await s.next_event()).data) == {"n": 1}
+                    assert upstream.count("/slow/a") == before + 1  # the leader, once
+                    # `data` through a follower: the leader makes it the state, for everyone.
+                    answer = await c.post(
+                        notify, json={"path": "/slow/a", "data": {"n": 2}}, headers=AUTH
+                    )
+                    assert answer.status_code == 202
+                    ids = set()
+                    for s in subs:
+                        event = await s.next_event()
+                        assert json.loads(event.data) == {"n": 2}
+                        ids.add(event.id)
+                    assert len(ids) == 1
+                    for s in subs:  # once: nothing more follows
+                        assert await s.no_event(0.5)
+                    assert upstream.count("/slow/a") == before + 1
+        finally:
+            for node in nodes:
+                await asyncio.to_thread(node.stop)
+            await asyncio.to_thread(redis.stop)
 
     run(body(), timeout=120)
