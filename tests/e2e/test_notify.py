@@ -38,9 +38,9 @@ routes:
   - path: /{rest*}
     upstream: app
 """
-NOTIFY = f"""\
+NOTIFY = """\
 notify:
-  token: "${{BRIDGE_TEST_NOTIFY_TOKEN}}"
+  token: "${BRIDGE_TEST_NOTIFY_TOKEN}"
 """
 
 
