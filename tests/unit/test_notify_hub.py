@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import jsonpatch
+import pytest
 
 from bridge import settings
 from bridge.hub.item import Format
@@ -43,7 +44,9 @@ def test_a_thousand_pokes_in_a_second_cost_at_most_one_poll_per_gap() -> None:
     run(body)
 
 
-def test_a_poke_during_a_poll_asks_for_one_more_and_a_failing_upstream_keeps_its_backoff() -> None:
+def test_a_poke_during_a_poll_asks_for_one_more_and_a_failing_upstream_keeps_its_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     async def body() -> None:
         hub, script, clock = harness()
         sink = Sink()
@@ -69,9 +72,11 @@ def test_a_poke_during_a_poll_asks_for_one_more_and_a_failing_upstream_keeps_its
         channel.leadership.poke()
         await clock.advance(settings.NOTIFY_MIN_GAP)
         assert len(script.calls) == 4  # failed: now backoff decides
+        step = settings.BACKOFF_MIN / 40  # every poke lands inside the shortest backoff
+        monkeypatch.setattr(settings, "NOTIFY_MIN_GAP", step / 2)  # the gap would let them
         for _ in range(20):
             channel.leadership.poke()
-            await clock.advance(0.01)
+            await clock.advance(step)
         assert len(script.calls) == 4
 
     run(body)
