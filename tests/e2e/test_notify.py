@@ -208,7 +208,7 @@ def test_data_publish_reaches_sse_and_websocket_and_resumes(certs: Path) -> None
 def test_response_header_notifies_and_never_reaches_the_client(certs: Path) -> None:
     async def orders(request: OriginRequest) -> Any:
         origin.set("/api/price", {"p": 2})
-        headers = [(b"content-type", b"application/json"), (b"bridge-notify", b"/prices/ACME")]
+        headers = [(b"content-type", b"application/json"), (b"Bridge-Notify", b"/prices/ACME")]
         return 201, headers, b'{"order": 1}'
 
     async def body() -> None:
