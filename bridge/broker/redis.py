@@ -539,12 +539,16 @@ class RedisBroker:
                 await self._call(pubsub.subscribe(settings.NOTIFY_CHANNEL))
                 delay = settings.BROKER_RETRY_BASE
                 while not self._closed:
-                    message = await self._call(
-                        pubsub.get_message(
-                            ignore_subscribe_messages=True, timeout=settings.BROKER_READ_BLOCK
-                        ),
-                        extra=settings.BROKER_READ_BLOCK,
-                    )
+                    try:  # a wait on the subscription, not a round trip: not `_call`
+                        message = await asyncio.wait_for(
+                            pubsub.get_message(
+                                ignore_subscribe_messages=True, timeout=settings.BROKER_READ_BLOCK
+                            ),
+                            settings.BROKER_OP_TIMEOUT + settings.BROKER_READ_BLOCK,
+                        )
+                    except (RedisError, OSError, TimeoutError) as exc:
+                        self._down(exc)
+                        raise BrokerUnavailable(str(exc) or type(exc).__name__) from exc
                     if message is None or message.get("type") != "message":
                         continue
                     notice = decode_notice(message["data"], mine)
