@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import settings
 from .broker import Broker, LocalBroker
 from .handlers.assets import AssetCache
 from .handlers.page import PageHandler
@@ -20,6 +21,7 @@ from .handlers.router import Router
 from .handlers.stream import StreamHandler
 from .handlers.websocket import WebSocketHandler
 from .hub.hub import Hub
+from .hub.notify import Notifier
 from .ops.admin import AdminHandler
 from .routing.model import BrokerConfig, Config
 from .routing.table import RouteTable
@@ -36,6 +38,7 @@ class App:
     hub: Hub
     router: Router
     page: PageHandler
+    notifier: Notifier
 
 
 def build_app(
@@ -44,15 +47,25 @@ def build_app(
     hub: Hub | None = None,
     *,
     https_port: int | None = None,
+    notifier: Notifier | None = None,
 ) -> App:
-    """With `pool` and `hub` given (a reload), the new handlers share them: open upstream
+    """With `pool`, `hub` and `notifier` given (a reload), the new handlers share them: open upstream
     connections and live streams carry over; `Hub.reconfigure` sorts out the streams.
     `https_port`: where the router redirects clear-text requests, once it is bound."""
     pool = pool or UpstreamPool()
     limits = config.limits
     hub = hub or Hub(pool, limits=limits, broker=make_broker(config.broker))
     table = RouteTable(config.routes)
-    proxy = ProxyHandler(pool, max_request_body=limits.max_request_body)
+    if notifier is None:
+        notifier = Notifier(hub, table)
+    notifier.table = table
+    notify = config.notify
+    proxy = ProxyHandler(
+        pool,
+        max_request_body=limits.max_request_body,
+        notify_header=notify.header if notify is not None else settings.NOTIFY_HEADER,
+        notify=notifier.header if notify is not None else None,
+    )
     websocket = WebSocketHandler(hub, pool, max_message=limits.max_ws_message)
     page = PageHandler(proxy, AssetCache(pool), table=table)
     router = Router(
@@ -64,7 +77,7 @@ def build_app(
         pushed=page.serve_pushed,
         https_port=https_port,
     )
-    return App(pool=pool, hub=hub, router=router, page=page)
+    return App(pool=pool, hub=hub, router=router, page=page, notifier=notifier)
 
 
 class AppSite:
@@ -80,6 +93,10 @@ class AppSite:
         return self.app.hub
 
     @property
+    def notifier(self) -> Notifier:
+        return self.app.notifier
+
+    @property
     def handler(self) -> Handler:
         return self.app.router
 
@@ -91,7 +108,9 @@ class AppSite:
         self, config: Config, https_port: int | None
     ) -> tuple[Handler, tuple[int, int, int]]:
         old = self.app
-        new = build_app(config, pool=old.pool, hub=old.hub, https_port=https_port)
+        new = build_app(
+            config, pool=old.pool, hub=old.hub, https_port=https_port, notifier=old.notifier
+        )
         # Prometheus counters must not drop when the new page handler starts at zero.
         self._retired_pushes = self.pushes()
         self.app = new
@@ -104,6 +123,7 @@ class AppSite:
         return promised + page.promised, declined + page.declined
 
     async def close_streams(self) -> None:
+        await self.app.notifier.close()
         await self.app.hub.close()
 
     async def close(self) -> None:

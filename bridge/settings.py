@@ -209,3 +209,16 @@ SNAPSHOT_WAIT = 10.0
 # --- commands and logs --------------------------------------------------------------------------
 RELOAD_VERDICT_WAIT = 20.0  # `bridge reload` waits this long for the running process's verdict
 ACCESS_LOG_BATCH = 256  # queued access-log lines written at once (else at the iteration's end)
+
+# --- notify (bridge/hub/notify.py, bridge/ops/notify.py, bridge/broker/) -----------------------
+# Notify-triggered polls of one stream go at most this often (the first at once): a flood of
+# notifies costs the upstream at most 1 / NOTIFY_MIN_GAP polls a second per stream.
+NOTIFY_MIN_GAP = 0.1
+NOTIFY_MAX_BODY = 1 * MB  # a POST /notify body (its `data` included); 413 beyond
+NOTIFY_MAX_PATHS = 32  # paths one Bridge-Notify header may name; the rest are ignored
+# Notices being sent to or applied from other processes at once (Redis); more are dropped:
+# the interval poll stays the safety net.
+NOTIFY_MAX_PENDING = 256
+NOTIFY_DATA_WAIT = 5.0  # a `data` publish waits this long for this process's poller, at most
+NOTIFY_CHANNEL = "bridge:notify"  # the Redis pub/sub channel every process listens on
+NOTIFY_HEADER = "Bridge-Notify"  # the default response header (notify.header)

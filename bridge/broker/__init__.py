@@ -8,7 +8,7 @@ here knows the hub: the hub's channels are `Listener`s, its pollers publish thro
 
 from __future__ import annotations
 
-from .base import Broker, Lease, Listener, Record, Status
+from .base import Broker, Lease, Listener, Notice, Record, Status
 from .local import LocalBroker
 
-__all__ = ["Broker", "Lease", "Listener", "LocalBroker", "Record", "Status"]
+__all__ = ["Broker", "Lease", "Listener", "LocalBroker", "Notice", "Record", "Status"]

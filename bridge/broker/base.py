@@ -10,6 +10,9 @@ processes). The broker also decides who writes: `lease` is granted to one poller
   granted, there is no interest elsewhere: the figures of the fused channel it replaced.
 - `RedisBroker` (`redis.py`): a cluster. Records go through Redis Streams,
   the lease is a `SET NX PX` key, interest is a counter per key with a TTL.
+
+Besides the per-key traffic, a broker carries `Notice`s (an app's "this changed") to every
+process, so the one that leads the stream acts on it.
 """
 
 from __future__ import annotations
@@ -43,6 +46,19 @@ class Status:
 
     ok: bool
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """An app's "this changed" for the channels of a stream route, to every process: the
+    process that leads such a channel polls it now, or, with `data`, makes `data` its next
+    state without a poll (`bridge.hub.notify`). Route and parameters, not stream keys, because
+    the process that took the notify may have none of the channels (nor their `vary` values)."""
+
+    route: str  # the route template, e.g. "/prices/{symbol}"
+    params: tuple[tuple[str, str], ...] | None  # the path's parameters; None: the whole route
+    data: bytes | None = None  # the next state (always UTF-8: it came as JSON)
+    content_type: str = ""  # of `data`
 
 
 class Listener(Protocol):
@@ -86,5 +102,13 @@ class Broker(Protocol):
 
     async def interest_elsewhere(self, key: str) -> int:
         """How many other processes still want `key` polled (0 when unknown)."""
+
+    def on_notice(self, listener: Callable[[Notice], None]) -> None:
+        """Call `listener` with every notice any process sends (this one's included)."""
+
+    def notify(self, notice: Notice) -> bool:
+        """Send `notice` to every process: this one's listener at once, the others' soon (best
+        effort: the interval poll is the safety net). False if it was dropped, having too
+        many notices in flight."""
 
     async def close(self) -> None: ...

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from .base import Lease, Listener, Record, Status
+from .base import Lease, Listener, Notice, Record, Status
 
 
 class _LocalLease:
@@ -22,6 +22,7 @@ class LocalBroker:
 
     def __init__(self) -> None:
         self._listeners: dict[str, Listener] = {}
+        self._notices: Callable[[Notice], None] | None = None
 
     def subscribe(self, key: str, listener: Listener, history: int) -> None:
         self._listeners[key] = listener
@@ -46,6 +47,14 @@ class LocalBroker:
 
     async def interest_elsewhere(self, key: str) -> int:
         return 0
+
+    def on_notice(self, listener: Callable[[Notice], None]) -> None:
+        self._notices = listener
+
+    def notify(self, notice: Notice) -> bool:
+        if self._notices is not None:
+            self._notices(notice)  # the only process: delivered in-process, at once
+        return True
 
     async def close(self) -> None:
         self._listeners.clear()

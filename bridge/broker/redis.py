@@ -19,6 +19,12 @@ keys share a slot and the Lua scripts below may touch them together):
   the process has the channel. The leader's channel keeps lingering while any other process is
   interested: the linger works cluster-wide.
 
+Notices (an app's "this changed", `Notice`) go to every process on one pub/sub channel,
+`bridge:notify`, as JSON: fire and forget, since a notice only asks for an earlier poll (or
+hands the leader a state) and the interval poll stays the safety net. A process listens once it
+has a channel of its own (a process with none leads nothing), and skips its own notices,
+which reached its listener at once.
+
 Every process reads all its keys with one `XREAD BLOCK` on one connection, so a change costs
 one XADD plus one XREAD answer per process — O(processes), whatever the subscriber count.
 
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -49,7 +56,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from .. import settings
 from ..routing.model import BrokerConfig
-from .base import Lease, Listener, Record, Status
+from .base import Lease, Listener, Notice, Record, Status
 
 T = TypeVar("T")
 
@@ -130,6 +137,38 @@ def encode_record(record: Record) -> list[bytes | str]:
     return fields
 
 
+def encode_notice(notice: Notice, instance: str) -> bytes:
+    """A notice as the JSON published on the notice channel (raises UnicodeDecodeError for
+    `data` that is not UTF-8, which the notify endpoint never makes)."""
+    message: dict[str, Any] = {
+        "by": instance,
+        "route": notice.route,
+        "params": dict(notice.params) if notice.params is not None else None,
+    }
+    if notice.data is not None:
+        message["data"] = notice.data.decode("utf-8")
+        message["type"] = notice.content_type
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+def decode_notice(payload: bytes, instance: str) -> Notice | None:
+    """A published notice; None for this process's own, or one bridge did not write."""
+    try:
+        message = json.loads(payload)
+        if message["by"] == instance:
+            return None
+        params = message["params"]
+        data = message.get("data")
+        return Notice(
+            route=str(message["route"]),
+            params=None if params is None else tuple((str(k), str(v)) for k, v in params.items()),
+            data=None if data is None else str(data).encode(),
+            content_type=str(message.get("type", "")),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 class _Key:
     """What this process knows about one stream key."""
 
@@ -202,6 +241,9 @@ class RedisBroker:
         self._closed = False
         self.commands = 0  # round trips sent
         self._hello_pending = False
+        self._notice_listener: Callable[[Notice], None] | None = None
+        self._notice_reader: asyncio.Task[None] | None = None
+        self._notices_out = 0  # notices being published
 
     # --- Redis calls ----------------------------------------------------------------------------
 
@@ -289,6 +331,8 @@ class RedisBroker:
         if self._reader is None:
             self._reader = self._spawn(self._read_loop(), "broker read")
             self._interest = self._spawn(self._interest_loop(), "broker interest")
+        if self._notice_reader is None and self._notice_listener is not None:
+            self._notice_reader = self._spawn(self._notice_loop(), "broker notices")
         self._refresh_interest_soon(k)
 
     def unsubscribe(self, key: str, listener: Listener) -> None:
@@ -458,6 +502,68 @@ class RedisBroker:
             return 0  # unknown: stop rather than poll for nobody
         mine = self.instance.encode()
         return sum(1 for member in members if member != mine)
+
+    # --- notices --------------------------------------------------------------------------------
+
+    def on_notice(self, listener: Callable[[Notice], None]) -> None:
+        self._notice_listener = listener
+
+    def notify(self, notice: Notice) -> bool:
+        if self._notice_listener is not None:
+            self._notice_listener(notice)  # this process at once; the others through Redis
+        if self._closed or self._notices_out >= settings.NOTIFY_MAX_PENDING:
+            return False
+        try:
+            payload = encode_notice(notice, self.instance)
+        except UnicodeDecodeError:
+            return False
+        self._notices_out += 1
+        self._spawn(self._send_notice(payload), "broker notice")
+        return True
+
+    async def _send_notice(self, payload: bytes) -> None:
+        try:
+            with contextlib.suppress(BrokerUnavailable, ResponseError):
+                await self._call(self.redis.publish(settings.NOTIFY_CHANNEL, payload))
+        finally:
+            self._notices_out -= 1
+
+    async def _notice_loop(self) -> None:
+        """Listen on the notice channel for as long as the broker runs, resubscribing after
+        a Redis failure (notices sent meanwhile are lost: the interval poll covers them)."""
+        delay = settings.BROKER_RETRY_BASE
+        mine = self.instance
+        while not self._closed:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await self._call(pubsub.subscribe(settings.NOTIFY_CHANNEL))
+                delay = settings.BROKER_RETRY_BASE
+                while not self._closed:
+                    try:  # a wait on the subscription, not a round trip: not `_call`
+                        message = await asyncio.wait_for(
+                            pubsub.get_message(
+                                ignore_subscribe_messages=True, timeout=settings.BROKER_READ_BLOCK
+                            ),
+                            settings.BROKER_OP_TIMEOUT + settings.BROKER_READ_BLOCK,
+                        )
+                    except (RedisError, OSError, TimeoutError) as exc:
+                        self._down(exc)
+                        raise BrokerUnavailable(str(exc) or type(exc).__name__) from exc
+                    if message is None or message.get("type") != "message":
+                        continue
+                    notice = decode_notice(message["data"], mine)
+                    listener = self._notice_listener
+                    if notice is not None and listener is not None:
+                        try:
+                            listener(notice)
+                        except Exception:  # one bad notice must not stop the others
+                            self.log.exception("broker: applying a notice failed")
+            except (BrokerUnavailable, ResponseError):
+                await asyncio.sleep(delay * self.rng.uniform(0.5, 1.0))
+                delay = min(delay * 2, settings.BROKER_RETRY_MAX)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pubsub.aclose(), settings.BROKER_OP_TIMEOUT)
 
     # --- the writer -----------------------------------------------------------------------------
 

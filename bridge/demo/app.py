@@ -8,7 +8,10 @@ back to polling `/api/prices` itself when that stream is not there (the app on i
 Routes: `/` (the page), `/static/*` (files of `static/`, with ETag), `/api/prices?symbol=X`
 (JSON with ETag / Last-Modified and 304s), `/api/updates?since=N` (a long-poll whose `seq`
 cursor moves every second), `/api/stats` (how often the app was polled, and — when `bridge
-demo` tells it — how many viewers bridge is streaming to) and `/healthz`.
+demo` tells it — how many viewers bridge is streaming to), `/healthz`, and one write:
+`POST /api/trade?symbol=X` moves X's price up 50 cents for good and answers with
+`Bridge-Notify: /prices/X`, the one line a legacy app adds to its write path so that bridge
+re-polls the stream at once instead of at its next interval (the page times it).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from .httpserver import (
 )
 
 MAX_SYMBOL = 12
+MAX_TRADED = 100  # symbols whose trades the app remembers (the demo's state is bounded)
+TRADE_STEP = 0.5  # each trade moves the price up this much
 LONGPOLL_DEFAULT = 25.0  # seconds an /api/updates request is held without a change
 LONGPOLL_MAX = 60.0
 
@@ -103,11 +108,12 @@ def static_response(request: ServerRequest, name: str, cache: bytes) -> ServerRe
 # --- the API ---------------------------------------------------------------------------------
 
 
-def prices(request: ServerRequest) -> ServerResponse:
+def prices(request: ServerRequest, trades: int = 0) -> ServerResponse:
     symbol = request.query.get("symbol", "DEMO")[:MAX_SYMBOL] or "DEMO"
     second = int(time.time())
+    value = round(price(symbol, second) + TRADE_STEP * trades, 2)
     answer = ServerResponse.json(
-        {"symbol": symbol, "price": price(symbol, second), "time": iso(second)}
+        {"symbol": symbol, "price": value, "time": iso(second), "trades": trades}
     )
     assert isinstance(answer.body, bytes)
     tag = etag_of(answer.body)
@@ -154,6 +160,7 @@ class DemoStats:
     def __init__(self, viewers: Callable[[], int] | None = None) -> None:
         self.polls = 0
         self.viewers = viewers
+        self.trades: dict[str, int] = {}  # symbol -> trades so far (at most MAX_TRADED)
 
     def answer(self) -> ServerResponse:
         viewers = self.viewers() if self.viewers is not None else None
@@ -162,10 +169,32 @@ class DemoStats:
         )
 
 
+def trade(request: ServerRequest, stats: DemoStats) -> ServerResponse:
+    """The app's write path: one trade, and the header that tells bridge what it changed."""
+    symbol = request.query.get("symbol", "DEMO")
+    if not (0 < len(symbol) <= MAX_SYMBOL and symbol.isascii() and symbol.isalnum()):
+        return ServerResponse.text("symbol: 1 to 12 letters or digits\n", 400)
+    if symbol not in stats.trades and len(stats.trades) >= MAX_TRADED:
+        return ServerResponse.text("too many symbols traded\n", 429)
+    stats.trades[symbol] = stats.trades.get(symbol, 0) + 1
+    return ServerResponse.json(
+        {"symbol": symbol, "trades": stats.trades[symbol]},
+        headers=[
+            (b"cache-control", b"no-store"),
+            # bridge strips this and re-polls the stream now; without bridge it is ignored.
+            (b"bridge-notify", f"/prices/{symbol}".encode()),
+        ],
+    )
+
+
 async def handle(request: ServerRequest, stats: DemoStats | None = None) -> ServerResponse:
+    path = request.path
+    if path == "/api/trade" and stats is not None:
+        if request.method != "POST":
+            return ServerResponse.text("method not allowed\n", 405, [(b"allow", b"POST")])
+        return trade(request, stats)
     if request.method not in ("GET", "HEAD"):
         return ServerResponse.text("method not allowed\n", 405, [(b"allow", b"GET, HEAD")])
-    path = request.path
     if path in ("/", "/index.html"):
         return static_response(request, "index.html", b"no-cache")
     if path.startswith("/static/"):
@@ -174,9 +203,11 @@ async def handle(request: ServerRequest, stats: DemoStats | None = None) -> Serv
             return ServerResponse.text("not found\n", 404)
         return static_response(request, name, b"max-age=60")
     if path == "/api/prices":
-        if stats is not None:
-            stats.polls += 1
-        return prices(request)
+        if stats is None:
+            return prices(request)
+        stats.polls += 1
+        symbol = request.query.get("symbol", "DEMO")[:MAX_SYMBOL] or "DEMO"
+        return prices(request, stats.trades.get(symbol, 0))
     if path == "/api/stats" and stats is not None:
         return stats.answer()
     if path == "/api/updates":

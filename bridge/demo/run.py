@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import secrets
 import signal
 import socket
 import sys
@@ -59,6 +60,8 @@ routes:
     push: [/static/app.css, /static/app.js]
   - path: /{{rest*}}
     upstream: app
+notify:
+  token: "{notify_token}"      # the app's write path uses the Bridge-Notify header instead
 """
 
 
@@ -69,6 +72,7 @@ def demo_config_text(*, port: int, app_port: int, certs: Path) -> str:
         admin_port=port + 2 if port else 0,
         app_port=app_port,
         certs=certs,
+        notify_token=secrets.token_urlsafe(24),
     )
 
 

@@ -1,5 +1,9 @@
 """Reverse proxy: one request passed through to the upstream app, streaming both ways.
 
+An answer's notify header (`notify.header`, `Bridge-Notify` by default) is for bridge, never
+the client: it is always stripped, and with `notify:` on its paths' streams poll now
+(`bridge.hub.notify.Notifier.header`, given here as `notify`).
+
 Backpressure runs end to end: the request body is read from the client only as fast as the
 upstream accepts it, and the response body is read from the upstream only as fast as the
 client (or its HTTP/2 window) accepts it. Nothing is buffered whole.
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from .. import settings
 from ..errors import ErrorCode, StreamError
 from ..events import Headers
 from ..routing.model import Upstream
@@ -20,9 +25,18 @@ _NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
 
 
 class ProxyHandler:
-    def __init__(self, pool: UpstreamPool, *, max_request_body: int) -> None:
+    def __init__(
+        self,
+        pool: UpstreamPool,
+        *,
+        max_request_body: int,
+        notify_header: str = settings.NOTIFY_HEADER,
+        notify: Callable[[bytes], object] | None = None,
+    ) -> None:
         self.pool = pool
         self.max_request_body = max_request_body
+        self.notify_header = notify_header.lower().encode("ascii")
+        self.notify = notify  # called with the header's value; None: notify is off
 
     async def __call__(
         self,
@@ -62,6 +76,7 @@ class ProxyHandler:
         try:
             exchange.access.upstream_status = response.status
             headers = response_headers(response.headers, http_version=request.http_version)
+            headers = self._take_notify(headers)
             if decorate is not None:
                 headers = await decorate(response.status, headers)
             if not exchange.congested():
@@ -77,6 +92,17 @@ class ProxyHandler:
             await exchange.end()
         finally:
             response.close()
+
+    def _take_notify(self, headers: Headers) -> Headers:
+        name = self.notify_header
+        if not any(n == name for n, _ in headers):
+            return headers  # the common case: one pass, no copy
+        notify = self.notify
+        if notify is not None:
+            for n, value in headers:
+                if n == name:
+                    notify(value)
+        return [(n, v) for n, v in headers if n != name]
 
     async def _request_body(self, exchange: Exchange) -> AsyncIterator[bytes]:
         received = 0

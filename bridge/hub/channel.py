@@ -147,6 +147,10 @@ class Channel(ChannelCounters):
     def polls(self) -> int:
         return self.leadership.polls
 
+    @property
+    def notify_polls(self) -> int:
+        return self.leadership.notify_polls
+
     # --- lifetime -------------------------------------------------------------------------------
 
     def start(self) -> None:

@@ -18,7 +18,16 @@ from .clock import Clock
 # Upstream poll latency buckets, seconds (Prometheus `le` bounds; +Inf is implied).
 POLL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # The channel attributes that are counters (monotonic over the channel's life).
-COUNTED = ("polls", "not_modified", "errors", "published", "fanned_out", "conflated", "closed_slow")
+COUNTED = (
+    "polls",
+    "notify_polls",
+    "not_modified",
+    "errors",
+    "published",
+    "fanned_out",
+    "conflated",
+    "closed_slow",
+)
 
 
 def new_buckets() -> list[int]:

@@ -14,6 +14,14 @@ computes each diff once, assigns ids, and publishes `Record`s through the broker
 - **Trouble upstream** (exceptions, non-2xx other than 304, a body over `max_snapshot`) is
   retried with backoff (`backoff.py`) and reported as a `Status` to every reader. Failures are
   logged at most once a minute per stream.
+- **Notify** (`poke`, `inject`; `bridge.hub.notify`). A poke asks for a poll now, on top of
+  the interval, which keeps its own schedule (a notify never delays it). Pokes coalesce: one
+  poll answers every poke that came before it left; a poke while a poll is out asks for one
+  more after it; and notify-triggered polls are `settings.NOTIFY_MIN_GAP` apart at least.
+  While the upstream is failing, backoff decides, not pokes. A long-poll stream is always
+  asking already: a poke changes nothing there. `inject` makes a given body the next state
+  as if a poll had brought it (diffed, id'd, published), serialised with the polls' own
+  commits.
 - **Ids** are `"<epoch>-<seq>"` (item.py). A poller that takes over a stream (a new leader, a
   restarted process) starts from the last state its channel knows: a later epoch than that
   id, and that body as the base of the next diff, so nothing already published is repeated.
@@ -34,6 +42,7 @@ from ..errors import ErrorCode, StreamError
 from ..events import Headers
 from ..routing.model import StreamSpec
 from .backoff import Backoff, parse_retry_after
+from .clock import wait_future
 from .context import HubContext
 from .diff import diff, json_equal, loads
 from .key import ChannelSpec
@@ -121,6 +130,11 @@ class Poller:
         self._streak_logged = False
         self.epoch = context.epoch()
         self.seq = 0
+        self.notify_polls = 0  # polls a poke brought forward
+        self._poked = False  # a poke came after the last poll left
+        self._notify_polled = -settings.NOTIFY_MIN_GAP  # when the last such poll left
+        self._wake: asyncio.Future[None] | None = None  # resolved by a poke while resting
+        self._writing = asyncio.Lock()  # one change at a time: a poll's, or an injected one
         if seed is not None:
             self._continue_from(seed)
 
@@ -143,17 +157,61 @@ class Poller:
     # --- the loop -------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        clock = self.clock
+        due = clock.now()  # the next interval (or backoff) poll: pokes never move it
         while True:
+            now = clock.now()
+            poked = self._poked and self.ok is not False  # failing: backoff decides
+            at = max(now, self._notify_polled + settings.NOTIFY_MIN_GAP) if poked else due
+            if min(at, due) > now:
+                await self._rest(min(at, due) - now)
+                continue  # woken by a poke, or rested: decide again
+            notified = poked and at < due  # else the interval's own poll is due anyway
+            self._poked = False  # this poll answers every poke so far
+            if notified:
+                self.notify_polls += 1
+                self._notify_polled = now
             try:
                 delay = await self.poll_once()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug must not end the stream: log, back off, go on
                 delay = self._failed(f"unexpected {exc!r}", None, exc)
-            if delay > 0:
-                await self.clock.sleep(delay)
-            else:
+            if not notified or self.ok is False:
+                due = clock.now() + delay
+            if delay <= 0:
                 await asyncio.sleep(0)  # long-poll: at once, but let the loop breathe
+
+    async def _rest(self, seconds: float) -> None:
+        """Sleep `seconds`, or until a poke."""
+        wake = self._wake = asyncio.get_running_loop().create_future()
+        try:
+            await wait_future(self.clock, wake, seconds)
+        finally:
+            self._wake = None
+
+    def poke(self) -> None:
+        """Someone says the stream changed: poll soon (see the module's **Notify**)."""
+        self._poked = True
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    async def inject(self, body: bytes, content_type: str) -> bool:
+        """`body` becomes the stream's next state without a poll, exactly as if a poll had
+        brought it; False if it could not be published (then nothing changed)."""
+        async with self._writing:
+            change = _Change(None, body, self._doc, self._validators, self._cursor)
+            self._detect(change, body, _UNPARSED, content_type)
+            if change.record is None:
+                return True  # the stream is in that state already
+            try:
+                await self.context.broker.publish(self.key, change.record)
+            except Exception as exc:
+                self.log.warning("stream %s: notify data not published: %r", self.name, exc)
+                return False
+            self._commit(change)
+            return True
 
     def _request_headers(self) -> Headers:
         if self._validators:
@@ -206,13 +264,14 @@ class Poller:
         if 200 <= status < 300:
             if len(body) > self.context.limits.max_snapshot:
                 return self._failed(f"answer of {len(body)} bytes over max_snapshot", None)
-            change = self._examine(headers, body)
-            if change.record is not None:
-                try:
-                    await self.context.broker.publish(self.key, change.record)
-                except Exception as exc:
-                    return self._failed(f"could not publish: {exc!r}", None)
-            self._commit(change)
+            async with self._writing:
+                change = self._examine(headers, body)
+                if change.record is not None:
+                    try:
+                        await self.context.broker.publish(self.key, change.record)
+                    except Exception as exc:
+                        return self._failed(f"could not publish: {exc!r}", None)
+                self._commit(change)
             changed = change.record is not None
         elif status == 304:
             changed = False
@@ -291,9 +350,13 @@ class Poller:
             if found is not None:
                 cursor = found if isinstance(found, str) else json.dumps(found)
         change = _Change(None, body, self._doc, validators, cursor)
+        return self._detect(change, body, doc, _content_type(headers, body))
+
+    def _detect(self, change: _Change, body: bytes, doc: Any, content_type: str) -> _Change:
+        """`change` with its record, if `body` differs from the last state published."""
+        spec = self.spec
         if body == self._body:
             return change
-        content_type = _content_type(headers, body)
         if spec.emit == "snapshot":
             change.record = self._record(spec.event, body, None, content_type)
             return change

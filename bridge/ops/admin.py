@@ -10,9 +10,11 @@ handler that the composition root gives it (app.py); it is meant for loopback or
   while shutting down (readiness: a load balancer stops sending new clients).
 - `/metrics`: see `bridge/ops/metrics.py`.
 - `/streams`: one object per live channel: key, route, subscribers by protocol, last poll,
-  last change, last error (text and time), backoff state, history size. Times are ISO 8601
+  last change, last error (text and time), last notify (`last_notify_at`), backoff state,
+  history size. Times are ISO 8601
   in UTC with the zone (`2026-12-07T21:13:12.000+00:00`); `vary` values never appear
   (per-user secrets), only a digest.
+- `POST /notify`: the app's "this changed" (`bridge.ops.notify`), with the notify token.
 - `/config`: the configuration in force (the last one loaded or reloaded), as
   `bridge check --print` shows it (`bridge.routing.printer`): defaults filled, secrets masked.
   Served as `application/yaml`, the type RFC 9512 registers for YAML (`text/yaml` never was).
@@ -35,6 +37,7 @@ from .metrics import (
     subscriber_kind,
     subscriber_protocol,
 )
+from .notify import NotifyEndpoint
 
 if TYPE_CHECKING:
     from ..hub.channel import Channel
@@ -47,9 +50,13 @@ class AdminHandler:
         self.bridge = bridge
         self.site = site
         self.registry = registry_for(bridge, site)
+        self.notify = NotifyEndpoint(bridge, site.notifier)
 
     async def __call__(self, exchange: Exchange) -> None:
         path = exchange.request.target.split("?", 1)[0]
+        if path == "/notify":
+            await self.notify(exchange)
+            return
         if exchange.request.method not in ("GET", "HEAD"):
             raise StreamError(ErrorCode.METHOD_NOT_ALLOWED, headers=[(b"allow", b"GET, HEAD")])
         status = 200
@@ -120,6 +127,7 @@ def channel_view(channel: Channel) -> dict[str, Any]:
             "last_change_at": channel.last_change_at,
             "last_error": channel.last_error,
             "last_error_at": channel.last_error_at,
+            "last_notify_at": channel.leadership.notified_at,
             "backoff": {
                 # The poller (this process's, while it leads the key) keeps the failure streak.
                 "failures": poller.backoff.failures if poller is not None else 0,

@@ -21,6 +21,10 @@ Series (all prefixed `bridge_`):
   subscribers: the fan-out), `stream_conflated_total{route}` (subscribers that lagged and got
   conflated), `stream_closed_slow_total{route}` (closed for lagging too long).
 - `pushes_promised_total`, `pushes_declined_total`.
+- `notifies_total{source,outcome}` (source `endpoint` / `header`; outcome `accepted`,
+  `not_found`, `conflict`, `unauthorized`, `bad_request`, `too_large`),
+  `notify_polls_total{route}` (upstream polls a notify brought forward; part of
+  `upstream_polls_total`).
 - `reloads_total{outcome}` (`ok` / `invalid` / `failed`), `config_loaded_timestamp_seconds`.
 """
 
@@ -39,10 +43,12 @@ from prometheus_client.core import (
 
 from ..hub.counters import COUNTED, RouteTotals, cumulative
 from ..hub.item import Format, slot_format
+from ..hub.notify import OUTCOMES, SOURCES
 from ..server.tally import DURATION_BUCKETS
 
 if TYPE_CHECKING:
     from ..hub.hub import Hub
+    from ..hub.notify import Notifier
     from ..server.run import Bridge
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -51,6 +57,7 @@ _PROTOCOLS = {"Http1Protocol": "http/1.1", "Http2Protocol": "h2", "Http3Protocol
 _HTTP_VERSIONS = {"1.0": "http/1.0", "1.1": "http/1.1", "2": "h2", "3": "h3"}
 _CHANNEL_SERIES = {
     "polls": ("upstream_polls", "Upstream polls made by stream channels."),
+    "notify_polls": ("notify_polls", "Upstream polls a notify brought forward (of the polls)."),
     "not_modified": ("upstream_not_modified", "Upstream polls answered 304 Not Modified."),
     "errors": ("upstream_errors", "Upstream polls that failed (error, timeout, non-2xx)."),
     "published": ("stream_events", "Changes published as stream events."),
@@ -65,6 +72,9 @@ class ObservedSite(Protocol):
 
     @property
     def hub(self) -> Hub: ...
+
+    @property
+    def notifier(self) -> Notifier: ...
 
     def pushes(self) -> tuple[int, int]:
         """(promised, declined) server pushes since start, across reloads."""
@@ -86,6 +96,7 @@ class BridgeCollector:
         yield from self._requests()
         yield from self._streams()
         yield from self._pushes()
+        yield from self._notifies()
         yield from self._reloads()
 
     def _connections(self) -> Iterator[Metric]:
@@ -192,6 +203,20 @@ class BridgeCollector:
             "Pushes not made: the client refused push, or its stream limit was full.",
             value=declined,
         )
+
+    def _notifies(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "bridge_notifies",
+            "Notifies by source (endpoint: POST /notify, header: a proxied answer's) and outcome.",
+            labels=["source", "outcome"],
+        )
+        counts = self.site.notifier.tally.counts
+        for source in SOURCES:
+            for outcome in OUTCOMES:
+                value = counts.get((source, outcome), 0)
+                if value or outcome == "accepted":
+                    family.add_metric([source, outcome], value)
+        yield family
 
     def _reloads(self) -> Iterator[Metric]:
         reloads = CounterMetricFamily(

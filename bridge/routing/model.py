@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, get_args, get_type_hints
 
 from ..errors import ConfigProblem
-from ..settings import Limits
+from ..settings import NOTIFY_HEADER, Limits
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -183,6 +183,15 @@ class BrokerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class NotifyConfig:
+    """`notify:`: the app tells bridge a stream changed, by `POST /notify` on the admin listener
+    (with `Authorization: Bearer <token>`) or by a `header` on a proxied answer."""
+
+    token: str = field(metadata=SECRET)  # required; usually a `${NAME}` reference
+    header: str = NOTIFY_HEADER  # as written; matched case-insensitively
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: Path = field(metadata=DERIVED)  # the file as given on the command line
     listen: Listen
@@ -192,5 +201,6 @@ class Config:
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()
     broker: BrokerConfig | None = None  # None: the in-process broker
+    notify: NotifyConfig | None = None  # None: no notify input (the header is still stripped)
     # Accepted, but probably not what was meant.
     warnings: tuple[ConfigProblem, ...] = field(default=(), metadata=DERIVED)

@@ -159,6 +159,20 @@ def test_health_and_errors() -> None:
 def test_json_answers_are_compact_objects() -> None:
     async def body(http: httpx.AsyncClient) -> None:
         raw: Any = json.loads((await http.get("/api/prices")).content)
-        assert set(raw) == {"symbol", "price", "time"}
+        assert set(raw) == {"symbol", "price", "time", "trades"}
+
+    run(body)
+
+
+def test_a_trade_moves_the_price_and_names_the_stream_it_changed() -> None:
+    async def body(http: httpx.AsyncClient) -> None:
+        before = (await http.get("/api/prices?symbol=ACME")).json()
+        traded = await http.post("/api/trade?symbol=ACME")
+        assert traded.status_code == 200 and traded.json() == {"symbol": "ACME", "trades": 1}
+        assert traded.headers["bridge-notify"] == "/prices/ACME"
+        after = (await http.get("/api/prices?symbol=ACME")).json()
+        assert (before["trades"], after["trades"]) == (0, 1)
+        assert (await http.get("/api/trade")).status_code == 405
+        assert (await http.post("/api/trade?symbol=a/b")).status_code == 400
 
     run(body)

@@ -42,6 +42,27 @@
     while ($("log").children.length > LOG_LINES) $("log").removeChild($("log").lastChild);
   }
 
+  // A trade: from the click to the first price carrying it. Behind bridge the app's
+  // Bridge-Notify header makes that milliseconds; polling alone, up to the interval.
+  var trade = null, trades = 0;
+  function traded(data, how) {
+    if (data && Number(data.trades) > trades) trades = Number(data.trades);
+    if (trade === null || !data || !(Number(data.trades) >= trade.count)) return;
+    var ms = Math.round(performance.now() - trade.at);
+    state.tradeMs = ms;
+    $("trade-result").textContent = "trade " + trade.count + " reached this page in " + ms +
+      " ms (" + how + (how === "polled" ? ": polling alone waits for the next poll" :
+      ": the app's Bridge-Notify header made bridge re-poll at once") + ")";
+    trade = null;
+  }
+  $("trade").addEventListener("click", function () {
+    // The pushed price may come back before the POST's own answer: expect the next count now.
+    trade = { count: trades + 1, at: performance.now() };
+    fetch("/api/trade?symbol=DEMO", { method: "POST", cache: "no-store" })
+      .then(function (r) { if (!r.ok) throw new Error(r.status); })
+      .catch(function () { $("trade-result").textContent = "the trade failed"; });
+  });
+
   function received(id, data, how) {
     opened = true;
     state.events += 1;
@@ -55,6 +76,7 @@
     $("events").textContent = String(state.events);
     setMode("pushed by bridge (" + (state.transport === "sse" ? "SSE" : "WebSocket") + ")", "push");
     show(data, how);
+    traded(data, how);
   }
 
   function reconnected() {
@@ -124,7 +146,7 @@
     function tick() {
       fetch(POLL_URL, { cache: "no-cache" })
         .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
-        .then(function (data) { show(data, "polled"); })
+        .then(function (data) { show(data, "polled"); traded(data, "polled"); })
         .catch(function () { setMode("app unreachable, retrying", "poll"); });
     }
     tick();

@@ -2,7 +2,7 @@
 
 `build` reads a composed document (`bridge.routing.yamlwalk`) into a `Config`, one function per
 section, each in the module named after it: `server` (listen, tls, access_log, limits),
-`upstreams`, `routes` (paths, push) and `stream` (a route's `stream:` block). Field paths in
+`upstreams`, `routes` (paths, push), `stream` (a route's `stream:` block) and `notify`. Field paths in
 messages read like the file: `listen.https`, `upstreams.app.url`, `routes[0].stream.every`,
 `routes[2].push[1]`. Valid but meaningless combinations (`send:` on a stream without
 `websocket`, `http_mode` without `listen.http`) become warnings at the same file:line:col.
@@ -21,6 +21,7 @@ from yaml.nodes import Node
 from ..broker import parse_broker
 from ..model import BrokerConfig, Config, keys
 from ..yamlwalk import Walker, present
+from .notify import read_notify
 from .routes import read_routes
 from .server import read_access_log, read_limits, read_listen, read_tls
 from .upstreams import read_upstreams
@@ -42,6 +43,7 @@ def build(w: Walker, root: Node, source: Path) -> Config | None:
     upstreams, declared = read_upstreams(w, present(top, "upstreams"))
     routes = read_routes(w, present(top, "routes"), upstreams, declared, root)
     broker = read_broker(w, present(top, "broker"))
+    notify = read_notify(w, present(top, "notify"))
     if w.problems:
         return None
     return Config(
@@ -53,6 +55,7 @@ def build(w: Walker, root: Node, source: Path) -> Config | None:
         upstreams=upstreams,
         routes=tuple(routes),
         broker=broker,
+        notify=notify,
     )
 
 
