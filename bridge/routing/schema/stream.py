@@ -1,6 +1,7 @@
 """A route's `stream:` block: the upstream endpoint polled (`every`) or long-polled
 (`longpoll`), and how its changes reach subscribers (`emit`, `event`, `protocols`, `vary`,
-`history`, `heartbeat`, and for WebSocket `send`, `ws_format`, `origins`).
+`history`, `heartbeat`, and for WebSocket `send`, `ws_format`, `origins`), and who may
+subscribe (`authorize`).
 
 Keys left out keep `StreamSpec`'s defaults; `upstream`, `poll` and one of `every` or
 `longpoll` are required.
@@ -13,7 +14,7 @@ from typing import Any
 
 from yaml.nodes import Node
 
-from ..model import LongPoll, StreamSpec, Upstream, choices, keys
+from ..model import Authorize, LongPoll, StreamSpec, Upstream, choices, keys
 from ..paths import PARAM, TARGET, PathError, template_params
 from ..units import normalize_origin
 from ..yamlwalk import Walker
@@ -21,6 +22,7 @@ from .upstreams import upstream_ref
 
 STREAM_KEYS = keys(StreamSpec)
 LONGPOLL_KEYS = keys(LongPoll)
+AUTHORIZE_KEYS = keys(Authorize)
 EMITS = choices(StreamSpec, "emit")
 WS_FORMATS = choices(StreamSpec, "ws_format")
 PROTOCOLS = ("sse", "websocket")
@@ -78,6 +80,8 @@ def read_stream(
         values["ws_format"] = w.choice(items["ws_format"], f"{field}.ws_format", WS_FORMATS)
     if "origins" in items:
         values["origins"] = _origins(w, items["origins"], f"{field}.origins")
+    if "authorize" in items:
+        values["authorize"] = _authorize(w, items["authorize"], f"{field}.authorize", params)
 
     protocols = values.get("protocols")
     if protocols is not None and "websocket" not in protocols:
@@ -154,6 +158,30 @@ def _longpoll(w: Walker, node: Node, field: str) -> LongPoll | None:
     if cursor is None or param is None:
         return None
     return LongPoll(cursor=cursor, param=param, **values)
+
+
+def _authorize(
+    w: Walker, node: Node, field: str, params: tuple[str, ...] | None
+) -> Authorize | None:
+    """`authorize:`; an empty mapping (`authorize: {}`) is every default."""
+    items = w.mapping(node, field, AUTHORIZE_KEYS)
+    if items is None:
+        return None
+    values: dict[str, Any] = {}
+    if "check" in items:
+        values["check"] = _target_template(w, items["check"], f"{field}.check", params)
+    if "forward" in items:
+        forward = _vary(w, items["forward"], f"{field}.forward")
+        if forward is not None and not forward:
+            w.error(items["forward"], f"{field}.forward", "name at least one header, e.g. [cookie]")
+            forward = None
+        values["forward"] = forward
+    for key in ("cache", "recheck"):
+        if key in items:
+            values[key] = w.duration(items[key], f"{field}.{key}")
+    if any(value is None for value in values.values()):
+        return None
+    return Authorize(**values)
 
 
 def _event_name(w: Walker, node: Node, field: str) -> str | None:
