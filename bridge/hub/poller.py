@@ -55,6 +55,7 @@ def poll_headers(spec: StreamSpec, vary: Headers) -> Headers:
         raw = name.encode("ascii")
         if raw not in named:
             headers.append((raw, value.encode("latin-1")))
+            named.add(raw)
     headers += vary
     if b"accept" not in named:
         headers.append((b"accept", ACCEPT))
