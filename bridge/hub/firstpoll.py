@@ -51,6 +51,10 @@ class FirstPolls:
             task.add_done_callback(lambda _: self._done(route.index, key))
         await asyncio.shield(future)
 
+    def pending(self, index: int) -> int:
+        """First polls in flight for the route at `index`."""
+        return self._per_route.get(index, 0)
+
     def _done(self, index: int, key: str) -> None:
         self._inflight.pop(key, None)
         self._per_route[index] = self._per_route.get(index, 1) - 1

@@ -134,6 +134,13 @@ class Hub:
             vary = vary_headers(spec, headers)
             key = self.key(route, params, vary)
             if key not in self.channels:
+                # First polls count against the route's channel cap: past it, no request.
+                starting = self._per_route.get(route.index, 0)
+                starting += self.first_polls.pending(route.index)
+                if starting >= self.context.limits.max_channels_per_route:
+                    raise StreamError(
+                        ErrorCode.OVERLOADED, "too many live streams on this route", self._retry()
+                    )
                 await self.first_polls.probe(route, params, vary, key, self._retry())
         return grant
 
