@@ -148,6 +148,8 @@ class Authorizer:
         self._tasks: set[asyncio.Task[None]] = set()
         # Rechecks due together go to the app a few at a time, not all at once.
         self._rechecking = asyncio.Semaphore(settings.AUTHORIZE_RECHECK_CONCURRENCY)
+        self._logged_at = -settings.POLL_ERROR_LOG_INTERVAL
+        self._suppressed = 0
         self.checks = 0  # requests made to check upstreams (for /metrics and tests)
 
     # --- admission ------------------------------------------------------------------------------
@@ -215,7 +217,7 @@ class Authorizer:
             )
         except StreamError as exc:
             timeout = exc.code is ErrorCode.UPSTREAM_TIMEOUT
-            self.context.log.warning(
+            self._warn(
                 "authorize %s: check %s failed: %s", grant.route_path, grant.target, exc.detail
             )
             cause = "timed out" if timeout else "unreachable"
@@ -225,12 +227,22 @@ class Authorizer:
         if 200 <= status < 300:
             return None
         if status >= 500 or status < 300:
-            self.context.log.warning(
-                "authorize %s: check %s answered %d", grant.route_path, grant.target, status
-            )
+            self._warn("authorize %s: check %s answered %d", grant.route_path, grant.target, status)
             raise Refused(502, [], f"authorization check failed: upstream answered {status}")
         passed = _PASSED_ON_REDIRECT if status < 400 else _PASSED_ON
         return Refused(status, [(n, v) for n, v in answer if n in passed], "not authorized")
+
+    def _warn(self, message: str, *args: object) -> None:
+        """A failed check, logged at most once per `settings.POLL_ERROR_LOG_INTERVAL`: with the
+        app down, every new subscriber's check fails, and the log should say so once."""
+        now = self.context.clock.now()
+        if now - self._logged_at < settings.POLL_ERROR_LOG_INTERVAL:
+            self._suppressed += 1
+            return
+        more = f" (+{self._suppressed} more failed checks not logged)" if self._suppressed else ""
+        self.context.log.warning(message + more, *args)
+        self._logged_at = now
+        self._suppressed = 0
 
     # --- rechecks -------------------------------------------------------------------------------
 
