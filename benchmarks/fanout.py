@@ -9,6 +9,11 @@ runs pinned to core 0; the upstream and the subscriber processes share core 1.
 
 sse-h3 subscribers are aioquic HTTP/3 clients (`--h2-streams` streams per QUIC connection).
 
+`--authorize SESSIONS`: the stream has an `authorize:` block (its check a cheap `/auth` on the
+same upstream) and subscriber i sends `Cookie: session=<i % SESSIONS>`, as N browsers of
+SESSIONS users would: bridge should ask the app SESSIONS times, not N (the `checks` column),
+and deliver at the same CPU cost per event as without it.
+
 Prints, per mode and N: time to connect everyone, RSS per idle subscriber, delivery latency
 p50/p99/max, deliveries lost, and bridge CPU µs per delivery. Loopback only; bounded runs.
 """
@@ -28,6 +33,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BridgeProcess, StealMeter, cpu_seconds, free_port, rss_bytes
@@ -67,6 +73,12 @@ routes:
       event: tick
       heartbeat: 1h
       history: 100
+"""
+AUTHORIZE = """\
+      authorize:
+        check: /auth
+        cache: 10m
+        recheck: 1h
 """
 
 
@@ -109,7 +121,12 @@ class Feed:
                 self.answer(transport)
 
 
-def upstream_main(port: int, publish: mp.Queue, ready: mp.Event) -> None:  # type: ignore[type-arg]
+def upstream_main(
+    port: int,
+    publish: mp.Queue,  # type: ignore[type-arg]
+    ready: mp.Event,  # type: ignore[valid-type]
+    checks: Any = None,  # a shared mp.Value: authorize checks answered
+) -> None:
     pin(1)
 
     async def main() -> None:
@@ -126,6 +143,14 @@ def upstream_main(port: int, publish: mp.Queue, ready: mp.Event) -> None:  # typ
                 while b"\r\n\r\n" in self.buf:
                     head, self.buf = self.buf.split(b"\r\n\r\n", 1)
                     line = head.split(b"\r\n", 1)[0]
+                    if line.startswith(b"GET /auth"):  # an authorize check: every session may
+                        if checks is not None:
+                            with checks.get_lock():
+                                checks.value += 1
+                        self.transport.write(  # type: ignore[attr-defined]
+                            b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n"
+                        )
+                        continue
                     found = re.search(rb"since=(\d+)", line)
                     since = int(found.group(1)) if found else -1
                     if since < feed.seq:
@@ -194,6 +219,7 @@ class H2Subscriber(asyncio.Protocol):
         streams: int,
         results: list[tuple[int, float]],
         ready: asyncio.Future,  # type: ignore[type-arg]
+        cookies: list[bytes] | None = None,
     ) -> None:
         import h2.config
         import h2.connection
@@ -209,6 +235,7 @@ class H2Subscriber(asyncio.Protocol):
         never: asyncio.Future = asyncio.get_running_loop().create_future()  # type: ignore[type-arg]
         # One recorder per stream: each counts its own events, as a separate client would.
         self.inner = {1 + 2 * i: Subscriber(b"", results, never) for i in range(streams)}
+        self.cookies = cookies or []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -231,8 +258,9 @@ class H2Subscriber(asyncio.Protocol):
                 (b":authority", b"127.0.0.1"),
                 (b"accept", b"text/event-stream"),
             ]
-        for sid in self.inner:
-            self.conn.send_headers(sid, headers, end_stream=not self.websocket)
+        for i, sid in enumerate(self.inner):
+            extra = [(b"cookie", self.cookies[i])] if self.cookies else []
+            self.conn.send_headers(sid, headers + extra, end_stream=not self.websocket)
         transport.write(self.conn.data_to_send())  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
@@ -276,9 +304,12 @@ class H2Subscriber(asyncio.Protocol):
 class H3Subscriber:
     """`streams` SSE subscribers on one QUIC connection (aioquic's client and H3Connection)."""
 
-    def __init__(self, streams: int, results: list[tuple[int, float]]) -> None:
+    def __init__(
+        self, streams: int, results: list[tuple[int, float]], cookies: list[bytes] | None = None
+    ) -> None:
         never: asyncio.Future = asyncio.get_running_loop().create_future()  # type: ignore[type-arg]
         self.inner = [Subscriber(b"", results, never) for _ in range(streams)]
+        self.cookies = cookies or []
 
     async def open(self, port: int) -> asyncio.DatagramTransport:
         import aioquic.h3.events as h3e
@@ -318,9 +349,10 @@ class H3Subscriber:
         client: Client = protocol  # type: ignore[assignment]
         client.connect(("127.0.0.1", port))
         await asyncio.wait_for(client.wait_connected(), 30)
-        for sub in self.inner:
+        for i, sub in enumerate(self.inner):
             sid = quic.get_next_available_stream_id()
             by_stream[sid] = sub
+            extra = [(b"cookie", self.cookies[i])] if self.cookies else []
             client.h3.send_headers(
                 sid,
                 [
@@ -329,6 +361,7 @@ class H3Subscriber:
                     (b":authority", b"127.0.0.1"),
                     (b":path", b"/feed"),
                     (b"accept", b"text/event-stream"),
+                    *extra,
                 ],
                 end_stream=True,
             )
@@ -345,9 +378,18 @@ def client_main(
     out: mp.Queue,  # type: ignore[type-arg]
     go: mp.Event,  # type: ignore[valid-type]
     stop: mp.Event,  # type: ignore[valid-type]
+    first: int = 0,  # the global index of this process's first subscriber
+    sessions: int = 0,  # `--authorize`: distinct session cookies; 0: none sent
 ) -> None:
     pin(1)
     raise_fd_limit()
+    counter = iter(range(first, first + count + 1_000_000))
+
+    def cookies(n: int) -> list[bytes]:
+        """The next `n` subscribers' Cookie values ([] without --authorize)."""
+        if not sessions:
+            return []
+        return [b"session=s%d" % (next(counter) % sessions) for _ in range(n)]
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -371,20 +413,25 @@ def client_main(
         async def connect() -> None:
             ready = loop.create_future()
             async with sem:
+                mine = cookies(streams if mode.endswith(("h2", "h3")) else 1)
                 if mode.endswith("h3"):
                     for attempt in range(5):
                         try:
-                            transports.append(await H3Subscriber(streams, results).open(port))
+                            subscriber = H3Subscriber(streams, results, mine)
+                            transports.append(await subscriber.open(port))
                             return
                         except (OSError, TimeoutError, ConnectionError):
                             await asyncio.sleep(0.2 * (attempt + 1))
                     return
                 if mode.endswith("h2"):
                     factory = lambda: H2Subscriber(  # noqa: E731
-                        mode.startswith("ws"), streams, results, ready
+                        mode.startswith("ws"), streams, results, ready, mine
                     )
                 else:
-                    factory = lambda: Subscriber(request, results, ready)  # noqa: E731
+                    sent = request
+                    if mine:
+                        sent = request[:-2] + b"Cookie: " + mine[0] + b"\r\n\r\n"
+                    factory = lambda: Subscriber(sent, results, ready)  # noqa: E731
                 for attempt in range(5):
                     try:
                         transport, _ = await loop.create_connection(
@@ -425,23 +472,35 @@ def _run(coro: object) -> None:
 # --- the run --------------------------------------------------------------------------------
 
 
-def start_feed() -> tuple[mp.Process, mp.Queue, BridgeProcess, int, int]:  # type: ignore[type-arg]
+def start_feed(
+    checks: Any = None,
+) -> tuple[mp.Process, mp.Queue, BridgeProcess, int, int]:  # type: ignore[type-arg]
     """The long-poll upstream in a process of its own, and bridge (not started) in front of
-    it: (upstream, its publish queue, bridge, https port, http port)."""
+    it: (upstream, its publish queue, bridge, https port, http port). With `checks` (a shared
+    counter), the stream has an `authorize:` block and the upstream counts its checks."""
     upstream_port, https, http = free_port(), free_port(), free_port()
     publish: mp.Queue = mp.Queue()  # type: ignore[type-arg]
     ready = mp.Event()
-    upstream = mp.Process(target=upstream_main, args=(upstream_port, publish, ready), daemon=True)
+    upstream = mp.Process(
+        target=upstream_main, args=(upstream_port, publish, ready, checks), daemon=True
+    )
     upstream.start()
     ready.wait(10)
-    bridge = BridgeProcess(ROUTES.format(https=https, http=http, upstream=upstream_port))
+    routes = ROUTES + (AUTHORIZE if checks is not None else "")
+    bridge = BridgeProcess(routes.format(https=https, http=http, upstream=upstream_port))
     return upstream, publish, bridge, https, http
 
 
 def measure(
-    mode: str, subscribers: int, changes: int, processes: int, streams: int = 1
+    mode: str,
+    subscribers: int,
+    changes: int,
+    processes: int,
+    streams: int = 1,
+    sessions: int = 0,
 ) -> dict[str, float]:
-    upstream, publish, bridge, https, http = start_feed()
+    checks = mp.Value("l", 0) if sessions else None
+    upstream, publish, bridge, https, http = start_feed(checks)
     raise_fd_limit()
     bridge.start([https, http])
     port = http if mode in ("sse-h1", "ws-h1") else https
@@ -454,11 +513,14 @@ def measure(
             subscribers // processes + (1 if i < subscribers % processes else 0)
             for i in range(processes)
         ]
+        firsts = [sum(share[:i]) for i in range(len(share))]
         clients = [
             mp.Process(
-                target=client_main, args=(mode, port, n, streams, out, go, stop), daemon=True
+                target=client_main,
+                args=(mode, port, n, streams, out, go, stop, first, sessions),
+                daemon=True,
             )
-            for n in share
+            for n, first in zip(share, firsts, strict=True)
             if n
         ]
         t0 = time.monotonic()
@@ -514,6 +576,7 @@ def measure(
             "cpu_us": cpu / max(1, received) * 1e6,
             "mean_ms": statistics.fmean(latencies) * 1000 if latencies else float("nan"),
             "steal": steal_percent,
+            "checks": checks.value if checks is not None else float("nan"),
         }
     finally:
         stop.set()
@@ -535,22 +598,30 @@ def main() -> None:
         help="HTTP/2 and HTTP/3 modes: subscribers (streams) per connection, as a browser multiplexes "
         "its tabs' streams on one connection; 1 = one connection per subscriber",
     )
+    parser.add_argument(
+        "--authorize",
+        type=int,
+        default=0,
+        metavar="SESSIONS",
+        help="authorize on: subscribers carry SESSIONS distinct session cookies (e.g. 1000 "
+        "for 10000 subscribers); the checks column counts the app's checks",
+    )
     args = parser.parse_args()
     if not shutil.which("taskset"):
         print("note: taskset missing; processes are pinned with sched_setaffinity where possible")
     header = (
         f"{'mode':<11} {'subs':>6} {'conn s':>7} {'µs/conn':>8} {'RSS KB/sub':>10} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'max ms':>8} {'lost':>6} {'CPU µs/deliv':>12} {'steal %':>8}"
+        f"{'max ms':>8} {'lost':>6} {'CPU µs/deliv':>12} {'steal %':>8} {'checks':>7}"
     )
     print(header)
     for mode in args.modes:
         for n in args.subscribers:
-            r = measure(mode, n, args.changes, args.processes, args.h2_streams)
+            r = measure(mode, n, args.changes, args.processes, args.h2_streams, args.authorize)
             print(
                 f"{mode:<11} {r['connected']:6.0f} {r['connect_s']:7.2f} {r['connect_cpu_us']:8.0f} "
                 f"{r['rss_kb']:10.1f} "
                 f"{r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['max_ms']:8.1f} {r['lost']:6.0f} "
-                f"{r['cpu_us']:12.1f} {r['steal']:8.1f}",
+                f"{r['cpu_us']:12.1f} {r['steal']:8.1f} {r['checks']:7.0f}",
                 flush=True,
             )
 

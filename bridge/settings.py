@@ -222,3 +222,20 @@ NOTIFY_MAX_PENDING = 256
 NOTIFY_DATA_WAIT = 5.0  # a `data` publish waits this long for this process's poller, at most
 NOTIFY_CHANNEL = "bridge:notify"  # the Redis pub/sub channel every process listens on
 NOTIFY_HEADER = "Bridge-Notify"  # the default response header (notify.header)
+
+# --- authorization (bridge/hub/authorize.py) ---------------------------------------------------
+# Decisions kept (per check request and credentials); the least recently used go first.
+AUTHORIZE_CACHE_SIZE = 20_000
+AUTHORIZE_TICK = 0.25  # how often due rechecks are looked for (seconds)
+# A recheck goes after recheck * [1 - jitter, 1]: audiences admitted together drift apart.
+AUTHORIZE_RECHECK_JITTER = 0.2
+AUTHORIZE_RECHECK_CONCURRENCY = 32  # rechecks in flight to the app at once, per process
+# A recheck that could not be made (the app unreachable) is tried again this soon (at most
+# `recheck`): live subscribers are kept meanwhile.
+AUTHORIZE_RETRY_FAILED = 10.0
+# After a reload that changed an `authorize` block, its live subscribers are checked again
+# within this many seconds (spread, not all at once).
+AUTHORIZE_RELOAD_SPREAD = 1.0
+# A new `vary` value's first poll answers 401/403/404: the answer goes to the requester and no
+# channel is made. First polls in flight at once for new values, per route.
+VARY_MAX_FIRST_POLLS = 64

@@ -25,7 +25,8 @@ from ..hub.item import Format
 from ..hub.render import sse_retry
 from ..routing.model import Route, StreamSpec
 from ..stream.exchange import Exchange
-from .sink import ExchangeSink, finish_subscription
+from .authorize import Admission, admit, finish_watched, sse_deny
+from .sink import ExchangeSink
 from .util import header, is_websocket
 
 WebSocketHandler = Callable[[Exchange, Route, dict[str, str], str | None], Awaitable[None]]
@@ -78,6 +79,9 @@ class StreamHandler:
             return
         if request.method not in ("GET", "HEAD"):
             raise StreamError(ErrorCode.METHOD_NOT_ALLOWED, headers=[(b"allow", b"GET, HEAD")])
+        admission = await admit(self.hub, exchange, route, params)  # `authorize`, new `vary`
+        if admission is None:
+            return  # refused, and answered
         accept = header(request.headers, b"accept") or b""
         if b"text/event-stream" in accept and "sse" in spec.protocols:
             if request.method == "HEAD":
@@ -85,12 +89,17 @@ class StreamHandler:
                 # (and no poller) for a request that can never receive an event.
                 await exchange.respond(200, list(_SSE_HEADERS))
                 return
-            await self.sse(exchange, route, params, last_id)
+            await self.sse(exchange, route, params, last_id, admission)
         else:
             await self.snapshot(exchange, route, params)
 
     async def sse(
-        self, exchange: Exchange, route: Route, params: dict[str, str], last_id: str | None
+        self,
+        exchange: Exchange,
+        route: Route,
+        params: dict[str, str],
+        last_id: str | None,
+        admission: Admission,
     ) -> None:
         request = exchange.request
 
@@ -103,8 +112,9 @@ class StreamHandler:
         exchange.access.kind = "sse"
         exchange.on_drain = subscription.on_drain
         exchange.on_abort = subscription.cancel
+        unwatch = admission.watch(sse_deny(exchange, subscription, sink))
         # From here the stream runs on callbacks: no task stays parked per subscriber.
-        exchange.detach(partial(finish_subscription, exchange, subscription))
+        exchange.detach(partial(finish_watched, exchange, subscription, unwatch))
         # Of the request, only what its access-log line needs is kept for the stream's life: a
         # browser's dozen headers (cookies included) are a kilobyte or two per subscriber.
         exchange.request = request.with_headers(_log_headers(request.headers))

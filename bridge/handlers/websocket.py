@@ -27,6 +27,7 @@ from ..routing.model import Route, StreamSpec
 from ..routing.paths import substitute
 from ..stream.exchange import Exchange
 from ..upstream import UpstreamPool
+from .authorize import Admission, admit
 from .sink import ExchangeSink, finish_subscription
 from .wshandshake import accept, handshake_problem, origin_allowed
 
@@ -57,8 +58,11 @@ class WebSocketHandler:
             raise StreamError(problem[0], problem[1], problem[2])
         if not origin_allowed(exchange, spec.origins):
             raise StreamError(ErrorCode.FORBIDDEN, "cross-origin WebSocket refused")
+        admission = await admit(self.hub, exchange, route, params)  # `authorize`, new `vary`
+        if admission is None:
+            return  # refused, and answered
         session = WebSocketSession(exchange, spec, self, params)
-        await session.run(route, last_id)
+        await session.run(route, last_id, admission)
 
 
 class WebSocketSession:
@@ -87,7 +91,7 @@ class WebSocketSession:
         self.heard = True  # anything received since the last liveness check
         self.sink: ExchangeSink
 
-    async def run(self, route: Route, last_id: str | None) -> None:
+    async def run(self, route: Route, last_id: str | None, admission: Admission) -> None:
         exchange = self.exchange
         fmt = Format.WS_RAW if self.spec.ws_format == "raw" else Format.WS_ENVELOPE
         sink = self.sink = ExchangeSink(exchange, self._lagging_close, tunnel=True)
@@ -96,6 +100,8 @@ class WebSocketSession:
         )
         exchange.access.kind = "websocket"
         exchange.on_drain = subscription.on_drain
+        # A recheck that refuses ends it with 1008 "policy violation" (RFC 6455 §7.4.1).
+        unwatch = admission.watch(lambda _: self.close(1008, "authorization refused"))
         worker = asyncio.create_task(self._sender()) if self.spec.send else None
         try:
             await accept(exchange)
@@ -109,6 +115,7 @@ class WebSocketSession:
                 log.exception("WebSocket session on %s failed", exchange.request.target)
                 self.close(1011, "internal error")
         finally:
+            unwatch()
             if worker is not None:
                 worker.cancel()
             finish_subscription(exchange, subscription)

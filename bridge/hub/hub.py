@@ -29,10 +29,12 @@ from ..events import Headers
 from ..routing.model import Route, StreamSpec
 from ..routing.paths import substitute
 from ..settings import Limits
+from .authorize import Authorizer, Grant
 from .channel import Channel
 from .clock import Clock, RealClock
 from .context import Epochs, Fetcher, HubContext
 from .counters import RouteTotals
+from .firstpoll import FirstPolls
 from .item import Format, Item
 from .key import ChannelSpec, stream_key, vary_headers
 from .subscription import Sink, Subscription
@@ -70,6 +72,9 @@ class Hub:
         # ends (0.0 while one is still waiting), and the task that ends it.
         self._unsubscribed: dict[Channel, float] = {}
         self._brief_tasks: dict[Channel, asyncio.Task[None]] = {}
+        # Who may subscribe (`authorize:`), and the gate on new `vary` values.
+        self.authorizer = Authorizer(self.context)
+        self.first_polls = FirstPolls(self.context)
 
     # --- channels -------------------------------------------------------------------------------
 
@@ -117,6 +122,27 @@ class Hub:
         self.subscriber_count -= 1
 
     # --- handlers' interface --------------------------------------------------------------------
+
+    async def admit(self, route: Route, params: dict[str, str], headers: Headers) -> Grant | None:
+        """Before a subscriber or a plain GET is taken on: the stream's `authorize` check
+        (authorize.py), then, for a `vary` value no live channel has, its first poll
+        (firstpoll.py). Raises `authorize.Refused` with the answer for the requester; returns
+        the `Grant` to watch for rechecks (None without `authorize`)."""
+        grant = await self.authorizer.admit(route, params, headers)
+        spec = route.stream
+        if spec is not None and spec.vary:
+            vary = vary_headers(spec, headers)
+            key = self.key(route, params, vary)
+            if key not in self.channels:
+                # First polls count against the route's channel cap: past it, no request.
+                starting = self._per_route.get(route.index, 0)
+                starting += self.first_polls.pending(route.index)
+                if starting >= self.context.limits.max_channels_per_route:
+                    raise StreamError(
+                        ErrorCode.OVERLOADED, "too many live streams on this route", self._retry()
+                    )
+                await self.first_polls.probe(route, params, vary, key, self._retry())
+        return grant
 
     def subscribe(
         self,
@@ -251,8 +277,8 @@ class Hub:
             ):
                 gone.append(channel)
                 continue
-            if new.stream == old:
-                channel.relocate(new)
+            if dataclasses.replace(new.stream, authorize=old.authorize) == old:
+                channel.relocate(new)  # the same stream (who may see it is authorize.py's)
             else:
                 channel.restart(new)
                 restarted += 1
@@ -270,6 +296,8 @@ class Hub:
                 subscriber.end_for_reload()
             channel.stop()  # channel_stopped finds it no longer listed; its counts are folded
         self.context = dataclasses.replace(self.context, limits=limits)
+        self.authorizer.reconfigure(routes, self.context)
+        self.first_polls.context = self.context
         return len(keep) - restarted, restarted, len(gone)
 
     async def close(self) -> None:
@@ -286,10 +314,14 @@ class Hub:
         self._unsubscribed.clear()
         if tasks:
             await asyncio.wait(tasks, timeout=settings.HUB_CLOSE_WAIT)
+        await self.authorizer.close()
         await self.context.broker.close()
 
 
 def _same_audience(old: StreamSpec, new: StreamSpec) -> bool:
     """Whether a channel's subscribers are still subscribers of the new block: the same
-    stream key (`vary`), an accepted protocol, the same WebSocket message format."""
+    stream key (`vary`), an accepted protocol, the same WebSocket message format, and, when the new
+    block asks who may subscribe, subscribers that were asked (they reconnect to be checked)."""
+    if new.authorize is not None and old.authorize is None:
+        return False
     return (old.vary, old.protocols, old.ws_format) == (new.vary, new.protocols, new.ws_format)

@@ -53,12 +53,18 @@ SEQ_MAX = 10**SEQ_WIDTH - 1
 
 
 def poll_headers(spec: StreamSpec, vary: Headers) -> Headers:
-    """The request headers of every poll: Host, the route's `vary` headers only (never
-    Cookie/Authorization), Accept."""
+    """The request headers of every poll: Host, the upstream's own `headers` (its service
+    credentials), the route's `vary` headers (a subscriber's value wins over the upstream's
+    for the same name), Accept. Nothing else of a subscriber's request."""
     named = {name for name, _ in vary}
     headers: Headers = []
     if b"host" not in named:
         headers.append((b"host", spec.upstream.authority.encode("ascii")))
+    for name, value in spec.upstream.headers:
+        raw = name.encode("ascii")
+        if raw not in named:
+            headers.append((raw, value.encode("latin-1")))
+            named.add(raw)
     headers += vary
     if b"accept" not in named:
         headers.append((b"accept", ACCEPT))

@@ -87,6 +87,10 @@ class Upstream:
     base_path: str = field(metadata=DERIVED)
     timeout: float = 10.0  # connect + response headers, seconds
     host_mode: Literal["client", "upstream"] = field(default="client", metadata=written_as("host"))
+    # Added to every poll of this upstream (the service's own credentials), never to authorize
+    # checks, `send:` POSTs or proxied requests: (lower-case name, value) pairs, a value read
+    # from `${NAME}` an `Expanded`. Pairs, not a dict: the spec is hashed (hub/key.py).
+    headers: tuple[tuple[str, str], ...] = field(default=(), metadata=SECRET)
 
     @property
     def origin(self) -> tuple[str, str, int]:
@@ -107,6 +111,16 @@ class LongPoll:
 
 
 @dataclass(frozen=True, slots=True)
+class Authorize:
+    """`stream.authorize`: who may subscribe (ROUTES.md "Authorization")."""
+
+    check: str | None = None  # GET target on the stream's upstream; None: the poll target
+    forward: tuple[str, ...] = ("cookie", "authorization")  # lower-case request header names
+    cache: float = 30.0  # seconds a decision is reused for the same stream and credentials
+    recheck: float = 300.0  # seconds between checks of a live subscriber
+
+
+@dataclass(frozen=True, slots=True)
 class StreamSpec:
     upstream: Upstream
     poll: str  # path + query template on the upstream, with {params}
@@ -123,6 +137,7 @@ class StreamSpec:
     origins: tuple[str, ...] = ()  # normalised "scheme://host[:port]"
     # Query parameters that never change the answer (a cache-buster such as jQuery's `_`).
     ignore_query: tuple[str, ...] = ()
+    authorize: Authorize | None = None  # None: anyone who can reach the route
 
 
 @dataclass(frozen=True, slots=True)

@@ -156,12 +156,22 @@ def _push(route: Route, base: Path) -> Any:
     return "auto" if route.push_auto else _Flow(route.push)
 
 
+def _upstream_headers(upstream: Upstream, base: Path) -> Any:
+    """`headers:` as the name → value mapping the file writes; every value a secret."""
+    shown = {
+        name: _plain(value, "headers", base, duration=False, secret=True)
+        for name, value in upstream.headers
+    }
+    return shown or None
+
+
 # Fields written in a form of their own: the broker as one URL (`memory` for none), the access
 # log's path (a string in the model) relative to the config, `push: auto` (a derived flag).
 _WRITERS: dict[tuple[type, str], Callable[[Any, Path], Any]] = {
     (Config, "broker"): _broker,
     (AccessLogConfig, "path"): _access_log_path,
     (Route, "push"): _push,
+    (Upstream, "headers"): _upstream_headers,
 }
 
 # Defaults that mean nothing where they stand: written out, the loader would warn (or, for

@@ -352,6 +352,9 @@ class H2SseConnection:
                     sub = self.streams.get(getattr(event, "stream_id", 0) or 0)
                     if isinstance(event, h2.events.ResponseReceived) and sub is not None:
                         sub.status = int(dict(event.headers)[b":status"])
+                        sub.headers = httpx.Headers(
+                            [(k, v) for k, v in event.headers if not k.startswith(b":")]
+                        )
                         sub.http_version = "HTTP/2"
                         sub.connected.set()
                     elif isinstance(event, h2.events.DataReceived):

@@ -1,7 +1,8 @@
 """A route's `stream:` block: the upstream endpoint polled (`every`) or long-polled
 (`longpoll`), how its changes reach subscribers (`emit`, `event`, `protocols`, `vary`,
-`history`, `heartbeat`, and for WebSocket `send`, `ws_format`, `origins`), and which query
-parameters never change its answer (`ignore_query`; see `bridge.routing.query`).
+`history`, `heartbeat`, and for WebSocket `send`, `ws_format`, `origins`), which query
+parameters never change its answer (`ignore_query`; see `bridge.routing.query`), and who may
+subscribe (`authorize`).
 
 Keys left out keep `StreamSpec`'s defaults; `upstream`, `poll` and one of `every` or
 `longpoll` are required.
@@ -14,7 +15,7 @@ from typing import Any
 
 from yaml.nodes import Node
 
-from ..model import LongPoll, StreamSpec, Upstream, choices, keys
+from ..model import Authorize, LongPoll, StreamSpec, Upstream, choices, keys
 from ..paths import PARAM, QUERY_NAME, TARGET, PathError, template_params
 from ..units import normalize_origin
 from ..yamlwalk import Walker
@@ -22,6 +23,7 @@ from .upstreams import upstream_ref
 
 STREAM_KEYS = keys(StreamSpec)
 LONGPOLL_KEYS = keys(LongPoll)
+AUTHORIZE_KEYS = keys(Authorize)
 EMITS = choices(StreamSpec, "emit")
 WS_FORMATS = choices(StreamSpec, "ws_format")
 PROTOCOLS = ("sse", "websocket")
@@ -85,6 +87,8 @@ def read_stream(
         values["ignore_query"] = _ignore_query(
             w, items["ignore_query"], f"{field}.ignore_query", read
         )
+    if "authorize" in items:
+        values["authorize"] = _authorize(w, items["authorize"], f"{field}.authorize", params)
 
     protocols = values.get("protocols")
     if protocols is not None and "websocket" not in protocols:
@@ -161,6 +165,30 @@ def _longpoll(w: Walker, node: Node, field: str) -> LongPoll | None:
     if cursor is None or param is None:
         return None
     return LongPoll(cursor=cursor, param=param, **values)
+
+
+def _authorize(
+    w: Walker, node: Node, field: str, params: tuple[str, ...] | None
+) -> Authorize | None:
+    """`authorize:`; an empty mapping (`authorize: {}`) is every default."""
+    items = w.mapping(node, field, AUTHORIZE_KEYS)
+    if items is None:
+        return None
+    values: dict[str, Any] = {}
+    if "check" in items:
+        values["check"] = _target_template(w, items["check"], f"{field}.check", params)
+    if "forward" in items:
+        forward = _vary(w, items["forward"], f"{field}.forward")
+        if forward is not None and not forward:
+            w.error(items["forward"], f"{field}.forward", "name at least one header, e.g. [cookie]")
+            forward = None
+        values["forward"] = forward
+    for key in ("cache", "recheck"):
+        if key in items:
+            values[key] = w.duration(items[key], f"{field}.{key}")
+    if any(value is None for value in values.values()):
+        return None
+    return Authorize(**values)
 
 
 def _event_name(w: Walker, node: Node, field: str) -> str | None:

@@ -9,7 +9,8 @@ from urllib.parse import urlsplit
 
 from yaml.nodes import Node
 
-from ..model import Upstream, choices, keys
+from ..envref import expanded_text
+from ..model import Expanded, Upstream, choices, keys
 from ..paths import TARGET, PathError, normalize_path
 from ..units import is_hostname, is_ipv6
 from ..yamlwalk import Walker
@@ -17,6 +18,31 @@ from ..yamlwalk import Walker
 UPSTREAM_KEYS = keys(Upstream)
 HOST_MODES = choices(Upstream, "host_mode")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+# RFC 9110 §5.6.2 token: what a header name is made of.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 9110 §5.5: a field value is visible characters, spaces and tabs.
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+# Fields the poll sets itself or that belong to the connection, not to a credential.
+_NOT_SETTABLE = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-connection",
+        "expect",
+        "if-none-match",
+        "if-modified-since",
+        "if-match",
+        "if-unmodified-since",
+        "if-range",
+        "range",
+    }
+)
 
 
 def read_upstreams(w: Walker, node: Node | None) -> tuple[dict[str, Upstream], list[str]]:
@@ -55,6 +81,12 @@ def _upstream(w: Walker, name: str, node: Node, field: str) -> Upstream | None:
         host_mode = w.choice(items["host"], f"{field}.host", HOST_MODES)
         if host_mode is not None:
             values["host_mode"] = host_mode
+    if "headers" in items:
+        headers = _headers(w, items["headers"], f"{field}.headers")
+        if headers is None:
+            valid = False
+        else:
+            values["headers"] = headers
     url = w.text(items["url"], f"{field}.url") if "url" in items else None
     parsed = _upstream_url(w, items["url"], f"{field}.url", url) if url is not None else None
     if url is None or parsed is None or not valid:
@@ -63,6 +95,42 @@ def _upstream(w: Walker, name: str, node: Node, field: str) -> Upstream | None:
     return Upstream(
         name=name, url=url, scheme=scheme, host=host, port=port, base_path=base_path, **values
     )
+
+
+def _headers(w: Walker, node: Node, field: str) -> tuple[tuple[str, str], ...] | None:
+    """`headers:`, name → value (with `${NAME}` references); names lower-cased, as sent."""
+    pairs = w.pairs(node, field)
+    if pairs is None:
+        return None
+    out: dict[str, str] = {}
+    valid = True
+    for name, (key, value_node) in pairs.items():
+        where = f"{field}.{name}"
+        lower = name.lower()
+        if not _TOKEN.fullmatch(name):
+            w.error(key, where, f'"{name}" is not a header name')
+            valid = False
+            continue
+        if lower in _NOT_SETTABLE:
+            w.error(key, where, f"{name} is set by bridge itself, not by headers:")
+            valid = False
+            continue
+        if lower in out:
+            w.error(key, field, f'duplicate header "{name}" (names are case-insensitive)')
+            valid = False
+            continue
+        value = expanded_text(w, value_node, where)
+        if value is None:
+            valid = False
+            continue
+        if not _FIELD_VALUE.fullmatch(value):
+            # Never the value itself in a message: it may be a secret from the environment.
+            source = "the environment's value" if isinstance(value, Expanded) else "the value"
+            w.error(value_node, where, f"{source} has a line break or control character")
+            valid = False
+            continue
+        out[lower] = value
+    return tuple(out.items()) if valid else None
 
 
 def _upstream_url(w: Walker, node: Node, field: str, url: str) -> tuple[str, str, int, str] | None:
