@@ -189,3 +189,11 @@ OVERLOADED_RETRY_AFTER = (3, 8)
 # WebSocket close handshake).
 HUB_CLOSE_WAIT = 5.0
 BROKER_MAX_PENDING_REPORTS = 64  # Redis status writes in flight; more are dropped (best effort)
+
+# --- edges: long-poll holds, first-poll outcomes (issue 19) ------------------------------------
+# A plain GET waits for a stream's first state as long as the first poll itself may take, plus
+# this: the poll's own verdict (and its cause) then reaches the client before the wait ends.
+FIRST_POLL_MARGIN = 1.0
+# A new SSE or WebSocket subscriber of a stream with no state yet waits at most this long for
+# the first poll's outcome before its 200/101 (a 4xx from the upstream refuses it instead).
+SUBSCRIBER_FIRST_WAIT = 5.0
