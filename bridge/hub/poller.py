@@ -204,7 +204,7 @@ class Poller:
                 self._ok()  # held past its own timeout with nothing new: normal, ask again
                 return 0.0
             if isinstance(exc, UpstreamTooLarge):
-                return self._too_large(exc.detail)
+                return self._too_large()
             timed_out = exc.code is ErrorCode.UPSTREAM_TIMEOUT
             return self._failed(
                 exc.detail, None, code=504 if timed_out else 502, cause=self._public(exc.detail)
@@ -213,7 +213,7 @@ class Poller:
             self._observe(self.clock.now() - started, status, None)
         if 200 <= status < 300:
             if len(body) > self.context.limits.max_snapshot:
-                return self._too_large(f"answer of {len(body)} bytes")
+                return self._too_large()
             change = self._examine(headers, body)
             if change.record is not None:
                 try:
@@ -259,10 +259,10 @@ class Poller:
             self.ok = True
             self.context.broker.report(self.key, Status(True))
 
-    def _too_large(self, why: str) -> float:
+    def _too_large(self) -> float:
         limit = self.context.limits.max_snapshot
         return self._failed(
-            f"{why}: larger than max_snapshot ({limit} bytes)",
+            f"upstream answer larger than max_snapshot ({limit} bytes)",
             None,
             cause="the upstream's answer is larger than max_snapshot",
         )
