@@ -52,5 +52,7 @@ def test_message_to_a_stream_without_send_closes_1003(certs: Path, http2: bool) 
                         await asyncio.wait_for(sub.ws.wait_closed(), 10)
                         assert sub.ws.close_code == 1003
                         assert sub.ws.close_reason == "this stream takes no messages"
+                # Nothing was sent on to the upstream: it saw polls only.
+                assert {r.method for r in origin.requests} == {"GET"}
 
     run(body())
