@@ -72,6 +72,9 @@ def test_a_legacy_long_poll_loop_costs_requests_by_changes(certs: Path) -> None:
                 await changer
                 assert requests <= 2 + 2, (requests, seen)  # changes + 2, not a spin
                 assert seen[:3] == [0, 1, 2], seen  # and every change reached it
+                # Upstream, the stream's own long-poll: the first request, one per change, and
+                # one per 2 s timeout held without news; nothing per client request.
+                assert up.count("/updates") <= 1 + 2 + 2, [r.target for r in up.requests]
 
     run(body())
 
