@@ -203,8 +203,6 @@ WS_SEND_QUEUE_TIMEOUT = 30.0
 # in the range, so thousands of peers are not pinged at once) of silence from a WebSocket peer
 # bridge pings it itself, and one more such silence ends it.
 WS_PEER_SILENCE = (1.5, 2.0)
-# A plain GET on an `every:` stream with no snapshot yet waits this long for the first poll.
-SNAPSHOT_WAIT = 10.0
 
 # --- commands and logs --------------------------------------------------------------------------
 RELOAD_VERDICT_WAIT = 20.0  # `bridge reload` waits this long for the running process's verdict
@@ -239,3 +237,11 @@ AUTHORIZE_RELOAD_SPREAD = 1.0
 # A new `vary` value's first poll answers 401/403/404: the answer goes to the requester and no
 # channel is made. First polls in flight at once for new values, per route.
 VARY_MAX_FIRST_POLLS = 64
+
+# --- edges: long-poll holds, first-poll outcomes (issue 19) ------------------------------------
+# A plain GET waits for a stream's first state as long as the first poll itself may take, plus
+# this: the poll's own verdict (and its cause) then reaches the client before the wait ends.
+FIRST_POLL_MARGIN = 1.0
+# A new SSE or WebSocket subscriber of a stream with no state yet waits at most this long for
+# the first poll's outcome before its 200/101 (a 4xx from the upstream refuses it instead).
+SUBSCRIBER_FIRST_WAIT = 5.0

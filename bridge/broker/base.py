@@ -41,11 +41,25 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    """The outcome of a poll, told to every reader: plain GETs waiting for a first state must
-    learn that the upstream failed, whichever process polled it."""
+    """The outcome of a poll, told to every reader: plain GETs and new subscribers waiting for
+    a first state must learn that the upstream failed, and how, whichever process polled it.
+
+    `detail` is for the log and /streams. A failure also carries what a client may be told:
+    `code`, the upstream's own status when it answered (401, 404, 500, ...), else 502 (could
+    not reach it, or its answer was unusable) or 504 (it did not answer in time); `cause`,
+    one line naming no address; `challenge`, the upstream's `WWW-Authenticate`, if any.
+    """
 
     ok: bool
     detail: str = ""
+    code: int = 0
+    cause: str = ""
+    challenge: str = ""
+
+    @property
+    def refusal(self) -> bool:
+        """A 4xx: the upstream refused the request, which is the requester's business."""
+        return 400 <= self.code < 500
 
 
 @dataclass(frozen=True, slots=True)

@@ -380,8 +380,7 @@ class RedisBroker:
             # first state should hear it now, not at the leader's next attempt.
             age = time.time() - _id_key(statuses[0][0])[0] / 1000
             if age < settings.BACKOFF_MAX + self.lease_seconds:
-                detail = statuses[0][1].get(b"detail", b"").decode("utf-8", "replace")
-                k.listener.on_status(Status(False, detail))
+                k.listener.on_status(_status(statuses[0][1]))
         self._joined.set()
 
     def _decode(self, fields: dict[bytes, bytes]) -> Record | None:
@@ -447,8 +446,7 @@ class RedisBroker:
                 for entry_id, fields in entries:
                     k.status_cursor = entry_id
                     if fields.get(b"by") != self.instance.encode():
-                        detail = (fields.get(b"detail") or b"").decode("utf-8", "replace")
-                        k.listener.on_status(Status(fields.get(b"ok") == b"1", detail))
+                        k.listener.on_status(_status(fields))
 
     async def _catch_up(self, k: _Key) -> None:
         """Deliver every entry after the key's cursor (before this process starts polling)."""
@@ -619,6 +617,9 @@ class RedisBroker:
         fields = {
             b"ok": b"1" if status.ok else b"0",
             b"detail": status.detail,
+            b"code": b"%d" % status.code,
+            b"cause": status.cause,
+            b"challenge": status.challenge,
             b"by": self.instance,
         }
         pipe = self.redis.pipeline(transaction=False)
@@ -701,3 +702,19 @@ class _RedisLease:
                     await broker._call(broker._release(keys=[k.lease], args=[broker.instance]))
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
+
+
+def _status(fields: dict[bytes, bytes]) -> Status:
+    """A status entry as written by `_write_status` (older entries lack the client fields)."""
+
+    def text(name: bytes) -> str:
+        return (fields.get(name) or b"").decode("utf-8", "replace")
+
+    code = fields.get(b"code", b"0")
+    return Status(
+        fields.get(b"ok") == b"1",
+        text(b"detail"),
+        int(code) if code.isdigit() else 0,
+        text(b"cause"),
+        text(b"challenge"),
+    )

@@ -3,7 +3,15 @@
 - `Accept: text/event-stream` → an SSE subscription on the route's channel (ROUTES.md).
 - A WebSocket handshake → the WebSocket handler, when one is installed.
 - Any other GET/HEAD → the channel's latest snapshot with its ETag (304 on `If-None-Match`,
-  `Prefer: wait=N` long-polls), so old polling clients stop costing the upstream too.
+  `Prefer: wait=N` long-polls), so old polling clients stop costing the upstream too. On a
+  `longpoll:` stream a GET carrying the stream's `param` (`?since=41`) is answered at once if
+  the cursor has passed it, else held without a task (hub/waiters.py) until it does or
+  `longpoll.timeout`, as the long-poll upstream itself would.
+
+Before a stream's first state, requests hear how its first poll went (ROUTES.md "Upstream
+trouble"): a 4xx from the upstream is everyone's answer (with its `WWW-Authenticate`); other
+failures leave subscribers to heartbeats, and a plain GET that cannot be answered gets 502
+with a one-line cause (504 when the upstream did not answer in time).
 
 A query parameter the stream does not understand (`bridge.routing.query`) is decided by the
 router before this handler: `is_subscription` tells it whether the request would subscribe
@@ -15,14 +23,17 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from functools import partial
+from http import HTTPStatus
 from urllib.parse import parse_qs
 
 from .. import settings
+from ..errorpage import error_headers
 from ..errors import ErrorCode, StreamError
 from ..events import Headers
 from ..hub.hub import Hub
-from ..hub.item import Format
+from ..hub.item import Format, Item
 from ..hub.render import sse_retry
+from ..hub.waiters import NoSnapshot
 from ..routing.model import Route, StreamSpec
 from ..stream.exchange import Exchange
 from .authorize import Admission, admit, finish_watched, sse_deny
@@ -75,7 +86,8 @@ class StreamHandler:
                 raise StreamError(
                     ErrorCode.UPGRADE_REQUIRED, "WebSocket is not enabled on this stream"
                 )
-            await self.websocket(exchange, route, params, last_id)
+            if await self._admitted(exchange, route, params):
+                await self.websocket(exchange, route, params, last_id)
             return
         if request.method not in ("GET", "HEAD"):
             raise StreamError(ErrorCode.METHOD_NOT_ALLOWED, headers=[(b"allow", b"GET, HEAD")])
@@ -89,9 +101,22 @@ class StreamHandler:
                 # (and no poller) for a request that can never receive an event.
                 await exchange.respond(200, list(_SSE_HEADERS))
                 return
-            await self.sse(exchange, route, params, last_id, admission)
+            if await self._admitted(exchange, route, params):
+                await self.sse(exchange, route, params, last_id, admission)
         else:
-            await self.snapshot(exchange, route, params)
+            await self.snapshot(exchange, route, params, query)
+
+    async def _admitted(self, exchange: Exchange, route: Route, params: dict[str, str]) -> bool:
+        """A new subscriber of a stream with no state yet waits for the first poll's outcome:
+        False (answered) when the upstream refused it."""
+        try:
+            await self.hub.first_outcome(
+                route, params, exchange.request.headers, timeout=settings.SUBSCRIBER_FIRST_WAIT
+            )
+        except NoSnapshot as exc:
+            _no_snapshot(exchange, exc)
+            return False
+        return True
 
     async def sse(
         self,
@@ -122,20 +147,29 @@ class StreamHandler:
         # A jittered reconnect hint, so a restart does not bring every client back at once.
         sink.open(sse_retry(subscription.channel.retry_ms()))
 
-    async def snapshot(self, exchange: Exchange, route: Route, params: dict[str, str]) -> None:
+    async def snapshot(
+        self, exchange: Exchange, route: Route, params: dict[str, str], query: str
+    ) -> None:
         request = exchange.request
-        timeout = (
-            route.stream.longpoll.timeout
-            if route.stream and route.stream.longpoll
-            else settings.SNAPSHOT_WAIT
-        )
-        item = await self.hub.latest(route, params, request.headers, timeout=timeout)
-        if item is None:
-            raise StreamError(
-                ErrorCode.UPSTREAM_TIMEOUT,
-                "no snapshot from the upstream yet",
-                [(b"retry-after", b"1")],
+        spec = route.stream
+        assert spec is not None
+        try:
+            item = await self.hub.latest(route, params, request.headers, timeout=_first_wait(spec))
+        except NoSnapshot as exc:
+            _no_snapshot(exchange, exc)
+            return
+        longpoll = spec.longpoll
+        since = _query_value(query, longpoll.param) if longpoll is not None else None
+        if longpoll is not None and since is not None:
+            answer = partial(_answer_held, exchange)
+            held = self.hub.hold(
+                route, params, request.headers, since, answer, timeout=longpoll.timeout
             )
+            if held is not None:
+                # Parked like a subscriber: no task waits; the hub answers it (see waiters.py).
+                exchange.on_abort = held.cancel
+                exchange.detach(held.cancel)
+                return
         condition = header(request.headers, b"if-none-match")
         matches = _etag_matches(condition, item.etag)
         wait = requested = _prefer_wait(request.headers)
@@ -159,12 +193,69 @@ class StreamHandler:
         if matches:
             await exchange.respond(304, headers)
             return
-        body = item.state
-        headers += [
-            (b"content-type", item.content_type.encode()),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        await exchange.respond(200, headers, body)
+        await exchange.respond(200, [*headers, *_body_headers(item)], item.state)
+
+
+def _answer_held(exchange: Exchange, item: Item | None) -> None:
+    """A held long-poll GET's answer: the state now (new, or unchanged at its timeout)."""
+    if not exchange.aborted:
+        if item is None:
+            _no_snapshot(exchange, NoSnapshot(None, 0.0))
+        else:
+            headers: Headers = [(b"etag", item.etag), (b"cache-control", b"no-cache")]
+            exchange.respond_now(200, [*headers, *_body_headers(item)], item.state)
+    exchange.end_detached()
+
+
+def _body_headers(item: Item) -> Headers:
+    return [
+        (b"content-type", item.content_type.encode()),
+        (b"content-length", str(len(item.state)).encode()),
+    ]
+
+
+def _no_snapshot(exchange: Exchange, exc: NoSnapshot) -> None:
+    """What a request that needed the stream's first state is told (ROUTES.md "Upstream
+    trouble"): the upstream's 4xx as it gave it, else 502 (504: no answer in time) and why."""
+    failure = exc.failure
+    headers: Headers = []
+    if failure is None:
+        status, text = 504, f"no answer from the upstream within {exc.waited:g}s"
+    elif failure.refusal:
+        status, text = failure.code, "from the upstream"
+        if failure.challenge:
+            headers.append((b"www-authenticate", failure.challenge.encode("latin-1", "replace")))
+    else:
+        status, text = (504 if failure.code == 504 else 502), failure.cause
+    if status >= 500:
+        headers.append((b"retry-after", b"1"))
+    exchange.access.note = text
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "upstream error"
+    # The cause is the upstream's doing: one printable line, bounded.
+    clean = "".join(ch if ch.isprintable() else "?" for ch in text)[:200]
+    body = f"{status} {phrase}: {clean}\n".encode("utf-8", "replace")
+    exchange.respond_now(status, [*error_headers(body), *headers], body)
+
+
+def _first_wait(spec: StreamSpec) -> float:
+    """How long a plain GET waits for a stream's first state: the first poll's own bound and a
+    little more, so the poll's verdict (and its cause) comes before this one."""
+    longpoll = spec.longpoll
+    if longpoll is not None:
+        bound = longpoll.timeout + settings.LONGPOLL_MARGIN
+    else:
+        bound = spec.upstream.timeout
+    return bound + settings.FIRST_POLL_MARGIN
+
+
+def _query_value(query: str, name: str) -> str | None:
+    if name not in query:
+        return None
+    found = parse_qs(query.lstrip("?")).get(name)
+    return found[0] if found else None
 
 
 def _log_headers(headers: Headers) -> Headers:

@@ -239,6 +239,15 @@ class WebSocketSession:
                             await self.outbox.put(whole)
                     except TimeoutError:
                         self.close(CloseReason.POLICY_VIOLATION, "too many messages in flight")
+                else:
+                    # Nothing here takes messages: say so (RFC 6455 §7.4.1, 1003 "a type of
+                    # data it cannot accept") rather than drop them and leave the client
+                    # believing it was heard.
+                    log.debug(
+                        "WebSocket message on %s, a stream without send:; closing with 1003",
+                        self.exchange.request.target,
+                    )
+                    self.close(CloseReason.UNSUPPORTED_DATA, "this stream takes no messages")
         elif isinstance(event, Ping):
             if self.state is WsState.OPEN:  # wsproto sends no pong once we sent our close
                 self.pong = event.response()  # written after this read's events

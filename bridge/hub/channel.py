@@ -19,6 +19,9 @@ counters.py), and its two state machines, `Lifetime` and `Health` (state.py).
   state as a `reset` (patch/merge: a `snapshot`), never a patch against a state they lack.
 - **Trouble upstream** reaches the channel as a `Status`: subscribers keep their last state and
   get heartbeats, never error events; plain GETs waiting for a first state give up at once.
+  Before the first state the channel keeps the latest failure (`failure`), which plain GETs
+  and new subscribers are told; a 4xx then is the requester's answer (ROUTES.md), so a channel
+  nobody subscribed to stops at once rather than lingering on it.
 - **Heartbeats.** One per channel when it has sent nothing for `heartbeat` (jittered
   downwards, so thousands of channels drift apart): rendered once, written to everyone.
 """
@@ -44,7 +47,7 @@ from .leader import Leadership
 from .poller import Poller
 from .state import Health, Lifetime
 from .subscription import Sink, Subscription
-from .waiters import Waiters
+from .waiters import Held, Waiters, cursor_passed
 
 
 class ChannelHost(Protocol):
@@ -80,6 +83,7 @@ class Channel(ChannelCounters):
         "_resetting",
         "_tasks",
         "context",
+        "failure",
         "health",
         "history",
         "lagging",
@@ -99,6 +103,7 @@ class Channel(ChannelCounters):
         self._host = host
         self.life = Lifetime.NEW
         self.health = Health.STARTING
+        self.failure: Status | None = None  # the latest failed poll while there is no state
         self.subscribers: dict[Subscription, None] = {}  # insertion-ordered set, O(1) removal
         self.lagging: dict[Subscription, None] = {}
         # Subscribers that came with an id we cannot resolve before any state exists: their
@@ -220,7 +225,7 @@ class Channel(ChannelCounters):
         linger = self._linger_task
         if linger is not None and linger is not asyncio.current_task():
             linger.cancel()
-        self.waiters.notify()
+        self.waiters.close()  # held GETs get the current snapshot, waiting ones wake
         self._host.channel_stopped(self)
 
     def relocate(self, route: Route) -> None:
@@ -248,7 +253,7 @@ class Channel(ChannelCounters):
 
     def tasks(self) -> list[asyncio.Task[None]]:
         linger = [self._linger_task] if self._linger_task is not None else []
-        return [*self._tasks, *linger]
+        return [*self._tasks, *linger, *self.waiters.tasks()]
 
     # --- subscribers ----------------------------------------------------------------------------
 
@@ -392,6 +397,13 @@ class Channel(ChannelCounters):
         if status.ok:
             return
         self.failed(status.detail)
+        if self.latest is None:
+            self.failure = status
+            if status.refusal and not self.subscribers and not self._arriving:
+                # The upstream refused the request itself (401, 404, ...): that is the answer
+                # for whoever asked, not trouble to wait out. Stopping wakes the waiters.
+                self.stop()
+                return
         self.waiters.notify()  # plain GETs waiting for a first answer learn it failed
 
     # --- fan-out --------------------------------------------------------------------------------
@@ -412,7 +424,10 @@ class Channel(ChannelCounters):
         else:
             for sub in tuple(self.subscribers):
                 sub.offer(item)
-        self.waiters.notify()
+        waiters = self.waiters
+        waiters.notify()
+        if waiters.held:
+            waiters.changed(self.cursor_passed)
 
     def _publish_with_resets(self, item: Item) -> None:
         resetting, self._resetting = self._resetting, {}
@@ -476,9 +491,10 @@ class Channel(ChannelCounters):
 
     async def wait_ready(self, timeout: float) -> Item | None:
         """The current snapshot; with none yet, wait for the first answer — but not past a failed
-        attempt: a client is better told at once that the upstream is down."""
-        if self.latest is None:
-            await self._wait(lambda: self.latest is not None or self.errors > 0, timeout)
+        attempt (then `failure` says how): a client is better told at once that the upstream is
+        down."""
+        if self.latest is None and self.failure is None:
+            await self._wait(lambda: self.latest is not None or self.failure is not None, timeout)
         return self.snapshot()
 
     async def wait_change(self, after: str | None, timeout: float) -> Item | None:
@@ -488,6 +504,34 @@ class Channel(ChannelCounters):
             return self.latest is not None and self.latest.id != after
 
         return self.snapshot() if await self._wait(changed, timeout) else None
+
+    def cursor_passed(self, since: str) -> bool:
+        """Whether the latest state's long-poll cursor has passed a client's `since`."""
+        latest, longpoll = self.latest, self.spec.stream.longpoll
+        if latest is None or longpoll is None:
+            return False
+        return cursor_passed(self.waiters.cursor(latest.id, latest.state, longpoll.cursor), since)
+
+    def hold(
+        self,
+        since: str,
+        timeout: float,
+        answer: Callable[[Item | None], None],
+        over: Callable[[], None],
+    ) -> Held:
+        """Park a long-poll GET until the cursor passes `since` or `timeout` (see waiters.py),
+        on a running channel whose cursor has not passed it yet. `over` runs when it is
+        answered or its client left."""
+
+        def reply() -> None:
+            answer(self.snapshot())
+
+        def ended() -> None:
+            over()
+            if self._idle():
+                self._linger()
+
+        return self.waiters.hold(since, timeout, reply, ended)
 
     # --- admin ----------------------------------------------------------------------------------
 

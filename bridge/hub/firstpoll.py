@@ -4,9 +4,12 @@
 bogus `Authorization` would start a poller that keeps asking the upstream, refused, until it
 lingers out. Instead the first poll of a value no live channel has is made here, with exactly
 the headers the poller would send: a 2xx lets the request go on to make the channel; a 401, 403
-or 404 goes back to the requester as the app's answer (with its `WWW-Authenticate`); any other
-failure is a 502/504 naming the cause. Either way nothing stays behind, so each distinct bogus
-value costs one upstream request. Requests for the same new value share one first poll, and
+or 404 goes back to the requester as the app's answer (with its `WWW-Authenticate`), and
+nothing stays behind, so each distinct bogus value costs one upstream request. Any other
+outcome (unreachable, a timeout, 5xx) says nothing about the value: it is the upstream's
+trouble, so the request goes on as on any stream (ROUTES.md "Upstream trouble": subscribers
+wait on heartbeats, a plain GET gets 502/504 with the cause), and the channel's own cap
+(`limits.max_channels_per_route`) bounds what such values can start. Requests for the same new value share one first poll, and
 at most `settings.VARY_MAX_FIRST_POLLS` run per route at once (beyond: 503 + Retry-After).
 """
 
@@ -94,19 +97,11 @@ class FirstPolls:
                 timeout=timeout,
                 max_bytes=self.context.limits.max_snapshot,
             )
-        except StreamError as exc:
-            timeout_hit = exc.code is ErrorCode.UPSTREAM_TIMEOUT
-            raise Refused(
-                504 if timeout_hit else 502,
-                [],
-                f"first poll failed: upstream {'timed out' if timeout_hit else 'unreachable'}",
-            ) from None
-        if 200 <= status < 300:
-            return
+        except StreamError:
+            return  # the upstream's trouble, not the value's: the channel reports it
         if status in _PASSED_ON:
             passed = [(n, v) for n, v in answer if n == b"www-authenticate"]
             raise Refused(status, passed, "refused by the upstream")
-        raise _failed(f"upstream answered {status}")
 
 
 def _failed(why: str) -> Refused:

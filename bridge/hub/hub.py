@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import settings
@@ -38,6 +38,7 @@ from .firstpoll import FirstPolls
 from .item import Format, Item
 from .key import ChannelSpec, stream_key, vary_headers
 from .subscription import Sink, Subscription
+from .waiters import Held, NoSnapshot
 
 
 class Hub:
@@ -65,6 +66,7 @@ class Hub:
         )
         self.channels: dict[str, Channel] = {}
         self.subscriber_count = 0  # across all channels, kept up to date in O(1)
+        self.held = 0  # long-poll GETs parked on channels; they count against max_subscribers
         # Counters of stopped channels, by route path, so /metrics never goes down (counters.py).
         self.retired: dict[str, RouteTotals] = {}
         self._per_route: dict[int, int] = {}  # live channels per route index
@@ -164,7 +166,7 @@ class Hub:
         limits = self.context.limits
         vary = vary_headers(spec, headers)
         existing = self.channels.get(self.key(route, params, vary))
-        if self.subscriber_count >= limits.max_subscribers or (
+        if self.subscriber_count + self.held >= limits.max_subscribers or (
             existing is not None and len(existing.subscribers) >= limits.max_subscribers_per_stream
         ):
             raise StreamError(ErrorCode.OVERLOADED, "too many subscribers", self._retry())
@@ -176,16 +178,68 @@ class Hub:
 
     async def latest(
         self, route: Route, params: dict[str, str], headers: Headers, *, timeout: float
-    ) -> Item | None:
+    ) -> Item:
         """The current snapshot for a plain GET (`Item.state` is the whole body). With no
         state yet, starts the channel and waits for its first answer (at most `timeout`;
-        None if it failed or did not come). A channel no subscriber has joined then stops
-        `settings.GET_LINGER` after the last such GET; a subscribed one lingers as usual."""
+        `NoSnapshot` if it failed or did not come). A channel no subscriber has joined then
+        stops `settings.GET_LINGER` after the last such GET; a subscribed one lingers as usual."""
         channel = self._for_get(route, params, headers)
         try:
-            return await channel.wait_ready(timeout)
+            item = await channel.wait_ready(timeout)
         finally:
             self._linger_briefly(channel)
+        if item is None:
+            raise NoSnapshot(channel.failure, timeout)
+        return item
+
+    async def first_outcome(
+        self, route: Route, params: dict[str, str], headers: Headers, *, timeout: float
+    ) -> None:
+        """Before a new subscriber of a stream with no state yet: wait (at most `timeout`) for
+        the first poll's outcome, and raise `NoSnapshot` if the upstream refused it (a 4xx,
+        ROUTES.md "Upstream trouble"). Any other outcome lets it in."""
+        spec = route.stream
+        if spec is None:
+            raise ValueError(f"route {route.path} is not a stream")
+        existing = self.channels.get(self.key(route, params, vary_headers(spec, headers)))
+        if existing is not None and existing.latest is not None:
+            return  # the usual case, and the cheapest
+        channel = self._for_get(route, params, headers)
+        try:
+            await channel.wait_ready(timeout)
+        finally:
+            self._linger_briefly(channel)
+        failure = channel.failure
+        if channel.latest is None and failure is not None and failure.refusal:
+            raise NoSnapshot(failure, timeout)
+
+    def hold(
+        self,
+        route: Route,
+        params: dict[str, str],
+        headers: Headers,
+        since: str,
+        answer: Callable[[Item | None], None],
+        *,
+        timeout: float,
+    ) -> Held | None:
+        """Park a long-poll GET whose `since` the stream's cursor has not passed (see
+        waiters.py); None when it has (answer at once). Held GETs count against
+        `max_subscribers`: past it, `StreamError(OVERLOADED)` with a Retry-After."""
+        channel = self._for_get(route, params, headers)
+        if channel.cursor_passed(since) or channel.stopped:
+            self._linger_briefly(channel)
+            return None
+        if self.subscriber_count + self.held >= self.context.limits.max_subscribers:
+            self._linger_briefly(channel)
+            raise StreamError(ErrorCode.OVERLOADED, "too many waiting requests", self._retry())
+
+        def over() -> None:
+            self.held -= 1
+            self._linger_briefly(channel)
+
+        self.held += 1
+        return channel.hold(since, timeout, answer, over)
 
     async def wait_change(
         self,

@@ -41,6 +41,7 @@ from ..broker import Record, Status
 from ..errors import ErrorCode, StreamError
 from ..events import Headers
 from ..routing.model import StreamSpec
+from ..upstream.errors import UpstreamTooLarge
 from .backoff import Backoff, parse_retry_after
 from .clock import wait_future
 from .context import HubContext
@@ -182,7 +183,9 @@ class Poller:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug must not end the stream: log, back off, go on
-                delay = self._failed(f"unexpected {exc!r}", None, exc)
+                delay = self._failed(
+                    f"unexpected {exc!r}", None, exc, cause="bridge failed to poll the upstream"
+                )
             if not notified or self.ok is False:
                 due = clock.now() + delay
             if delay <= 0:
@@ -264,26 +267,42 @@ class Poller:
             ):
                 self._ok()  # held past its own timeout with nothing new: normal, ask again
                 return 0.0
-            return self._failed(exc.detail, None)
+            if isinstance(exc, UpstreamTooLarge):
+                return self._too_large()
+            timed_out = exc.code is ErrorCode.UPSTREAM_TIMEOUT
+            return self._failed(
+                exc.detail, None, code=504 if timed_out else 502, cause=self._public(exc.detail)
+            )
         if self._observe is not None:
             self._observe(self.clock.now() - started, status, None)
         if 200 <= status < 300:
             if len(body) > self.context.limits.max_snapshot:
-                return self._failed(f"answer of {len(body)} bytes over max_snapshot", None)
+                return self._too_large()
             async with self._writing:
                 change = self._examine(headers, body)
                 if change.record is not None:
                     try:
                         await self.context.broker.publish(self.key, change.record)
                     except Exception as exc:
-                        return self._failed(f"could not publish: {exc!r}", None)
+                        return self._failed(
+                            f"could not publish: {exc!r}",
+                            None,
+                            cause="the stream could not publish",
+                        )
                 self._commit(change)
             changed = change.record is not None
         elif status == 304:
             changed = False
         else:
             retry = parse_retry_after(_header(headers, b"retry-after"), self.clock.wall())
-            return self._failed(f"upstream answered {status}", retry)
+            challenge = b", ".join(v for n, v in headers if n == b"www-authenticate")
+            return self._failed(
+                f"upstream answered {status}",
+                retry,
+                code=status,
+                cause=f"the upstream answered {status}",
+                challenge=challenge.decode("latin-1"),
+            )
         self._ok()
         if longpoll is None:
             assert spec.every is not None
@@ -307,7 +326,32 @@ class Poller:
             self.ok = True
             self.context.broker.report(self.key, Status(True))
 
-    def _failed(self, why: str, retry_after: float | None, exc: Exception | None = None) -> float:
+    def _too_large(self) -> float:
+        limit = self.context.limits.max_snapshot
+        return self._failed(
+            f"upstream answer larger than max_snapshot ({limit} bytes)",
+            None,
+            cause="the upstream's answer is larger than max_snapshot",
+        )
+
+    def _public(self, detail: str) -> str:
+        """A failure's detail as a client may read it: the upstream's address left out."""
+        upstream = self.spec.upstream
+        for name in (upstream.authority, upstream.host):
+            if name:
+                detail = detail.replace(name, "the upstream")
+        return detail
+
+    def _failed(
+        self,
+        why: str,
+        retry_after: float | None,
+        exc: Exception | None = None,
+        *,
+        code: int = 502,
+        cause: str = "",
+        challenge: str = "",
+    ) -> float:
         self.errors += 1
         self.ok = False
         delay = self.backoff.next(retry_after)
@@ -329,9 +373,8 @@ class Poller:
             self._streak_logged = True
         else:
             self._suppressed += 1
-        self.context.broker.report(
-            self.key, Status(False, why)
-        )  # plain GETs waiting for a first answer learn it
+        # Plain GETs and new subscribers waiting for a first answer learn it.
+        self.context.broker.report(self.key, Status(False, why, code, cause or why, challenge))
         return delay
 
     # --- change detection -----------------------------------------------------------------------

@@ -31,16 +31,22 @@ What is reached into, and why aioquic's public API does not do:
   client granted no push id, and there is no way to ask before.
 - `_local_control_stream_id` (`send_goaway`): aioquic has no GOAWAY of its own (RFC 9114
   §5.2); the frame goes on the control stream aioquic opened.
+- `_encode_headers` (`send_push_promise`): a PUSH_PROMISE's field section is encoded without
+  the dynamic table (`qpackliteral`), so it can never block; aioquic offers no per-frame
+  encoding choice.
 """
 
 from __future__ import annotations
 
 from aioquic.buffer import encode_uint_var
 from aioquic.h3.connection import FrameType, H3Connection, HeadersState, encode_frame
+from aioquic.h3.events import Headers
 from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, QuicConnection
 from aioquic.quic.packet import QuicFrameType
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.stream import QuicStream
+
+from .qpackliteral import encode_literal
 
 
 class AppWindowQuic(QuicConnection):
@@ -99,6 +105,22 @@ class AppWindowQuic(QuicConnection):
 
 class ServerH3(H3Connection):
     """aioquic's `H3Connection`, with the parser state bridge needs as methods."""
+
+    _promising = False  # `send_push_promise` is encoding its field section
+
+    def send_push_promise(self, stream_id: int, headers: Headers) -> int:
+        """aioquic's, with a field section that never refers to the dynamic table: a client
+        that resumes a blocked PUSH_PROMISE as if it were HEADERS (qh3) would hang."""
+        self._promising = True
+        try:
+            return super().send_push_promise(stream_id, headers)
+        finally:
+            self._promising = False
+
+    def _encode_headers(self, stream_id: int, headers: Headers) -> bytes:
+        if self._promising:
+            return encode_literal(headers)
+        return super()._encode_headers(stream_id, headers)
 
     def frame_buffered(self, stream_id: int) -> int:
         """Bytes of an incomplete frame the parser holds for the stream."""

@@ -17,6 +17,10 @@ class UpstreamUnreachable(UpstreamError):
         super().__init__(ErrorCode.UPSTREAM_UNREACHABLE, detail)
 
 
+class UpstreamTooLarge(UpstreamUnreachable):
+    """A whole-body read (`UpstreamPool.fetch`) found more than its caller's limit."""
+
+
 class UpstreamTimeout(UpstreamError):
     def __init__(self, detail: str) -> None:
         super().__init__(ErrorCode.UPSTREAM_TIMEOUT, detail)

@@ -31,7 +31,7 @@ from ..routing.model import Upstream
 from . import reader as wire
 from .attempt import Attempt, Informational, Stale
 from .connection import Connection
-from .errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from .errors import UpstreamTimeout, UpstreamTooLarge, UpstreamUnreachable
 from .idle import IdlePool
 from .response import UpstreamResponse
 from .tunnel import Tunnel
@@ -214,16 +214,15 @@ class UpstreamPool:
         timeout: float,
         max_bytes: int,
     ) -> tuple[int, Headers, bytes]:
-        """GET `target` and read the whole body, at most `max_bytes` of it (else UpstreamError):
+        """GET `target` and read the whole body, at most `max_bytes` of it (else UpstreamTooLarge):
         what the stream poller and the asset cache need."""
         response = await self.request(upstream, "GET", target, headers, timeout=timeout)
         try:
             declared = _content_length(response.headers)
             if declared is not None and declared > max_bytes:
                 response.abort()  # not worth reading to the end for the connection's sake
-                raise UpstreamError(
-                    ErrorCode.UPSTREAM_UNREACHABLE,
-                    f"upstream answer is {declared} bytes, more than the limit of {max_bytes}",
+                raise UpstreamTooLarge(
+                    f"upstream answer is {declared} bytes, more than the limit of {max_bytes}"
                 )
             pieces: list[bytes] = []
             size = 0
@@ -231,9 +230,8 @@ class UpstreamPool:
                 size += len(piece)
                 if size > max_bytes:
                     response.abort()
-                    raise UpstreamError(
-                        ErrorCode.UPSTREAM_UNREACHABLE,
-                        f"upstream answer is larger than the limit of {max_bytes} bytes",
+                    raise UpstreamTooLarge(
+                        f"upstream answer is larger than the limit of {max_bytes} bytes"
                     )
                 pieces.append(piece)
             body = pieces[0] if len(pieces) == 1 else b"".join(pieces)

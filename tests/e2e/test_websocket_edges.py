@@ -329,26 +329,6 @@ def test_send_answers_the_sender_only_in_order_with_vary(certs: Path) -> None:
     run(body())
 
 
-def test_without_send_client_messages_are_ignored(certs: Path) -> None:
-    async def body() -> None:
-        async with Origin() as origin:
-            origin.json("/api/price", {"p": 1})
-            async with running_bridge(
-                config_text(ROUTES, upstream_url=origin.url, certs=certs), certs
-            ) as b:
-                ctx = b.client_ssl(("http/1.1",))
-                async with ws_http1(f"wss://localhost:{b.ports['https']}/quiet/A", ctx) as sub:
-                    await sub.next_event()
-                    await sub.ws.send("hello")
-                    await sub.ws.send(b"\x00")
-                    await asyncio.wait_for(await sub.ws.ping(), 5)  # pings still answered
-                    origin.set("/api/price", {"p": 2})
-                    assert json.loads((await sub.next_event()).data) == {"p": 2}
-                assert {r.method for r in origin.requests} == {"GET"}
-
-    run(body())
-
-
 def test_send_to_a_dead_upstream_closes_1011(certs: Path) -> None:
     dead = socket.socket()
     dead.bind(("127.0.0.1", 0))
