@@ -197,7 +197,8 @@ class Http3Protocol:
         stream = _Stream(kind=StreamKind.of(request.method))
         self._streams[sid] = stream
         self.requests += 1
-        if size > self.max_header_bytes:
+        # A block over the limit was refused undecoded (quicshim), its head a stand-in.
+        if size > self.max_header_bytes or self._h3.refused_head(sid):
             self.send(StreamReset(sid, ErrorCode.HEADERS_TOO_LARGE))
             return
         out.append(request)

@@ -31,16 +31,40 @@ What is reached into, and why aioquic's public API does not do:
   client granted no push id, and there is no way to ask before.
 - `_local_control_stream_id` (`send_goaway`): aioquic has no GOAWAY of its own (RFC 9114
   §5.2); the frame goes on the control stream aioquic opened.
+- `_init_connection`, `_max_table_capacity`, `_blocked_streams`, `_decoder`,
+  `_get_local_settings`, `_decode_headers`, `_local_decoder_stream_id`: aioquic decodes every
+  header block in full (and validates each decoded byte in Python) with no size limit, and
+  neither advertises SETTINGS_MAX_FIELD_SECTION_SIZE nor lets the table capacity be chosen.
+  The decoder becomes a `qpackguard.GuardedDecoder`; a block it refuses unexpanded is
+  cancelled in the decoder (RFC 9204 §4.4.2) and stands as a minimal request head that
+  `refused_head` names, so the adapter answers that stream 431 and nothing else.
 """
 
 from __future__ import annotations
 
 from aioquic.buffer import encode_uint_var
-from aioquic.h3.connection import FrameType, H3Connection, HeadersState, encode_frame
+from aioquic.h3.connection import (
+    FrameType,
+    H3Connection,
+    HeadersState,
+    Setting,
+    encode_frame,
+)
 from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, QuicConnection
 from aioquic.quic.packet import QuicFrameType
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.stream import QuicStream
+
+from .. import settings
+from .qpackguard import GuardedDecoder, HeaderSectionTooLarge
+
+# What a refused header block stands as: just enough for aioquic to accept it as a request.
+_REFUSED_HEAD = [
+    (b":method", b"GET"),
+    (b":scheme", b"https"),
+    (b":authority", b"-"),
+    (b":path", b"/"),
+]
 
 
 class AppWindowQuic(QuicConnection):
@@ -98,7 +122,50 @@ class AppWindowQuic(QuicConnection):
 
 
 class ServerH3(H3Connection):
-    """aioquic's `H3Connection`, with the parser state bridge needs as methods."""
+    """aioquic's `H3Connection`, with the parser state bridge needs as methods, and header
+    blocks that cost in proportion to their encoded size (`qpackguard`)."""
+
+    max_field_section = settings.MAX_HEADER_BYTES
+    table_capacity = settings.H3_QPACK_TABLE_CAPACITY
+    blocked_streams = settings.H3_QPACK_BLOCKED_STREAMS
+
+    def _init_connection(self) -> None:
+        # H3Connection.__init__ made a decoder with its own defaults; nothing has used it yet.
+        self._max_table_capacity = self.table_capacity
+        self._blocked_streams = self.blocked_streams
+        self._decoder = GuardedDecoder(  # type: ignore[assignment]
+            self.table_capacity, self.blocked_streams, limit=self.max_field_section
+        )
+        self._refused: set[int] = set()
+        super()._init_connection()
+
+    def _get_local_settings(self) -> dict[int, int]:
+        local = super()._get_local_settings()
+        local[Setting.MAX_FIELD_SECTION_SIZE] = self.max_field_section  # RFC 9114 §4.2.2
+        return local
+
+    def _decode_headers(
+        self, stream_id: int, frame_data: bytes | None
+    ) -> list[tuple[bytes, bytes]]:
+        try:
+            return super()._decode_headers(stream_id, frame_data)
+        except HeaderSectionTooLarge:
+            pass
+        decoder = self._decoder.cancel_stream(stream_id)
+        if decoder and self._local_decoder_stream_id is not None:
+            self._decoder_bytes_sent += len(decoder)
+            self._quic.send_stream_data(self._local_decoder_stream_id, decoder)
+        if self._stream[stream_id].headers_recv_state is HeadersState.INITIAL:
+            self._refused.add(stream_id)
+            return list(_REFUSED_HEAD)
+        return []  # trailers: dropped (no handler reads a client's)
+
+    def refused_head(self, stream_id: int) -> bool:
+        """The stream's header block was over the limit and was never decoded."""
+        if stream_id in self._refused:
+            self._refused.discard(stream_id)
+            return True
+        return False
 
     def frame_buffered(self, stream_id: int) -> int:
         """Bytes of an incomplete frame the parser holds for the stream."""

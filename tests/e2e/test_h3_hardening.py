@@ -1,0 +1,144 @@
+"""Issue 20 end to end: the HTTP/3 door's hardening bounds over a real UDP socket and real TLS.
+The attacker is aioquic's client on loopback crafting frames (tests/support/h3client.py);
+beside it an honest HTTP/3 client and an honest HTTP/1.1 client keep being served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tracemalloc
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+from aioquic.h3.connection import FrameType, encode_frame
+
+from bridge import settings
+from tests.support.h3client import h3_connect
+from tests.support.harness import Running, config_text, run, running_bridge
+from tests.support.origin import Origin
+
+ROUTES = """\
+routes:
+  - path: /{rest*}
+    upstream: app
+"""
+
+
+@contextlib.asynccontextmanager
+async def h3_site(certs: Path, routes: str = ROUTES) -> AsyncIterator[Running]:
+    async with Origin() as origin:
+        text = config_text(routes, upstream_url=origin.url, certs=certs, http3=True)
+        async with running_bridge(text, certs) as b:
+            yield b
+
+
+@contextlib.asynccontextmanager
+async def honest_clients(b: Running) -> AsyncIterator[dict[str, list[int]]]:
+    """An HTTP/3 and an HTTP/1.1 client requesting /echo in a loop beside the attacker: each
+    must be served before, during and after the attack (generous bounds: a loaded machine)."""
+    statuses: dict[str, list[int]] = {"h3": [], "h1": []}
+
+    async def over_h3() -> None:
+        async with h3_connect(b.ports["http3"], b.ca) as client:
+            for n in range(10_000):  # bounded
+                response = await client.request("GET", f"/echo?h3={n}", timeout=20)
+                statuses["h3"].append(response.status)
+                await asyncio.sleep(0.01)
+
+    async def over_h1() -> None:
+        async with httpx.AsyncClient(verify=b.client_ssl(("http/1.1",)), timeout=20) as c:
+            for n in range(10_000):  # bounded
+                statuses["h1"].append((await c.get(b.url("https", f"/echo?h1={n}"))).status_code)
+                await asyncio.sleep(0.01)
+
+    tasks = [asyncio.create_task(over_h3()), asyncio.create_task(over_h1())]
+    try:
+        await served_more(statuses, tasks)
+        yield statuses
+        await served_more(statuses, tasks)  # and both are still being served
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+    for kind, seen in statuses.items():
+        assert seen and set(seen) == {200}, (kind, seen)
+
+
+async def served_more(statuses: dict[str, list[int]], tasks: list[asyncio.Task[None]]) -> None:
+    counts = {kind: len(seen) for kind, seen in statuses.items()}
+    async with asyncio.timeout(30):
+        while any(len(statuses[kind]) <= counts[kind] for kind in counts):
+            for task in tasks:
+                if task.done():
+                    task.result()  # an honest client failed: say why
+                    raise AssertionError("an honest client stopped")
+            await asyncio.sleep(0.01)
+
+
+def prefix_int(value: int, prefix: int, first: int = 0) -> bytes:
+    """RFC 7541 §5.1 integer with a `prefix`-bit prefix, `first` the bits above it."""
+    mask = (1 << prefix) - 1
+    if value < mask:
+        return bytes([first | value])
+    out = bytearray([first | mask])
+    value -= mask
+    while value >= 128:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+# --- item 1: QPACK bomb ----------------------------------------------------------------------
+
+
+def test_qpack_bomb_is_refused_before_it_is_expanded(certs: Path) -> None:
+    entry = 4000
+    refs = 20_000  # 20 KB on the wire, 80 MB decoded
+
+    async def body() -> None:
+        async with h3_site(certs) as b, honest_clients(b):
+            async with h3_connect(b.ports["http3"], b.ca) as attacker:
+                for _ in range(200):
+                    if attacker.h3.received_settings is not None:
+                        break
+                    await asyncio.sleep(0.01)
+                received = attacker.h3.received_settings
+                assert received is not None
+                assert received.get(0x6) == settings.MAX_HEADER_BYTES  # MAX_FIELD_SECTION_SIZE
+                capacity = received[0x1]  # QPACK_MAX_TABLE_CAPACITY
+                assert capacity >= entry + 32
+                # Required Insert Count 1 (encoded as 2), Base 1; then one indexed field line
+                # naming the newest dynamic entry, over and over.
+                block = b"\x02\x00" + b"\x80" * refs
+                frame = encode_frame(FrameType.HEADERS, block)
+                quic = attacker._quic
+                tracemalloc.start()
+                try:
+                    # The first bomb arrives before the entry it names: it waits (blocked),
+                    # and is judged when the insert comes in.
+                    blocked = attacker.open_raw(frame)
+                    await asyncio.sleep(0.3)
+                    insert = prefix_int(capacity, 5, 0x20)  # Set Dynamic Table Capacity
+                    insert += prefix_int(1, 5, 0x40) + b"x" + prefix_int(entry, 7)  # literal
+                    insert += b"v" * entry
+                    encoder = attacker.h3._local_encoder_stream_id
+                    assert encoder is not None
+                    quic.send_stream_data(encoder, insert)
+                    attacker.transmit()
+                    direct = attacker.open_raw(frame)
+                    for stream in (blocked, direct):
+                        assert await stream.head(timeout=30) == 431
+                    _, peak = tracemalloc.get_traced_memory()
+                finally:
+                    tracemalloc.stop()
+                # Without the guard, each bomb was decoded in full first: 80 MB of fields.
+                assert peak < 8 * 1024 * 1024, peak
+                # The connection serves on.
+                assert (await attacker.get("/echo?after")).status == 200
+
+    run(body())
