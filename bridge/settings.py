@@ -201,3 +201,7 @@ BROKER_MAX_PENDING_REPORTS = 64  # Redis status writes in flight; more are dropp
 # and 19 µs. 4 KiB takes all of the gain; more only costs memory.
 H3_QPACK_TABLE_CAPACITY = 4 * KB
 H3_QPACK_BLOCKED_STREAMS = 16
+# QUIC connections in their handshake at once, address validated (Retry) or not: each holds
+# ~76 KiB (TLS and QUIC state) until it completes or `tls_handshake_timeout` ends it. Past
+# this, new Initials are dropped unanswered and their clients resend them (RFC 9000 §14).
+QUIC_MAX_HANDSHAKES = 512

@@ -461,6 +461,15 @@ class Http3Protocol:
         self._closed = True
         self._quic.close(error_code=H3Code.H3_NO_ERROR, reason_phrase="shutting down")
 
+    def release(self) -> None:
+        """The connection is gone: nothing more is parsed or sent, and aioquic's parser state
+        and QPACK decoder (with any blocked header blocks) are let go."""
+        self._closed = True
+        self._streams.clear()
+        self._blocked.clear()
+        self._heads.clear()
+        self._h3.release()
+
     @property
     def stream_count(self) -> int:
         return len(self._streams)

@@ -29,6 +29,11 @@ What is reached into, and why aioquic's public API does not do:
 - `_is_done` (`failed`): H3Connection closed the QUIC connection for an HTTP/3 error.
 - `_max_push_id`, `_next_push_id` (`push_allowed`): `send_push_promise` raises when the
   client granted no push id, and there is no way to ask before.
+- `_spaces` (`initial_received`): whether any client packet decrypted, so a first
+  datagram that does not is dropped with its connection at once.
+- `release`: aioquic's connection is a knot of reference cycles (bound methods in its frame
+  table, TLS context, crypto pairs and loss recovery); a closed one waits for a full
+  collection unless they are cut.
 - `_local_control_stream_id` (`send_goaway`): aioquic has no GOAWAY of its own (RFC 9114
   §5.2); the frame goes on the control stream aioquic opened.
 - `_init_connection`, `_max_table_capacity`, `_blocked_streams`, `_decoder`,
@@ -42,6 +47,7 @@ What is reached into, and why aioquic's public API does not do:
 
 from __future__ import annotations
 
+from aioquic import tls
 from aioquic.buffer import encode_uint_var
 from aioquic.h3.connection import (
     FrameType,
@@ -116,6 +122,31 @@ class AppWindowQuic(QuicConnection):
         )
 
     @property
+    def initial_received(self) -> bool:
+        """A client Initial packet has been decrypted (the first datagram was not garbage
+        under a valid header)."""
+        space = self._spaces.get(tls.Epoch.INITIAL)
+        return space is not None and space.largest_received_packet >= 0
+
+    def release(self) -> None:
+        """The connection is gone for good: break aioquic's own reference cycles (its frame
+        handler table, the TLS context's, the crypto pairs' and loss recovery's callbacks,
+        all bound methods of this object), so it is freed by reference counting, with its
+        streams and buffers, rather than at a full collection, which bridge's raised GC
+        thresholds make rare. Nothing may be called on it afterwards."""
+        setattr(self, "_QuicConnection__frame_handlers", {})
+        self._cryptos = {}
+        self._cryptos_initial = {}
+        self._loss._send_probe = _nothing
+        context = self.tls
+        context.alpn_cb = None
+        context.get_session_ticket_cb = None
+        context.new_session_ticket_cb = None
+        context.update_traffic_key_cb = _ignore_key
+        self._streams.clear()
+        self._events.clear()
+
+    @property
     def closing(self) -> bool:
         """aioquic has closed the connection (a protocol error; its close is queued)."""
         return self._close_event is not None
@@ -160,6 +191,14 @@ class ServerH3(H3Connection):
             return list(_REFUSED_HEAD)
         return []  # trailers: dropped (no handler reads a client's)
 
+    def release(self) -> None:
+        """The connection is gone: drop the per-stream parser state and the QPACK decoder,
+        with the header blocks it holds for blocked streams (C memory, ~ up to
+        `blocked_streams` x MAX_HEADER_BYTES)."""
+        self._stream.clear()
+        self._refused.clear()
+        self._decoder = GuardedDecoder(0, 0, limit=0)  # type: ignore[assignment]
+
     def refused_head(self, stream_id: int) -> bool:
         """The stream's header block was over the limit and was never decoded."""
         if stream_id in self._refused:
@@ -200,3 +239,11 @@ class ServerH3(H3Connection):
         if control is not None:
             frame = encode_frame(FrameType.GOAWAY, encode_uint_var(first_refused))
             self._quic.send_stream_data(control, frame)
+
+
+def _nothing() -> None:
+    """A released connection's callbacks."""
+
+
+def _ignore_key(*args: object) -> None:
+    """A released connection's TLS traffic-key callback."""

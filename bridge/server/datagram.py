@@ -6,6 +6,11 @@ sans-IO `QuicGate` (protocol/quic.py), which only lets a full-size Initial start
 and answers version negotiation and Retry statelessly. Garbage, truncated packets and strays
 are dropped before any connection sees them, and one connection's failure closes only it.
 
+Handshakes are bounded: a first datagram none of whose packets decrypts starts nothing (its
+connection is dropped at once, silently), and at most `settings.QUIC_MAX_HANDSHAKES`
+connections are in their handshake at any time, whether their address was validated by a
+Retry or not; the Initials of more wait unanswered (clients resend them).
+
 Sending is bounded: asyncio queues datagrams the kernel will not take yet without limit, so
 above `settings.QUIC_SEND_QUEUE` queued bytes a datagram is dropped instead (QUIC's loss
 recovery sends it again later, at a pace the congestion controller lowers).
@@ -24,7 +29,7 @@ from aioquic.quic.packet import QuicHeader
 
 from .. import settings
 from ..protocol.quic import QuicGate, ServerQuic, Verdict, peek_header
-from .quicconn import QuicServerConnection
+from .quicconn import QuicServerConnection, QuicState
 
 if TYPE_CHECKING:
     from .context import ServerContext
@@ -50,6 +55,7 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         self.gate = QuicGate(configuration.supported_versions, retry_above=retry_above)
         self.send_queue = settings.QUIC_SEND_QUEUE if send_queue is None else send_queue
         self.stream_window = settings.H3_STREAM_WINDOW if stream_window is None else stream_window
+        self.max_handshakes = settings.QUIC_MAX_HANDSHAKES
         self.transport: asyncio.DatagramTransport | None = None
         self._by_cid: dict[bytes, QuicServerConnection] = {}
         self.connections: set[QuicServerConnection] = set()
@@ -93,7 +99,9 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         if admission.verdict is Verdict.REPLY:
             self.sendto(admission.reply, addr)
             return
-        if admission.verdict is Verdict.DROP:
+        if admission.verdict is Verdict.DROP or self.handshaking >= self.max_handshakes:
+            # Past the bound, validated or not, a new handshake waits for a slot: the client
+            # resends its Initial (RFC 9000 §6.2.1 / §14), and we hold nothing meanwhile.
             self.dropped_in += 1
             return
         quic = ServerQuic(
@@ -112,6 +120,11 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         self.route(header.destination_cid, conn)
         self.route(quic.host_cid, conn)
         conn.datagram_received(data, addr)
+        if conn.state is QuicState.HANDSHAKE and not quic.initial_received:
+            # Not one packet of the first datagram decrypted (a valid Retry token proves the
+            # address, not the payload): no handshake is under way, so none is kept.
+            self.dropped_in += 1
+            conn.discard()
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (port unreachable, ...) for one peer say nothing about the others.

@@ -309,6 +309,19 @@ class QuicServerConnection:
         self.streams.abort_all()
         self.endpoint.forget(self)
         self.ctx.release(self)
+        # Break the cycles through this connection (the dispatcher's back references, and
+        # aioquic's own), so it is freed by reference counting, with its QPACK decoder's
+        # blocked header blocks and its stream buffers: not at a full collection, which the
+        # raised GC thresholds make rare. Exchanges still finishing keep us alive as their
+        # port, without a cycle; every call on a closed connection does nothing.
+        self.streams.release()
+        self.adapter.release()
+        self.quic.release()
+
+    def discard(self) -> None:
+        """Leave without a word: the peer's first datagram did not decrypt, so there is no
+        one to tell (and answering garbage would make this port an amplifier)."""
+        self._gone()
 
 
 def _nothing() -> None:
