@@ -134,7 +134,7 @@ class AppWindowQuic(QuicConnection):
         all bound methods of this object), so it is freed by reference counting, with its
         streams and buffers, rather than at a full collection, which bridge's raised GC
         thresholds make rare. Nothing may be called on it afterwards."""
-        setattr(self, "_QuicConnection__frame_handlers", {})
+        self._QuicConnection__frame_handlers: dict[int, object] = {}  # its __frame_handlers
         self._cryptos = {}
         self._cryptos_initial = {}
         self._loss._send_probe = _nothing
