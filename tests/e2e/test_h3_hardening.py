@@ -7,14 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import os
 import tracemalloc
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
+from aioquic.buffer import Buffer, encode_uint_var
 from aioquic.h3.connection import FrameType, encode_frame
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
 from bridge import settings
+from bridge.server.datagram import QuicEndpoint
 from tests.support.h3client import h3_connect
 from tests.support.harness import Running, config_text, run, running_bridge
 from tests.support.origin import Origin
@@ -140,5 +149,141 @@ def test_qpack_bomb_is_refused_before_it_is_expanded(certs: Path) -> None:
                 assert peak < 8 * 1024 * 1024, peak
                 # The connection serves on.
                 assert (await attacker.get("/echo?after")).status == 200
+
+    run(body())
+
+
+# --- item 2: handshake floods ------------------------------------------------------------------
+
+
+class RawUdp(asyncio.DatagramProtocol):
+    """A UDP socket on loopback whose datagrams arrive on a queue."""
+
+    def __init__(self) -> None:
+        self.received: asyncio.Queue[bytes] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.received.put_nowait(data)
+
+    @classmethod
+    async def open(cls, port: int) -> RawUdp:
+        loop = asyncio.get_running_loop()
+        _, protocol = await loop.create_datagram_endpoint(cls, remote_addr=("127.0.0.1", port))
+        return protocol
+
+    def send(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.sendto(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def garbage_initial(dcid: bytes, scid: bytes, token: bytes = b"") -> bytes:
+    """A full-size QUIC v1 Initial (RFC 9000 §17.2.2) whose header is right and whose payload
+    is random bytes: nothing in it decrypts."""
+    head = b"\xc3" + (1).to_bytes(4, "big") + bytes([len(dcid)]) + dcid
+    head += bytes([len(scid)]) + scid + encode_uint_var(len(token)) + token
+    length = 1200 - len(head) - 2
+    return head + (0x4000 | length).to_bytes(2, "big") + os.urandom(length)
+
+
+async def watch(endpoint: QuicEndpoint, most: dict[str, int], seen: list[object]) -> None:
+    """Track the most connections and handshakes the endpoint held at once, and keep weak
+    references to every connection it made."""
+    for _ in range(1_000_000):  # bounded; cancelled by the test
+        most["handshaking"] = max(most["handshaking"], endpoint.handshaking)
+        most["connections"] = max(most["connections"], len(endpoint.connections))
+        for conn in endpoint.connections:
+            seen.append(weakref.ref(conn))
+        await asyncio.sleep(0.002)
+
+
+def test_initials_with_a_valid_retry_token_and_garbage_payload_do_not_pile_up(
+    certs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings, "QUIC_RETRY_ABOVE", 0)  # every new client is retried
+    rounds = 300
+
+    async def body() -> None:
+        async with h3_site(certs) as b, honest_clients(b):
+            endpoint = b.bridge.quic
+            assert endpoint is not None
+            most = {"handshaking": 0, "connections": 0}
+            seen: list[object] = []
+            watcher = asyncio.create_task(watch(endpoint, most, seen))
+            attacker = await RawUdp.open(b.ports["http3"])
+            before = len(endpoint.connections)
+            try:
+                for _ in range(rounds):
+                    scid = os.urandom(8)
+                    attacker.send(garbage_initial(os.urandom(8), scid))
+                    retry = await asyncio.wait_for(attacker.received.get(), 10)
+                    header = pull_quic_header(Buffer(data=retry), host_cid_length=8)
+                    assert header.packet_type == QuicPacketType.RETRY
+                    # The token is valid: the address is proved, the payload is garbage.
+                    attacker.send(garbage_initial(header.source_cid, scid, header.token))
+                    await asyncio.sleep(0.001)
+                await asyncio.sleep(0.2)
+            finally:
+                watcher.cancel()
+                attacker.close()
+            # Each was dropped at once (without it: 300 handshakes pending for
+            # tls_handshake_timeout, ~76 KiB each).
+            assert most["connections"] <= before + 5, most
+            assert len(endpoint.connections) == before
+
+    run(body())
+
+
+def test_pending_handshakes_are_bounded_and_their_memory_returned(
+    certs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clients that send a real first Initial and never continue: at most QUIC_MAX_HANDSHAKES
+    are held, and when the handshake timeout ends them they are freed without a collection."""
+    monkeypatch.setattr(settings, "QUIC_MAX_HANDSHAKES", 16)
+    clients = 80
+    routes = "limits:\n  tls_handshake_timeout: 1s\n" + ROUTES
+
+    async def body() -> None:
+        async with h3_site(certs, routes) as b, honest_clients(b):
+            endpoint = b.bridge.quic
+            assert endpoint is not None
+            most = {"handshaking": 0, "connections": 0}
+            seen: list[object] = []
+            gc.collect()
+            gc.disable()  # what is released must be released without a collection
+            try:
+                watcher = asyncio.create_task(watch(endpoint, most, seen))
+                sockets = [await RawUdp.open(b.ports["http3"]) for _ in range(clients)]
+                try:
+                    for sock in sockets:
+                        config = QuicConfiguration(is_client=True, alpn_protocols=["h3"])
+                        client = QuicConnection(configuration=config)
+                        client.connect(("127.0.0.1", b.ports["http3"]), now=0.0)
+                        for data, _ in client.datagrams_to_send(now=0.0):
+                            sock.send(data)
+                        await asyncio.sleep(0.005)
+                    await asyncio.sleep(0.3)
+                    assert 0 < endpoint.handshaking <= 16, endpoint.handshaking
+                    async with asyncio.timeout(10):
+                        while endpoint.handshaking:  # the 1 s handshake timeout ends them
+                            await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.3)
+                finally:
+                    watcher.cancel()
+                    for sock in sockets:
+                        sock.close()
+                assert most["handshaking"] <= 16, most
+                alive = {id(o) for ref in seen if (o := ref()) is not None}  # type: ignore[operator]
+                honest = {id(conn) for conn in endpoint.connections}
+                assert not alive - honest, len(alive - honest)
+            finally:
+                gc.enable()
 
     run(body())
