@@ -199,6 +199,10 @@ class ServerH3(H3Connection):
         self._refused.clear()
         self._decoder = GuardedDecoder(0, 0, limit=0)  # type: ignore[assignment]
 
+    def streams_blocked(self) -> int:
+        """Streams whose header block waits for QPACK inserts."""
+        return sum(1 for stream in self._stream.values() if stream.blocked)
+
     def refused_head(self, stream_id: int) -> bool:
         """The stream's header block was over the limit and was never decoded."""
         if stream_id in self._refused:

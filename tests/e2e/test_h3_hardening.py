@@ -287,3 +287,55 @@ def test_pending_handshakes_are_bounded_and_their_memory_returned(
                 gc.enable()
 
     run(body())
+
+
+# --- item 3: closed connections with blocked QPACK header blocks ------------------------------
+
+
+def test_closed_connections_with_blocked_header_blocks_are_freed_without_a_collection(
+    certs: Path,
+) -> None:
+    conns, per_conn = 8, settings.H3_QPACK_BLOCKED_STREAMS
+    # A block that names an entry never inserted: it waits in the QPACK decoder (blocked),
+    # 60 KB each, just under the limit, until the connection closes.
+    frame = encode_frame(FrameType.HEADERS, b"\x02\x00" + b"\x80" * 60_000)
+
+    async def body() -> None:
+        async with h3_site(certs) as b, honest_clients(b):
+            endpoint = b.bridge.quic
+            assert endpoint is not None
+            honest = set(endpoint.connections)
+            gc.collect()
+            gc.disable()  # what is released must be released without a collection
+            try:
+                refs: list[weakref.ref[object]] = []
+                for _ in range(2):  # rounds
+                    async with contextlib.AsyncExitStack() as stack:
+                        for _ in range(conns):
+                            client = await stack.enter_async_context(
+                                h3_connect(b.ports["http3"], b.ca)
+                            )
+                            for _ in range(per_conn):
+                                client.open_raw(frame, end=False)
+                        async with asyncio.timeout(20):
+                            while True:
+                                mine = [c for c in endpoint.connections if c not in honest]
+                                blocked = sum(c.adapter._h3.streams_blocked() for c in mine)
+                                if len(mine) == conns and blocked == conns * per_conn:
+                                    break
+                                await asyncio.sleep(0.05)
+                        for conn in mine:
+                            refs += [weakref.ref(conn), weakref.ref(conn.adapter._h3._decoder)]
+                        del mine, conn
+                    async with asyncio.timeout(10):
+                        while len(endpoint.connections) > len(honest):
+                            await asyncio.sleep(0.05)
+                await asyncio.sleep(0.3)
+                alive = [type(o).__name__ for ref in refs if (o := ref()) is not None]
+                # Without breaking the cycles every one of them (and the decoder's blocked
+                # blocks, ~1 MB per connection) waited for a full collection.
+                assert not alive, alive
+            finally:
+                gc.enable()
+
+    run(body())
