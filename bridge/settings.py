@@ -205,3 +205,11 @@ H3_QPACK_BLOCKED_STREAMS = 16
 # ~76 KiB (TLS and QUIC state) until it completes or `tls_handshake_timeout` ends it. Past
 # this, new Initials are dropped unanswered and their clients resend them (RFC 9000 §14).
 QUIC_MAX_HANDSHAKES = 512
+# Frames that carry nothing (RFC 9114 §10.5): on the control stream every frame after SETTINGS
+# (a client sends a handful: MAX_PUSH_ID, GOAWAY), unknown/grease frames and empty DATA
+# frames on request streams, and QUIC PING frames counted on their own. aioquic processes
+# each without limit (1.4-2.1 M of them on one control stream took a core); past this many
+# per window the connection is closed with H3_EXCESSIVE_LOAD, as HTTP/2's control-frame cap.
+H3_MAX_IGNORED_FRAMES = H2_MAX_CONTROL_FRAMES
+H3_MAX_PINGS = H2_MAX_CONTROL_FRAMES
+H3_FRAME_WINDOW = H2_CONTROL_WINDOW

@@ -34,6 +34,10 @@ What is reached into, and why aioquic's public API does not do:
 - `release`: aioquic's connection is a knot of reference cycles (bound methods in its frame
   table, TLS context, crypto pairs and loss recovery); a closed one waits for a full
   collection unless they are cut.
+- `_check_control_frame_type`, `_check_request_or_push_frame_type` (ServerH3) and
+  `_handle_ping_frame` (AppWindowQuic): the only per-frame hooks aioquic has; they count
+  frames that carry nothing (`framecap.FrameCap`), which aioquic processes without limit,
+  and close a flood with H3_EXCESSIVE_LOAD (RFC 9114 §10.5).
 - `_local_control_stream_id` (`send_goaway`): aioquic has no GOAWAY of its own (RFC 9114
   §5.2); the frame goes on the control stream aioquic opened.
 - `_init_connection`, `_max_table_capacity`, `_blocked_streams`, `_decoder`,
@@ -48,20 +52,28 @@ What is reached into, and why aioquic's public API does not do:
 from __future__ import annotations
 
 from aioquic import tls
-from aioquic.buffer import encode_uint_var
+from aioquic.buffer import Buffer, encode_uint_var
 from aioquic.h3.connection import (
+    ErrorCode,
     FrameType,
     H3Connection,
+    H3Stream,
     HeadersState,
+    ProtocolError,
     Setting,
     encode_frame,
 )
-from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, QuicConnection
+from aioquic.quic.connection import (
+    MAX_STREAM_DATA_FRAME_CAPACITY,
+    QuicConnection,
+    QuicReceiveContext,
+)
 from aioquic.quic.packet import QuicFrameType
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.stream import QuicStream
 
 from .. import settings
+from .framecap import FrameCap
 from .qpackguard import GuardedDecoder, HeaderSectionTooLarge
 
 # What a refused header block stands as: just enough for aioquic to accept it as a request.
@@ -76,6 +88,19 @@ _REFUSED_HEAD = [
 class AppWindowQuic(QuicConnection):
     """A `QuicConnection` whose stream receive windows reach where `stream_receive_limit`
     says (RFC 9000 §4.1), instead of aioquic's own doubling rule."""
+
+    _pings: FrameCap | None = None
+
+    def _handle_ping_frame(self, context: QuicReceiveContext, frame_type: int, buf: Buffer) -> None:
+        # Each PING makes a packet ack-eliciting: past `H3_MAX_PINGS` per window it is a
+        # flood, closed with H3_EXCESSIVE_LOAD (RFC 9114 §10.5) as the other floods are.
+        pings = self._pings
+        if pings is None:
+            pings = self._pings = FrameCap(settings.H3_MAX_PINGS, settings.H3_FRAME_WINDOW)
+        if pings.over():
+            self.close(error_code=ErrorCode.H3_EXCESSIVE_LOAD, reason_phrase="PING flood")
+            return
+        super()._handle_ping_frame(context, frame_type, buf)
 
     def stream_receive_limit(self, stream_id: int) -> int:
         """The offset up to which the peer may send on `stream_id`. This base never moves a
@@ -152,6 +177,12 @@ class AppWindowQuic(QuicConnection):
         return self._close_event is not None
 
 
+class ExcessiveLoad(ProtocolError):
+    """A flood of frames that carry nothing: aioquic closes the connection with this code."""
+
+    error_code = ErrorCode.H3_EXCESSIVE_LOAD
+
+
 class ServerH3(H3Connection):
     """aioquic's `H3Connection`, with the parser state bridge needs as methods, and header
     blocks that cost in proportion to their encoded size (`qpackguard`)."""
@@ -168,7 +199,30 @@ class ServerH3(H3Connection):
             self.table_capacity, self.blocked_streams, limit=self.max_field_section
         )
         self._refused: set[int] = set()
+        self._frames = FrameCap(settings.H3_MAX_IGNORED_FRAMES, settings.H3_FRAME_WINDOW)
         super()._init_connection()
+
+    def _check_control_frame_type(self, frame_type: int) -> None:
+        super()._check_control_frame_type(frame_type)
+        # Every frame on the control stream after SETTINGS: a client sends a handful
+        # (MAX_PUSH_ID, GOAWAY), reserved and unknown types are ignored but cost work.
+        if frame_type != FrameType.SETTINGS:
+            self._ignorable()
+
+    def _check_request_or_push_frame_type(self, frame_type: int, stream: H3Stream) -> None:
+        super()._check_request_or_push_frame_type(frame_type, stream)
+        # Unknown (grease) frames and empty DATA frames on request streams do nothing
+        # either; a request stream's are counted with the control stream's.
+        if frame_type == FrameType.DATA:
+            ignorable = not stream.frame_size
+        else:
+            ignorable = frame_type not in (FrameType.HEADERS, FrameType.PUSH_PROMISE)
+        if ignorable:
+            self._ignorable()
+
+    def _ignorable(self) -> None:
+        if self._frames.over():
+            raise ExcessiveLoad("too many frames that carry nothing")
 
     def _get_local_settings(self) -> dict[int, int]:
         local = super()._get_local_settings()

@@ -339,3 +339,41 @@ def test_closed_connections_with_blocked_header_blocks_are_freed_without_a_colle
                 gc.enable()
 
     run(body())
+
+
+# --- item 4: control-stream, grease and PING floods --------------------------------------------
+
+H3_EXCESSIVE_LOAD = 0x107
+
+
+@pytest.mark.parametrize("kind", ["control", "grease", "ping"])
+def test_floods_of_frames_that_carry_nothing_are_closed_excessive_load(
+    certs: Path, kind: str
+) -> None:
+    # A reserved frame type (RFC 9114 §7.2.8: 0x1f * N + 0x21), empty: 2 bytes, ignored.
+    reserved = b"\x21\x00"
+
+    async def body() -> None:
+        async with h3_site(certs) as b, honest_clients(b):
+            async with h3_connect(b.ports["http3"], b.ca) as attacker:
+                quic = attacker._quic
+                if kind == "control":
+                    target = attacker.h3._local_control_stream_id
+                    assert target is not None
+                elif kind == "grease":  # unknown frames may come before a request's HEADERS
+                    target = quic.get_next_available_stream_id()
+                for n in range(2000):  # bounded: up to 200,000 frames or 2,000 PINGs
+                    if quic._close_event is not None:
+                        break
+                    if kind == "ping":
+                        quic.send_ping(n)
+                    else:
+                        quic.send_stream_data(target, reserved * 100)
+                    attacker.transmit()
+                    await asyncio.sleep(0.001 if kind != "ping" else 0.002)
+                async with asyncio.timeout(20):
+                    while quic._close_event is None:
+                        await asyncio.sleep(0.05)
+                assert quic._close_event.error_code == H3_EXCESSIVE_LOAD, quic._close_event
+
+    run(body())
