@@ -14,8 +14,8 @@ What is reached into, and why aioquic's public API does not do:
 - overrides `_write_stream_limits`, and calls `_on_max_stream_data_delivery` exactly as
   aioquic's own does: aioquic doubles a stream's receive window whenever half of it has
   arrived, read or not, and offers no setting to tie it to what the application consumed.
-- `_streams` and a sender's `_buffer_stop` (`send_queued`, `requests_delivered`): aioquic
-  queues without limit and says neither how much of a stream is still unsent nor whether
+- `_streams` (`raise_receive_limit`) and a sender's `_buffer_stop` (`send_queued`,
+  `requests_delivered`): aioquic queues without limit and says neither how much of a stream is still unsent nor whether
   every response byte has been acknowledged (its CONNECTION_CLOSE discards the rest).
 - `_close_event` (`closing`): set when aioquic closes the connection itself for a protocol
   error, which it reports to the application only later, as an event.
@@ -86,7 +86,7 @@ _REFUSED_HEAD = [
 
 
 class AppWindowQuic(QuicConnection):
-    """A `QuicConnection` whose stream receive windows reach where `stream_receive_limit`
+    """A `QuicConnection` whose stream receive windows reach where `raise_receive_limit`
     says (RFC 9000 §4.1), instead of aioquic's own doubling rule."""
 
     _pings: FrameCap | None = None
@@ -102,32 +102,33 @@ class AppWindowQuic(QuicConnection):
             return
         super()._handle_ping_frame(context, frame_type, buf)
 
-    def stream_receive_limit(self, stream_id: int) -> int:
-        """The offset up to which the peer may send on `stream_id`. This base never moves a
-        window past its initial size; a subclass ties it to what it consumed."""
-        return 0
+    def raise_receive_limit(self, stream_id: int, limit: int) -> None:
+        """Let the peer send on `stream_id` up to offset `limit` (never lowered): the next
+        packet carries the MAX_STREAM_DATA."""
+        stream = self._streams.get(stream_id)
+        if stream is not None and limit > stream.max_stream_data_local:
+            stream.max_stream_data_local = limit
 
     def _write_stream_limits(
         self, builder: QuicPacketBuilder, space: object, stream: QuicStream
     ) -> None:
-        # Replaces aioquic's rule for streams the peer opened; the frame is written exactly
-        # as aioquic writes it.
+        # Replaces aioquic's rule: a window moves only by `raise_receive_limit`. Called for
+        # every stream in every packet, so the common case (nothing new) returns first; the
+        # frame is written exactly as aioquic writes it.
+        if stream.max_stream_data_local_sent == stream.max_stream_data_local:
+            return
         sid = stream.stream_id
         if not stream.max_stream_data_local or sid is None:
             return  # our own unidirectional streams: nothing to receive
-        target = self.stream_receive_limit(sid)
-        if target > stream.max_stream_data_local:
-            stream.max_stream_data_local = target
-        if stream.max_stream_data_local_sent != stream.max_stream_data_local:
-            buf = builder.start_frame(
-                QuicFrameType.MAX_STREAM_DATA,
-                capacity=MAX_STREAM_DATA_FRAME_CAPACITY,
-                handler=self._on_max_stream_data_delivery,
-                handler_args=(stream,),
-            )
-            buf.push_uint_var(sid)
-            buf.push_uint_var(stream.max_stream_data_local)
-            stream.max_stream_data_local_sent = stream.max_stream_data_local
+        buf = builder.start_frame(
+            QuicFrameType.MAX_STREAM_DATA,
+            capacity=MAX_STREAM_DATA_FRAME_CAPACITY,
+            handler=self._on_max_stream_data_delivery,
+            handler_args=(stream,),
+        )
+        buf.push_uint_var(sid)
+        buf.push_uint_var(stream.max_stream_data_local)
+        stream.max_stream_data_local_sent = stream.max_stream_data_local
 
     def send_queued(self, stream_id: int) -> int:
         """Bytes queued on the stream that have not left in a packet yet."""
