@@ -61,6 +61,8 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         self.connections: set[QuicServerConnection] = set()
         self.handshaking = 0
         self.write_paused = False
+        # Connections with something to send, flushed together once per loop iteration.
+        self._due: list[QuicServerConnection] = []
         # Counters for tests and /metrics-style inspection.
         self.dropped_in = 0
         self.dropped_out = 0
@@ -149,6 +151,20 @@ class QuicEndpoint(asyncio.DatagramProtocol):
             self.dropped_out += 1
             return
         transport.sendto(data, addr)
+
+    def transmit_soon(self, conn: QuicServerConnection) -> None:
+        """`conn` has packets to build: one callback at the end of this loop iteration sends
+        for every connection that asked (a fan-out to thousands of connections, or a batch
+        of datagrams read at once, is one loop callback, not one per connection)."""
+        due = self._due
+        if not due:
+            self.loop.call_soon(self._transmit_due)
+        due.append(conn)
+
+    def _transmit_due(self) -> None:
+        due, self._due = self._due, []
+        for conn in due:
+            conn.transmit_if_due()
 
     def route(self, cid: bytes, conn: QuicServerConnection) -> None:
         self._by_cid[cid] = conn
