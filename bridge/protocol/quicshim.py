@@ -15,38 +15,42 @@ What is reached into, and why aioquic's public API does not do:
   aioquic's own does: aioquic doubles a stream's receive window whenever half of it has
   arrived, read or not, and offers no setting to tie it to what the application consumed.
 - `_streams` (`raise_receive_limit`) and a sender's `_buffer_stop` (`send_queued`,
-  `requests_delivered`): aioquic queues without limit and says neither how much of a stream is still unsent nor whether
-  every response byte has been acknowledged (its CONNECTION_CLOSE discards the rest).
+  `requests_delivered`): aioquic queues without limit and says neither how much of a stream
+  is still unsent nor whether every response byte has been acknowledged (its
+  CONNECTION_CLOSE discards the rest).
 - `_close_event` (`closing`): set when aioquic closes the connection itself for a protocol
   error, which it reports to the application only later, as an event.
+- `_spaces` (`initial_received`): whether any client packet decrypted, so a first datagram
+  that does not is dropped with its connection at once.
+- `_handle_ping_frame`: the per-frame hook for PING, counted (`framecap.FrameCap`); a flood
+  closes with H3_EXCESSIVE_LOAD (RFC 9114 §10.5).
+- `release` (the frame table `__frame_handlers`, `_cryptos`, `_cryptos_initial`, `_loss`,
+  `tls`, `_events`): aioquic's connection is a knot of reference cycles (bound methods in
+  its frame table, TLS context, crypto pairs and loss recovery); a closed one waits for a
+  full collection unless they are cut.
 
 `ServerH3` (an `H3Connection`):
-- `_stream` (`frame_buffered`, `awaiting_head`, `end_sending`): the per-stream parser state:
-  how many bytes of an incomplete frame it holds (not yet consumed, so not yet credited),
-  whether a request's HEADERS are still to come (for the head timeout), and its "sending
-  ended" mark, which aioquic sets only for ends it sent itself, so a stream reset by the
-  QUIC layer would never be freed.
+- `_stream` (`frame_buffered`, `awaiting_head`, `end_sending`, `streams_blocked`): the
+  per-stream parser state: how many bytes of an incomplete frame it holds (not yet
+  consumed, so not yet credited), whether a request's HEADERS are still to come (for the
+  head timeout), and its "sending ended" mark, which aioquic sets only for ends it sent
+  itself, so a stream reset by the QUIC layer would never be freed.
 - `_is_done` (`failed`): H3Connection closed the QUIC connection for an HTTP/3 error.
 - `_max_push_id`, `_next_push_id` (`push_allowed`): `send_push_promise` raises when the
   client granted no push id, and there is no way to ask before.
-- `_spaces` (`initial_received`): whether any client packet decrypted, so a first
-  datagram that does not is dropped with its connection at once.
-- `release`: aioquic's connection is a knot of reference cycles (bound methods in its frame
-  table, TLS context, crypto pairs and loss recovery); a closed one waits for a full
-  collection unless they are cut.
-- `_check_control_frame_type`, `_check_request_or_push_frame_type` (ServerH3) and
-  `_handle_ping_frame` (AppWindowQuic): the only per-frame hooks aioquic has; they count
-  frames that carry nothing (`framecap.FrameCap`), which aioquic processes without limit,
-  and close a flood with H3_EXCESSIVE_LOAD (RFC 9114 §10.5).
 - `_local_control_stream_id` (`send_goaway`): aioquic has no GOAWAY of its own (RFC 9114
   §5.2); the frame goes on the control stream aioquic opened.
+- `_check_control_frame_type`, `_check_request_or_push_frame_type`: the only per-frame hooks
+  aioquic has; they count frames that carry nothing, which aioquic processes without limit,
+  and close a flood with H3_EXCESSIVE_LOAD (RFC 9114 §10.5).
 - `_init_connection`, `_max_table_capacity`, `_blocked_streams`, `_decoder`,
-  `_get_local_settings`, `_decode_headers`, `_local_decoder_stream_id`: aioquic decodes every
-  header block in full (and validates each decoded byte in Python) with no size limit, and
-  neither advertises SETTINGS_MAX_FIELD_SECTION_SIZE nor lets the table capacity be chosen.
-  The decoder becomes a `qpackguard.GuardedDecoder`; a block it refuses unexpanded is
-  cancelled in the decoder (RFC 9204 §4.4.2) and stands as a minimal request head that
-  `refused_head` names, so the adapter answers that stream 431 and nothing else.
+  `_get_local_settings`, `_decode_headers`, `_decoder_bytes_sent`,
+  `_local_decoder_stream_id`: aioquic decodes every header block in full (and validates each
+  decoded byte in Python) with no size limit, and neither advertises
+  SETTINGS_MAX_FIELD_SECTION_SIZE nor lets the table capacity be chosen. The decoder becomes
+  a `qpackguard.GuardedDecoder`; a block it refuses unexpanded is cancelled in the decoder
+  (RFC 9204 §4.4.2) and stands as a minimal request head that `refused_head` names, so the
+  adapter answers that stream 431 and nothing else.
 """
 
 from __future__ import annotations
