@@ -11,6 +11,12 @@ connection is dropped at once, silently), and at most `settings.QUIC_MAX_HANDSHA
 connections are in their handshake at any time, whether their address was validated by a
 Retry or not; the Initials of more wait unanswered (clients resend them).
 
+Sending is batched per loop iteration (`transmit_soon`), one `sendto` per datagram: measured
+on loopback (Linux, 150-byte datagrams to 50 peers), `sendmmsg` through ctypes cost 11.8-13.2
+µs per datagram against 7.5-9.5 for `sendto`, the struct building outweighing the saved
+syscall entries, and UDP GSO only joins datagrams to one peer, which a fan-out (one datagram
+to each of many peers) never has.
+
 Sending is bounded: asyncio queues datagrams the kernel will not take yet without limit, so
 above `settings.QUIC_SEND_QUEUE` queued bytes a datagram is dropped instead (QUIC's loss
 recovery sends it again later, at a pace the congestion controller lowers).
