@@ -168,12 +168,13 @@ class QpackBudget:
 
     def estimate(self, block: bytes, limit: int) -> int:
         """What the block decodes to, RFC 9114 §4.2.2's way, or a number above `limit` as
-        soon as it is sure to pass it. A block this cannot parse gets 0: the decoder is
-        the one to refuse it."""
+        soon as it is sure to pass it. A block this cannot parse (truncated, an integer
+        past 62 bits) is malformed: it counts as over the limit, so nothing unmeasured is
+        ever expanded."""
         try:
             return self._estimate(block, limit)
         except (_Incomplete, ValueError):
-            return 0
+            return limit + 1
 
     def _estimate(self, block: bytes, limit: int) -> int:
         required = self.required_inserts(block)
@@ -242,7 +243,7 @@ class GuardedDecoder:
         try:
             waiting = budget.required_inserts(data) > budget.inserts
         except (_Incomplete, ValueError):
-            waiting = False  # malformed: the decoder refuses it
+            waiting = False  # malformed: the estimate refuses it
         if not waiting and budget.estimate(data, self.limit) > self.limit:
             raise HeaderSectionTooLarge
         try:

@@ -55,3 +55,9 @@ def test_a_block_naming_a_big_entry_many_times_is_refused_undecoded() -> None:
         decoder.feed_header(0, b"\x02\x00" + b"\x80" * 17)  # 17 x 4033 > 64 KiB
     _, fields = decoder.feed_header(4, b"\x02\x00" + b"\x80" * 15)
     assert fields == [(b"x", b"v" * 4000)] * 15
+
+
+def test_a_block_that_cannot_be_measured_is_refused() -> None:
+    decoder = GuardedDecoder(4096, 16, limit=65536)
+    with pytest.raises(HeaderSectionTooLarge):
+        decoder.feed_header(0, b"\x00\x00\x5f")  # a literal whose length never comes
