@@ -245,3 +245,27 @@ FIRST_POLL_MARGIN = 1.0
 # A new SSE or WebSocket subscriber of a stream with no state yet waits at most this long for
 # the first poll's outcome before its 200/101 (a 4xx from the upstream refuses it instead).
 SUBSCRIBER_FIRST_WAIT = 5.0
+
+# --- HTTP/3 hardening (issue 20) ---------------------------------------------------------------
+# QPACK (RFC 9204): the dynamic table a client may fill on each connection, and how many of its
+# request streams may wait for table inserts at once. A header block is refused unexpanded
+# (431) when what it would decode to passes MAX_HEADER_BYTES (protocol/qpackguard.py), which
+# bridge also advertises as SETTINGS_MAX_FIELD_SECTION_SIZE; so the capacity bounds memory per
+# connection, not the cost of a block. Measured (a browser's 18-field EventSource request,
+# 50 on one connection, pylsqpack's encoder): 397 B per request on the wire with no table,
+# 317 with 1 KiB, 287 with 4 KiB and 287 with 16 KiB; decoding plus the estimate 22, 19, 18
+# and 19 µs. 4 KiB takes all of the gain; more only costs memory.
+H3_QPACK_TABLE_CAPACITY = 4 * KB
+H3_QPACK_BLOCKED_STREAMS = 16
+# QUIC connections in their handshake at once, address validated (Retry) or not: each holds
+# ~76 KiB (TLS and QUIC state) until it completes or `tls_handshake_timeout` ends it. Past
+# this, new Initials are dropped unanswered and their clients resend them (RFC 9000 §14).
+QUIC_MAX_HANDSHAKES = 512
+# Frames that carry nothing (RFC 9114 §10.5): on the control stream every frame after SETTINGS
+# (a client sends a handful: MAX_PUSH_ID, GOAWAY), unknown/grease frames and empty DATA
+# frames on request streams, and QUIC PING frames counted on their own. aioquic processes
+# each without limit (1.4-2.1 M of them on one control stream took a core); past this many
+# per window the connection is closed with H3_EXCESSIVE_LOAD, as HTTP/2's control-frame cap.
+H3_MAX_IGNORED_FRAMES = H2_MAX_CONTROL_FRAMES
+H3_MAX_PINGS = H2_MAX_CONTROL_FRAMES
+H3_FRAME_WINDOW = H2_CONTROL_WINDOW

@@ -197,7 +197,8 @@ class Http3Protocol:
         stream = _Stream(kind=StreamKind.of(request.method))
         self._streams[sid] = stream
         self.requests += 1
-        if size > self.max_header_bytes:
+        # A block over the limit was refused undecoded (quicshim), its head a stand-in.
+        if size > self.max_header_bytes or self._h3.refused_head(sid):
             self.send(StreamReset(sid, ErrorCode.HEADERS_TOO_LARGE))
             return
         out.append(request)
@@ -459,6 +460,15 @@ class Http3Protocol:
         self.go_away()
         self._closed = True
         self._quic.close(error_code=H3Code.H3_NO_ERROR, reason_phrase="shutting down")
+
+    def release(self) -> None:
+        """The connection is gone: nothing more is parsed or sent, and aioquic's parser state
+        and QPACK decoder (with any blocked header blocks) are let go."""
+        self._closed = True
+        self._streams.clear()
+        self._blocked.clear()
+        self._heads.clear()
+        self._h3.release()
 
     @property
     def stream_count(self) -> int:

@@ -218,13 +218,11 @@ class ServerQuic(AppWindowQuic):
         self._consumed: dict[int, int] = {}
 
     def consumed(self, stream_id: int, size: int) -> None:
-        self._consumed[stream_id] = self._consumed.get(stream_id, 0) + size
+        total = self._consumed[stream_id] = self._consumed.get(stream_id, 0) + size
+        self.raise_receive_limit(stream_id, total + self.stream_window)
 
     def forget(self, stream_id: int) -> None:
         self._consumed.pop(stream_id, None)
-
-    def stream_receive_limit(self, stream_id: int) -> int:
-        return self._consumed.get(stream_id, 0) + self.stream_window
 
 
 __all__ = [

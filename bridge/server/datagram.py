@@ -6,6 +6,17 @@ sans-IO `QuicGate` (protocol/quic.py), which only lets a full-size Initial start
 and answers version negotiation and Retry statelessly. Garbage, truncated packets and strays
 are dropped before any connection sees them, and one connection's failure closes only it.
 
+Handshakes are bounded: a first datagram none of whose packets decrypts starts nothing (its
+connection is dropped at once, silently), and at most `settings.QUIC_MAX_HANDSHAKES`
+connections are in their handshake at any time, whether their address was validated by a
+Retry or not; the Initials of more wait unanswered (clients resend them).
+
+Sending is batched per loop iteration (`transmit_soon`), one `sendto` per datagram: measured
+on loopback (Linux, 150-byte datagrams to 50 peers), `sendmmsg` through ctypes cost 11.8-13.2
+µs per datagram against 7.5-9.5 for `sendto`, the struct building outweighing the saved
+syscall entries, and UDP GSO only joins datagrams to one peer, which a fan-out (one datagram
+to each of many peers) never has.
+
 Sending is bounded: asyncio queues datagrams the kernel will not take yet without limit, so
 above `settings.QUIC_SEND_QUEUE` queued bytes a datagram is dropped instead (QUIC's loss
 recovery sends it again later, at a pace the congestion controller lowers).
@@ -24,7 +35,7 @@ from aioquic.quic.packet import QuicHeader
 
 from .. import settings
 from ..protocol.quic import QuicGate, ServerQuic, Verdict, peek_header
-from .quicconn import QuicServerConnection
+from .quicconn import QuicServerConnection, QuicState
 
 if TYPE_CHECKING:
     from .context import ServerContext
@@ -50,11 +61,14 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         self.gate = QuicGate(configuration.supported_versions, retry_above=retry_above)
         self.send_queue = settings.QUIC_SEND_QUEUE if send_queue is None else send_queue
         self.stream_window = settings.H3_STREAM_WINDOW if stream_window is None else stream_window
+        self.max_handshakes = settings.QUIC_MAX_HANDSHAKES
         self.transport: asyncio.DatagramTransport | None = None
         self._by_cid: dict[bytes, QuicServerConnection] = {}
         self.connections: set[QuicServerConnection] = set()
         self.handshaking = 0
         self.write_paused = False
+        # Connections with something to send, flushed together once per loop iteration.
+        self._due: list[QuicServerConnection] = []
         # Counters for tests and /metrics-style inspection.
         self.dropped_in = 0
         self.dropped_out = 0
@@ -93,7 +107,9 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         if admission.verdict is Verdict.REPLY:
             self.sendto(admission.reply, addr)
             return
-        if admission.verdict is Verdict.DROP:
+        if admission.verdict is Verdict.DROP or self.handshaking >= self.max_handshakes:
+            # Past the bound, validated or not, a new handshake waits for a slot: the client
+            # resends its Initial (RFC 9000 §6.2.1 / §14), and we hold nothing meanwhile.
             self.dropped_in += 1
             return
         quic = ServerQuic(
@@ -112,6 +128,11 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         self.route(header.destination_cid, conn)
         self.route(quic.host_cid, conn)
         conn.datagram_received(data, addr)
+        if conn.state is QuicState.HANDSHAKE and not quic.initial_received:
+            # Not one packet of the first datagram decrypted (a valid Retry token proves the
+            # address, not the payload): no handshake is under way, so none is kept.
+            self.dropped_in += 1
+            conn.discard()
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (port unreachable, ...) for one peer say nothing about the others.
@@ -136,6 +157,20 @@ class QuicEndpoint(asyncio.DatagramProtocol):
             self.dropped_out += 1
             return
         transport.sendto(data, addr)
+
+    def transmit_soon(self, conn: QuicServerConnection) -> None:
+        """`conn` has packets to build: one callback at the end of this loop iteration sends
+        for every connection that asked (a fan-out to thousands of connections, or a batch
+        of datagrams read at once, is one loop callback, not one per connection)."""
+        due = self._due
+        if not due:
+            self.loop.call_soon(self._transmit_due)
+        due.append(conn)
+
+    def _transmit_due(self) -> None:
+        due, self._due = self._due, []
+        for conn in due:
+            conn.transmit_if_due()
 
     def route(self, cid: bytes, conn: QuicServerConnection) -> None:
         self._by_cid[cid] = conn

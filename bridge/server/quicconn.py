@@ -5,7 +5,11 @@ endpoint (`datagram.py`) hands it the datagrams addressed to its connection ids,
 to aioquic (`ServerQuic`) and the adapter (`Http3Protocol`), gives the adapter's events to the
 shared `StreamDispatcher`, and sends what aioquic lets out, through the endpoint's socket.
 
-One timer per connection, re-armed after every receive and send: the earliest of aioquic's own
+Sends are batched: a connection with packets to build asks the endpoint (`_schedule`), which
+transmits for every connection that asked in one callback at the end of the loop iteration;
+datagrams read in one go are answered by one transmit.
+
+One timer per connection, re-armed after every send: the earliest of aioquic's own
 `get_timer()` (acks, loss detection, pacing, idle timeout, the closing period), the handshake
 deadline (`limits.tls_handshake_timeout`), a request head's (`limits.header_timeout`, as on
 TCP), and a keep-alive PING while requests are open
@@ -91,9 +95,22 @@ class QuicServerConnection:
         try:
             self.quic.receive_datagram(data, addr, now=self.loop.time())
             self._process_events()
-            self.transmit()
         except Exception:  # a peer's datagrams must never take the process down
             log.exception("error handling a datagram from %s", self.client_ip)
+            self.abort()
+            return
+        # Datagrams read in one go (several per connection in an upload or an ACK burst)
+        # are answered by one transmit, with the rest of the loop iteration's.
+        self._schedule()
+
+    def transmit_if_due(self) -> None:
+        """The endpoint's batched transmit: nothing if a direct `transmit` came first."""
+        if not self._transmit_soon:
+            return
+        try:
+            self.transmit()
+        except Exception:  # one connection's failure must never take the others down
+            log.exception("QUIC transmit failed for %s", self.client_ip)
             self.abort()
 
     def _process_events(self) -> None:
@@ -145,7 +162,7 @@ class QuicServerConnection:
         # and a fan-out to many streams of this connection shares them.
         if not self._transmit_soon:
             self._transmit_soon = True
-            self.loop.call_soon(self.transmit)
+            self.endpoint.transmit_soon(self)
 
     def _rearm(self, now: float) -> None:
         at = self.quic.get_timer()
@@ -309,6 +326,19 @@ class QuicServerConnection:
         self.streams.abort_all()
         self.endpoint.forget(self)
         self.ctx.release(self)
+        # Break the cycles through this connection (the dispatcher's back references, and
+        # aioquic's own), so it is freed by reference counting, with its QPACK decoder's
+        # blocked header blocks and its stream buffers: not at a full collection, which the
+        # raised GC thresholds make rare. Exchanges still finishing keep us alive as their
+        # port, without a cycle; every call on a closed connection does nothing.
+        self.streams.release()
+        self.adapter.release()
+        self.quic.release()
+
+    def discard(self) -> None:
+        """Leave without a word: the peer's first datagram did not decrypt, so there is no
+        one to tell (and answering garbage would make this port an amplifier)."""
+        self._gone()
 
 
 def _nothing() -> None:

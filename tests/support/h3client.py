@@ -169,6 +169,14 @@ class H3ClientProtocol(QuicConnectionProtocol):
         self.transmit()
         return stream
 
+    def open_raw(self, frames: bytes, *, end: bool = True) -> H3Stream:
+        """A request stream carrying `frames` as they are (crafted HTTP/3 frames)."""
+        sid = self._quic.get_next_available_stream_id()
+        stream = self.streams[sid] = H3Stream(self, sid)
+        self._quic.send_stream_data(sid, frames, end_stream=end)
+        self.transmit()
+        return stream
+
     async def request(
         self,
         method: str,
