@@ -21,6 +21,7 @@ request) is retried once on a fresh connection when repeating the request is saf
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -189,8 +190,11 @@ class UpstreamPool:
         except TimeoutError:
             raise UpstreamTimeout(f"connect to {upstream.authority} timed out") from None
         except OSError as exc:  # refused, unreachable, DNS (socket.gaierror)
+            # The errno's own text: the stock loop's strerror is "Connect call failed (addr)",
+            # uvloop's the plain reason, and the cause must read the same on both.
+            reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else None
             raise UpstreamUnreachable(
-                f"cannot connect to {upstream.authority}: {exc.strerror or exc}"
+                f"cannot connect to {upstream.authority}: {reason or exc.strerror or exc}"
             ) from None
         self.connections_opened += 1
         return conn
