@@ -189,3 +189,9 @@ OVERLOADED_RETRY_AFTER = (3, 8)
 # WebSocket close handshake).
 HUB_CLOSE_WAIT = 5.0
 BROKER_MAX_PENDING_REPORTS = 64  # Redis status writes in flight; more are dropped (best effort)
+
+# --- HTTP/2 engines (bridge/protocol/h2engine.py, ngh2shim.py, h2shim.py) ----------------------
+# CONTINUATION frames after one HEADERS before the connection is an abuse (RFC 9113 §10.5):
+# counted on the frame headers, ahead of either engine, and libnghttp2 is set to the same bound.
+# 16 frames of our 16 KB MAX_FRAME_SIZE hold any header block MAX_HEADER_BYTES allows.
+H2_MAX_CONTINUATIONS = 16

@@ -127,6 +127,7 @@ class ServerConnection(asyncio.BufferedProtocol):
             self.adapter = Http2Protocol(
                 scheme=self.scheme,
                 max_concurrent_streams=self.ctx.limits.h2_max_concurrent_streams,
+                engine=self.ctx.h2_engine,
             )
         else:
             self.adapter = Http1Protocol(scheme=self.scheme)

@@ -44,6 +44,9 @@ from bridge.protocol.http2 import PREFACE, Http2Protocol
 
 from .helpers import H2Pair, feed, feed_modes, of_type
 
+# Every test here runs on both HTTP/2 engines (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("h2_engine")
+
 ErrorCodes = h2.errors.ErrorCodes
 
 
