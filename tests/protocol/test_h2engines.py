@@ -141,7 +141,9 @@ def test_the_connection_window_past_the_maximum_ends_the_connection() -> None:
     assert _goaways(client.read()) == [ErrorCodes.FLOW_CONTROL_ERROR]
 
 
-@pytest.mark.parametrize("garbage", [b"GET / HTTP/1.1\r\n\r\nxxxxxx", b"INVALID CONNECTION PREFACE"])
+@pytest.mark.parametrize(
+    "garbage", [b"GET / HTTP/1.1\r\n\r\nxxxxxx", b"INVALID CONNECTION PREFACE"]
+)
 def test_a_bad_preface_gets_settings_then_goaway(garbage: bytes) -> None:
     """RFC 9113 §3.4: PROTOCOL_ERROR, after the adapter's own SETTINGS, with no stream
     processed (libnghttp2 raises and writes nothing; the engine writes the GOAWAY)."""
