@@ -21,8 +21,8 @@ adapts it:
   the stream never reaches the adapter. (h2 makes them a connection error.)
 - A stream's WINDOW_UPDATE past 2^31-1 ends the connection (GOAWAY FLOW_CONTROL_ERROR); h2
   resets the stream. RFC 9113 §6.9.1 allows either.
-- RST_STREAM leaves ahead of queued DATA; a reset NO_ERROR after a whole response is
-  therefore queued behind what was sent before it (`reset_stream`).
+- RST_STREAM and GOAWAY leave ahead of queued DATA; a reset NO_ERROR after a whole response
+  and the GOAWAY NO_ERROR at close are therefore queued behind what was sent before them.
 - Padding is handed back to the client's window by libnghttp2 itself, so `DataIn` carries
   the data's length only.
 - The pre-rendered DATA fast path (`frame_now`) is `send_data` plus `data_to_send`: both
@@ -294,8 +294,12 @@ class NghttpEngine:
     def close(self) -> None:
         if self._dead:
             return
+        conn = self._conn
         try:
-            self._conn.send_goaway(ErrorCodes.NO_ERROR, last_stream_id=self._highest)
+            # What is queued goes first: libnghttp2 would put the GOAWAY ahead of DATA, and
+            # clients that stop reading at a GOAWAY would lose the end of their responses.
+            self._out += conn.data_to_send()
+            conn.send_goaway(ErrorCodes.NO_ERROR, last_stream_id=self._highest)
         except ngh2.NGH2Error:
             self._dead = True
 

@@ -661,6 +661,21 @@ def test_shutdown_sends_goaway_and_drops_late_writes(bytewise: bool) -> None:
     assert pair.server.data_to_send() == b""
 
 
+@feed_modes
+def test_a_response_queued_before_shutdown_arrives_before_the_goaway(bytewise: bool) -> None:
+    """Graceful stop: the last response's frames, then GOAWAY NO_ERROR (libnghttp2 would put
+    the GOAWAY first, and a client that stops at it would lose the response's end)."""
+    pair = _ready(bytewise)
+    sid = pair.get()
+    pair.to_server()
+    pair.respond(Response(sid, 200), Body(sid, b"finished"), EndBody(sid))
+    pair.server.shutdown()
+    client_events = pair.to_client()
+    kinds = [type(e) for e in client_events]
+    assert kinds.index(h2.events.StreamEnded) < kinds.index(h2.events.ConnectionTerminated)
+    assert b"".join(e.data for e in of_type(client_events, h2.events.DataReceived)) == b"finished"
+
+
 def test_preface_constant_matches_rfc() -> None:
     assert PREFACE == b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 §3.4
 
