@@ -195,3 +195,8 @@ BROKER_MAX_PENDING_REPORTS = 64  # Redis status writes in flight; more are dropp
 # counted on the frame headers, ahead of either engine, and libnghttp2 is set to the same bound.
 # 16 frames of our 16 KB MAX_FRAME_SIZE hold any header block MAX_HEADER_BYTES allows.
 H2_MAX_CONTINUATIONS = 16
+
+# --- WebSocket pongs (bridge/handlers/websocket.py) ----------------------------------------------
+# Pings answered one pong each per WS_FRAME_WINDOW (Autobahn 2.10/2.11 expect every ping of a
+# burst answered); past this a read's pings get one pong, to the latest (RFC 6455 §5.5.3).
+WS_PONGS_PER_WINDOW = 64
