@@ -195,6 +195,9 @@ BROKER_MAX_PENDING_REPORTS = 64  # Redis status writes in flight; more are dropp
 # counted on the frame headers, ahead of either engine, and libnghttp2 is set to the same bound.
 # 16 frames of our 16 KB MAX_FRAME_SIZE hold any header block MAX_HEADER_BYTES allows.
 H2_MAX_CONTINUATIONS = 16
+# A clear-text connection's first bytes held to tell an HTTP/2 client's broken preface from an
+# HTTP/1.1 request line (bridge/server/connection.py `http2_preface_shape`); past it, HTTP/1.1.
+H2C_SNIFF_MAX = 1024
 
 # --- WebSocket pongs (bridge/handlers/websocket.py) ----------------------------------------------
 # Pings answered one pong each per WS_FRAME_WINDOW (Autobahn 2.10/2.11 expect every ping of a
