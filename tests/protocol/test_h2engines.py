@@ -8,6 +8,8 @@ answers is read frame by frame with hyperframe.
 
 from __future__ import annotations
 
+import tracemalloc
+
 import hpack
 import pytest
 from hyperframe.frame import (
@@ -170,3 +172,47 @@ def test_hpack_that_does_not_decode_is_a_compression_error() -> None:
     events = client.send(frame.serialize())
     assert isinstance(events[-1], ConnectionClosed)
     assert _goaways(client.read()) == [ErrorCodes.COMPRESSION_ERROR]
+
+
+def _hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
+    """An HPACK integer (RFC 7541 §5.1)."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes([first | value])
+    out = [first | limit]
+    value -= limit
+    while value >= 128:
+        out.append((value & 127) | 128)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def test_an_hpack_bomb_ends_the_connection_without_decoding_it() -> None:
+    """One 4,000-byte field put in the dynamic table, then referenced 12,000 times at one
+    byte each (RFC 7541 §7.3): 48 MB of header list from 16 KB. Both engines stop at the
+    advertised MAX_HEADER_LIST_SIZE: GOAWAY ENHANCE_YOUR_CALM, no request, little memory."""
+    client = RawClient()
+    client.handshake()
+    name, value = b"x-bomb", b"v" * 4000
+    block = (
+        client.encoder.encode(GET)
+        + b"\x40"  # literal with incremental indexing, new name (§6.2.1)
+        + _hpack_int(len(name), 7)
+        + name
+        + _hpack_int(len(value), 7)
+        + value
+        + b"\xbe" * 12_000  # indexed field 62: the newest dynamic entry (§6.1)
+    )
+    tracemalloc.start()
+    try:
+        events = client.send(
+            HeadersFrame(1, data=block, flags=["END_HEADERS", "END_STREAM"]).serialize()
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert of_type(events, Request) == []
+    assert isinstance(events[-1], ConnectionClosed)
+    assert _goaways(client.read()) == [ErrorCodes.ENHANCE_YOUR_CALM]
+    assert peak < 1024 * 1024, peak
