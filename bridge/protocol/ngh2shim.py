@@ -26,7 +26,9 @@ adapts it:
 - Padding is handed back to the client's window by libnghttp2 itself, so `DataIn` carries
   the data's length only.
 - The pre-rendered DATA fast path (`frame_now`) is `send_data` plus `data_to_send`: both
-  windows are charged by libnghttp2's own accounting (0.5 µs a frame), nothing bypasses it.
+  windows are charged by libnghttp2's own accounting, nothing bypasses it. It costs ~1 µs a
+  frame where h2's hand-framed one costs 0.4 (benchmarks/wire_cost.py): libnghttp2's
+  `data_to_send` alone is 0.25 µs.
 """
 
 from __future__ import annotations
@@ -265,14 +267,29 @@ class NghttpEngine:
         return stream if stream < connection else connection
 
     def frame_now(self, stream_id: int, prefix: bytes, data: bytes) -> bytes | None:
+        # The fan-out's hot path: `send_window` and `data_to_send` inlined, and the queued
+        # bytes (almost always none: the server writes after every send) asked of the
+        # connection once rather than of the stream and the connection.
         size = len(data)
-        if size > self._frame_size or size > self.send_window(stream_id):
+        if size > self._frame_size or self._dead:
             return None
+        conn = self._conn
         try:
-            self._conn.send_data(stream_id, data)
+            queued = conn.queued_body_size()
+            if (
+                size > conn.remote_window_size - queued
+                or size > conn.stream_remote_window_size(stream_id) - queued
+            ):
+                return None
+            conn.send_data(stream_id, data)
+            out = conn.data_to_send()
         except ngh2.NGH2Error:
             return None
-        return self.data_to_send()
+        if self._out:
+            out = self._out + out
+            self._out = b""
+        self._preface = 0
+        return out
 
     def go_away(self, code: ErrorCodes, debug: bytes = b"") -> None:
         self._out = self._out[: self._preface]  # nothing more for this client but the GOAWAY
