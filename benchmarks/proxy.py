@@ -4,7 +4,7 @@ Bridge runs pinned to core 0; the load generator (wrk for HTTP/1.1, h2load for H
 loop of aioquic HTTP/3 clients for HTTP/3: Debian's h2load is built without QUIC) and the
 upstream share core 1. Prints one line per scenario, plus the CPU bridge used per request.
 
-    python3 benchmarks/proxy.py [--seconds 10] [--connections 50]
+    python3 benchmarks/proxy.py [--seconds 10] [--connections 50] [--h2-engine nghttp2|h2]
 
 Needs `wrk` and `h2load` (Debian: wrk, nghttp2-client); scenarios without their tool are
 skipped with a note. `kernel %` is the system share of bridge's CPU (syscalls, and waking
@@ -43,6 +43,8 @@ upstreams:
 routes:
   - path: /{{rest*}}
     upstream: app
+engines:
+  http2: {engine}
 """
 
 
@@ -216,10 +218,14 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=("plain", "tls", "h2", "h3"), help="run one scenario instead of all"
     )
+    parser.add_argument(
+        "--h2-engine", choices=("nghttp2", "h2"), default="nghttp2", help="engines.http2"
+    )
     args = parser.parse_args()
     upstream_port, https, http = free_port(), free_port(), free_port()
     upstream = run_upstream(upstream_port)
-    bridge = BridgeProcess(ROUTES.format(https=https, http=http, upstream=upstream_port))
+    routes = ROUTES.format(https=https, http=http, upstream=upstream_port, engine=args.h2_engine)
+    bridge = BridgeProcess(routes)
     try:
         time.sleep(0.5)
         bridge.start([https, http])
@@ -229,6 +235,7 @@ def main() -> None:
             ("HTTP/2 TLS", "h2load", f"https://127.0.0.1:{https}/"),
             ("HTTP/3", "aioquic", f"https://127.0.0.1:{https}/"),
         ]
+        print(f"HTTP/2 engine: {args.h2_engine}")
         print(
             f"{'scenario':<16} {'req/s':>9} {'p99 ms':>8} {'failed':>7} {'bridge CPU µs/req':>18}"
             f" {'kernel %':>9} {'steal %':>8}"

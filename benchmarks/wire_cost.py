@@ -8,8 +8,9 @@ small request and answer the proxy benchmark uses, no sockets and no event loop:
 - llhttp alone (httptools' parsers with empty callbacks): the C parser's own share;
 - bridge's adapters on llhttp (`Http1Protocol`, `upstream.reader`): llhttp plus bridge's own
   framing, validation and event building, i.e. what the proxy really runs;
-- HTTP/2: h2 alone (server side: a request's HEADERS in, HEADERS + DATA out), and bridge's
-  `Http2Protocol` around it, so the glue's share is the difference.
+- HTTP/2: h2 alone and libnghttp2 alone (ngh2; server side: a request's HEADERS in,
+  HEADERS + DATA out), and bridge's `Http2Protocol` on each engine (`engines.http2`), so the
+  glue's share is the difference.
 
     python3 benchmarks/wire_cost.py [--requests 20000]
 """
@@ -27,11 +28,15 @@ import h2.connection
 import h2.settings
 import h11
 import httptools
+import ngh2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bridge.events import Body, EndBody, Response
+from bridge.protocol.h2engine import EngineFactory
+from bridge.protocol.h2shim import H2Engine
 from bridge.protocol.http1 import Http1Protocol
 from bridge.protocol.http2 import Http2Protocol
+from bridge.protocol.ngh2shim import NghttpEngine
 from bridge.upstream import reader as wire
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18080\r\nUser-Agent: wrk\r\n\r\n"
@@ -169,9 +174,29 @@ def h2_alone(n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
-def bridge_h2(n: int) -> float:
+def ngh2_alone(n: int) -> float:
     preface, frames = _h2_requests(n)
-    server = Http2Protocol(scheme="https", max_concurrent_streams=128)
+    server = ngh2.Connection(ngh2.Role.SERVER, ngh2.Configuration(auto_window_update=False))
+    server.initiate_connection()
+    server.receive_data(preface)
+    server.events()
+    server.data_to_send()
+    answer = [(b":status", b"200"), *RESPONSE_HEADERS]
+    start = time.perf_counter()
+    for i, frame in enumerate(frames):
+        sid = 2 * i + 1
+        server.receive_data(frame)
+        server.events()
+        server.send_response(sid, answer)
+        server.send_data(sid, BODY, end_stream=True)
+        server.data_to_send()
+        server.events()  # StreamClosed, once the frames are out
+    return (time.perf_counter() - start) / n
+
+
+def bridge_h2(n: int, engine: EngineFactory = H2Engine) -> float:
+    preface, frames = _h2_requests(n)
+    server = Http2Protocol(scheme="https", max_concurrent_streams=128, engine=engine)
     server.receive_data(preface)
     server.data_to_send()
     start = time.perf_counter()
@@ -182,6 +207,25 @@ def bridge_h2(n: int) -> float:
         server.send(Body(sid, BODY))
         server.send(EndBody(sid))
         server.data_to_send()
+    return (time.perf_counter() - start) / n
+
+
+def bridge_prerendered(n: int, engine: EngineFactory = H2Engine) -> float:
+    """The fan-out's write: one pre-rendered SSE event framed as a DATA frame on one of 100
+    open streams (`Http2Protocol.frame_prerendered`), round robin."""
+    preface, frames = _h2_requests(100)
+    server = Http2Protocol(scheme="https", max_concurrent_streams=128, engine=engine)
+    server.receive_data(preface)
+    for i, frame in enumerate(frames):
+        server.receive_data(frame)
+        server.send(Response(2 * i + 1, 200, [(b"content-type", b"text/event-stream")]))
+    server.data_to_send()
+    event = b"id: 1\ndata: " + b"x" * 48 + b"\n\n"
+    sids = [2 * i + 1 for i in range(100)]
+    start = time.perf_counter()
+    for i in range(n):
+        if server.frame_prerendered(sids[i % 100], event) is None:
+            raise RuntimeError("the fast path was refused")
     return (time.perf_counter() - start) / n
 
 
@@ -200,8 +244,16 @@ def main() -> None:
         ("bridge on llhttp, server + client side", best(bridge_server, n) + best(bridge_client, n)),
         ("h2 alone, server side", best(h2_alone, n)),
         ("bridge Http2Protocol (h2 + glue)", best(bridge_h2, n)),
+        ("libnghttp2 alone (ngh2), server side", best(ngh2_alone, n)),
+        ("bridge Http2Protocol (nghttp2 + glue)", best(lambda k: bridge_h2(k, NghttpEngine), n)),
+        ("pre-rendered DATA frame, h2 engine", best(bridge_prerendered, n)),
+        (
+            "pre-rendered DATA frame, nghttp2 engine",
+            best(lambda k: bridge_prerendered(k, NghttpEngine), n),
+        ),
     ]
-    print(f"h11 {h11.__version__}, httptools {httptools.__version__}, h2 {h2.__version__}; "
+    print(f"h11 {h11.__version__}, httptools {httptools.__version__}, h2 {h2.__version__}, "
+          f"ngh2 {ngh2.__version__}; "
           f"best of 3 runs of {n} requests, in memory (a shared VM: compare within one run)")  # fmt: skip
     for name, seconds in rows:
         print(f"{name:42} {seconds * 1e6:6.1f} µs   {1 / seconds:9.0f} /s on one core")

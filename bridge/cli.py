@@ -152,8 +152,18 @@ def _check(path: str, *, print_config: bool = False) -> int:
         print(render(config), end="")
         return 0
     print(describe(config))
+    print(_engines_line(config.engines.http2, config.engines.http3))
     print(f"{path}: ok")
     return 0
+
+
+def _engines_line(http2: str, http3: str) -> str:
+    """The protocol engines `serve` would run with this config, and why not the asked one."""
+    from .protocol.http2 import engine_in_use
+
+    running, why = engine_in_use(http2)
+    note = f" ({why})" if why else ""
+    return f"engines: http2 {running}{note}, http3 {http3}"
 
 
 def _serve(path: str, workers: str = "1", pid_file: str | None = None) -> int:

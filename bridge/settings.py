@@ -269,3 +269,17 @@ QUIC_MAX_HANDSHAKES = 512
 H3_MAX_IGNORED_FRAMES = H2_MAX_CONTROL_FRAMES
 H3_MAX_PINGS = H2_MAX_CONTROL_FRAMES
 H3_FRAME_WINDOW = H2_CONTROL_WINDOW
+
+# --- HTTP/2 engines (bridge/protocol/h2engine.py, ngh2shim.py, h2shim.py) ----------------------
+# CONTINUATION frames after one HEADERS before the connection is an abuse (RFC 9113 §10.5):
+# counted on the frame headers, ahead of either engine, and libnghttp2 is set to the same bound.
+# 16 frames of our 16 KB MAX_FRAME_SIZE hold any header block MAX_HEADER_BYTES allows.
+H2_MAX_CONTINUATIONS = 16
+# A clear-text connection's first bytes held to tell an HTTP/2 client's broken preface from an
+# HTTP/1.1 request line (bridge/server/connection.py `http2_preface_shape`); past it, HTTP/1.1.
+H2C_SNIFF_MAX = 1024
+
+# --- WebSocket pongs (bridge/handlers/websocket.py) ----------------------------------------------
+# Pings answered one pong each per WS_FRAME_WINDOW (Autobahn 2.10/2.11 expect every ping of a
+# burst answered); past this a read's pings get one pong, to the latest (RFC 6455 §5.5.3).
+WS_PONGS_PER_WINDOW = 64

@@ -85,6 +85,7 @@ class WebSocketSession:
         self.frames = 0  # frames received in the current `WS_FRAME_WINDOW`
         self.window_end = 0.0
         self.pong: Pong | None = None  # the answer to the latest ping of a read (see below)
+        self.pongs = 0  # pings answered one by one in the current `WS_FRAME_WINDOW`
         self.outbox: asyncio.Queue[TextMessage | BytesMessage] = asyncio.Queue(
             settings.WS_SEND_IN_FLIGHT
         )
@@ -186,6 +187,7 @@ class WebSocketSession:
             if now >= self.window_end:
                 self.window_end = now + settings.WS_FRAME_WINDOW
                 self.frames = 0
+                self.pongs = 0
             for event in self.ws.events():
                 self.frames += 1
                 if self.frames > settings.WS_MAX_FRAMES:
@@ -196,8 +198,8 @@ class WebSocketSession:
                     break
             pong, self.pong = self.pong, None
             if pong is not None and self.state is WsState.OPEN:
-                # RFC 6455 §5.5.3: with several pings unanswered, a pong to the most recent
-                # one is enough; a read full of pings costs one pong, not thousands.
+                # Past the sane rate, RFC 6455 §5.5.3: with several pings unanswered, a pong to
+                # the most recent one is enough; a read full of pings costs one pong.
                 self._write(pong)
             # Our pongs and `send:` answers go to a client that may not be reading: while
             # what we queued for it is over the high watermark, read nothing more from it.
@@ -250,7 +252,11 @@ class WebSocketSession:
                     self.close(CloseReason.UNSUPPORTED_DATA, "this stream takes no messages")
         elif isinstance(event, Ping):
             if self.state is WsState.OPEN:  # wsproto sends no pong once we sent our close
-                self.pong = event.response()  # written after this read's events
+                self.pongs += 1
+                if self.pongs <= settings.WS_PONGS_PER_WINDOW:
+                    self._write(event.response())  # every ping answered while the rate is sane
+                else:
+                    self.pong = event.response()  # a flood: written after this read's events
         elif isinstance(event, Pong):
             pass
         elif isinstance(event, CloseConnection):

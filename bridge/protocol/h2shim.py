@@ -1,5 +1,6 @@
-"""The HTTP/2 engine's seam: everything bridge needs from h2 (and hpack, hyperframe) beyond
-their documented API, in one place.
+"""The h2 engine (`H2Engine`, see h2engine.py): HTTP/2 on the pure-Python h2, the fallback
+engine, and everything bridge needs from h2 (and hpack, hyperframe) beyond their documented
+API, in one place.
 
 Written against h2 4.4.1, hpack 4.2.0 and hyperframe 6.1.0. `pyproject.toml` bounds them from
 above and tests/unit/test_library_versions.py fails when an installed version is outside the
@@ -32,11 +33,25 @@ from __future__ import annotations
 import h2.config
 import h2.connection
 import h2.errors
+import h2.events
 import h2.exceptions
 import h2.settings
 from hpack.exceptions import HPACKError, OversizedHeaderListError
 from hyperframe.frame import GoAwayFrame
 
+from .h2engine import (
+    Broken,
+    DataIn,
+    EndIn,
+    EngineEvent,
+    ErrorCodes,
+    PeerGone,
+    RequestIn,
+    ResetIn,
+    SendRefused,
+    StreamGone,
+    WindowIn,
+)
 from .hpackenc import LeanEncoder
 
 
@@ -141,3 +156,170 @@ def is_compression_error(exc: h2.exceptions.ProtocolError) -> bool:
     decodes fine and is not one."""
     cause = exc.__cause__
     return isinstance(cause, HPACKError) and not isinstance(cause, OversizedHeaderListError)
+
+
+class H2Engine:
+    """`h2engine.Engine` on h2."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(
+        self, *, max_concurrent_streams: int, max_header_bytes: int, initial_window: int
+    ) -> None:
+        conn = ServerConnection(
+            max_concurrent_streams=max_concurrent_streams,
+            max_header_bytes=max_header_bytes,
+            initial_window=initial_window,
+        )
+        conn.initiate_connection()
+        conn.increment_flow_control_window(initial_window)
+        self._conn = conn
+
+    @property
+    def max_outbound_frame_size(self) -> int:
+        return self._conn.max_outbound_frame_size
+
+    @property
+    def highest_inbound_stream_id(self) -> int:
+        return self._conn.highest_inbound_stream_id
+
+    @property
+    def peer_push_enabled(self) -> bool:
+        return bool(self._conn.remote_settings.enable_push)
+
+    @property
+    def peer_max_concurrent_streams(self) -> int:
+        return self._conn.remote_settings.max_concurrent_streams
+
+    def receive(self, data: bytes) -> list[EngineEvent]:
+        try:
+            h2_events = self._conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            return [_broken(exc)]
+        out: list[EngineEvent] = []
+        for ev in h2_events:
+            if isinstance(ev, h2.events.DataReceived):
+                out.append(
+                    DataIn(
+                        ev.stream_id,
+                        ev.data,
+                        ev.flow_controlled_length,
+                        ev.stream_ended is not None,
+                    )
+                )
+            elif isinstance(ev, h2.events.RequestReceived):
+                out.append(RequestIn(ev.stream_id, ev.headers or (), ev.stream_ended is not None))
+            elif isinstance(ev, h2.events.StreamEnded):
+                out.append(EndIn(ev.stream_id))
+            elif isinstance(ev, h2.events.StreamReset):
+                out.append(ResetIn(ev.stream_id))
+            elif isinstance(ev, h2.events.WindowUpdated):
+                out.append(WindowIn(ev.stream_id))
+            elif isinstance(ev, h2.events.RemoteSettingsChanged):
+                out.append(WindowIn(0))
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                out.append(PeerGone(ev.error_code or 0))
+                break
+            # Trailers, priority, pings and settings ACKs need nothing from handlers.
+        return out
+
+    def partial_frame_length(self) -> int:
+        return self._conn.partial_frame_length()
+
+    def send_headers(
+        self, stream_id: int, fields: list[tuple[bytes, bytes]], *, end_stream: bool = False
+    ) -> None:
+        with _send_errors():
+            self._conn.send_headers(stream_id, fields, end_stream=end_stream)
+
+    send_informational = send_headers
+
+    def send_data(self, stream_id: int, data: bytes, *, end_stream: bool = False) -> None:
+        with _send_errors():
+            self._conn.send_data(stream_id, data, end_stream=end_stream)
+
+    def end_stream(self, stream_id: int) -> None:
+        with _send_errors():
+            self._conn.end_stream(stream_id)
+
+    def reset_stream(self, stream_id: int, code: ErrorCodes) -> None:
+        try:
+            self._conn.reset_stream(stream_id, code)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
+            pass
+
+    def push(self, stream_id: int, request: list[tuple[bytes, bytes]]) -> int:
+        conn = self._conn
+        with _send_errors():
+            promised = conn.get_next_available_stream_id()
+            conn.push_stream(stream_id, promised, request)
+        return promised
+
+    def acknowledge(self, stream_id: int, size: int) -> None:
+        try:
+            self._conn.acknowledge_received_data(size, stream_id)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            pass
+
+    def send_window(self, stream_id: int) -> int:
+        try:
+            return self._conn.local_flow_control_window(stream_id)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
+            return 0
+
+    def frame_now(self, stream_id: int, prefix: bytes, data: bytes) -> bytes | None:
+        return self._conn.data_frame_now(stream_id, prefix, data)
+
+    def go_away(self, code: ErrorCodes, debug: bytes = b"") -> None:
+        conn = self._conn
+        conn.clear_outbound_data_buffer()
+        conn.queue_goaway(conn.highest_inbound_stream_id, h2.errors.ErrorCodes(code), debug)
+
+    def preface_refused(self) -> None:
+        # h2 sends no GOAWAY for it; one goes after the server preface h2 has queued.
+        self._conn.queue_goaway(
+            0, h2.errors.ErrorCodes.PROTOCOL_ERROR, b"invalid connection preface"
+        )
+
+    def close(self) -> None:
+        # h2 moves its connection to CLOSED here: later sends raise (the adapter drops them).
+        self._conn.close_connection(h2.errors.ErrorCodes.NO_ERROR)
+
+    def data_to_send(self) -> bytes:
+        return self._conn.data_to_send()
+
+    def release(self) -> None:
+        self._conn.release()
+
+
+class _send_errors:
+    """h2's errors on a send, as the engine's: a stream gone, or a send h2 refuses."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc is None:
+            return
+        if isinstance(exc, (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError)):
+            raise StreamGone(str(exc)) from exc
+        if isinstance(exc, h2.exceptions.ProtocolError):
+            raise SendRefused(str(exc)) from exc
+
+
+def _broken(exc: h2.exceptions.ProtocolError) -> Broken:
+    """A connection error h2 raised, with the code bridge answers it with."""
+    text = str(exc)
+    if is_flood(exc):  # CONTINUATION floods: RFC 9113 §10.5 calls them abuse
+        return Broken(ErrorCodes.ENHANCE_YOUR_CALM, text, answered=False)
+    if is_bad_preface(exc):  # RFC 9113 §3.4: PROTOCOL_ERROR; h2 sends no GOAWAY for it
+        return Broken(ErrorCodes.PROTOCOL_ERROR, text, answered=False, at_preface=True)
+    if is_compression_error(exc):
+        # h2 answers every HPACK failure with PROTOCOL_ERROR, but a header block that does
+        # not decode is a COMPRESSION_ERROR (RFC 9113 §4.3).
+        return Broken(ErrorCodes.COMPRESSION_ERROR, text, answered=False)
+    return Broken(ErrorCodes.PROTOCOL_ERROR, text, answered=True)  # h2 queued its GOAWAY

@@ -1,4 +1,4 @@
-"""HTTP/2 server adapter: wire bytes <-> `bridge.events`, on h2, with no I/O.
+"""HTTP/2 server adapter: wire bytes <-> `bridge.events`, on an HTTP/2 engine, with no I/O.
 
 Outbound DATA only leaves within the peer's flow-control windows; what does not fit waits in
 a per-stream buffer that the server layer bounds (a send waits until `pending()` is empty, so
@@ -8,20 +8,20 @@ connection is lost (`release`), not left to the garbage collector.
 Inbound DATA is acknowledged only when the handler consumes it (`acknowledge`), so a slow
 upstream slows the client instead of filling our memory.
 
-Each stream's life is a `streamstate.StreamState`, as in the HTTP/3 adapter. What bridge
-needs of h2 beyond its public API (its connection set up, GOAWAYs outside its state machine,
-the DATA fast path's window charge, its error kinds) is `h2shim`'s: the engine's seam.
+Each stream's life is a `streamstate.StreamState`, as in the HTTP/3 adapter. The wire itself
+(HPACK, frames, the protocol's state machine and windows) is an *engine*'s (h2engine.py):
+libnghttp2 through ngh2 (`ngh2shim`, the default) or h2 (`h2shim`, the fallback), chosen by
+`engines.http2`. What bridge decides stays here, the same on both: its events, the stream
+limit (REFUSED_STREAM), rapid-reset and control-frame flood counting, and which GOAWAY a
+connection error gets.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import assert_never
-
-import h2.errors
-import h2.events
-import h2.exceptions
 
 from .. import framing, settings
 from ..errorpage import error_body, error_headers
@@ -41,12 +41,57 @@ from ..events import (
     StreamReset,
     WindowOpened,
 )
-from . import h2shim
+from . import h2shim, ngh2shim
 from .base import send_each
 from .fields import request_from_fields, response_fields
+from .h2engine import (
+    H2,
+    NGHTTP2,
+    Broken,
+    ClosedIn,
+    DataIn,
+    EndIn,
+    Engine,
+    EngineEvent,
+    EngineFactory,
+    ErrorCodes,
+    PeerGone,
+    RequestIn,
+    ResetIn,
+    SendRefused,
+    StreamGone,
+    WindowIn,
+)
 from .streamstate import Step, StreamKind, StreamState
 
+log = logging.getLogger("bridge.http2")
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_FACTORIES: dict[str, EngineFactory] = {NGHTTP2: ngh2shim.NghttpEngine, H2: h2shim.H2Engine}
+
+
+def engine_in_use(asked: str = NGHTTP2) -> tuple[str, str | None]:
+    """The engine that runs when `asked` is configured, and why it is not `asked` (or None).
+
+    nghttp2 runs only with the pinned ngh2 installed; otherwise h2 does."""
+    if asked == NGHTTP2:
+        problem = ngh2shim.unusable()
+        if problem is not None:
+            return H2, f"{problem}: HTTP/2 runs on the h2 engine instead"
+    return asked, None
+
+
+_warned: set[str] = set()
+
+
+def engine_factory(asked: str = NGHTTP2) -> EngineFactory:
+    """The engine constructor for `asked`, falling back to h2 (logged once) when nghttp2
+    cannot run here."""
+    name, why = engine_in_use(asked)
+    if why is not None and why not in _warned:
+        _warned.add(why)
+        log.warning("engines.http2: %s", why)
+    return _FACTORIES[name]
 
 
 def _data_prefix(stream_id: int) -> bytes:
@@ -78,17 +123,16 @@ class Http2Protocol:
         max_concurrent_streams: int = 128,
         max_header_bytes: int = settings.MAX_HEADER_BYTES,
         enable_push: bool = True,
+        engine: EngineFactory | None = None,
     ) -> None:
         self.scheme = scheme
         self.max_concurrent_streams = max_concurrent_streams
-        conn = h2shim.ServerConnection(
+        make = engine if engine is not None else engine_factory()
+        self._conn: Engine = make(
             max_concurrent_streams=max_concurrent_streams,
             max_header_bytes=max_header_bytes,
             initial_window=settings.H2_INITIAL_WINDOW,
         )
-        conn.initiate_connection()
-        conn.increment_flow_control_window(settings.H2_INITIAL_WINDOW)
-        self._conn = conn
         self._streams: dict[int, _Stream] = {}
         self._closed = False
         self._resets: list[float] = []
@@ -98,6 +142,7 @@ class Http2Protocol:
         self._walk_carry = b""
         self._control_count = 0
         self._control_window_end = 0.0
+        self._continuations = 0  # CONTINUATION frames in a row, so far
         self.enable_push = enable_push
         self.requests = 0
 
@@ -106,71 +151,77 @@ class Http2Protocol:
     def receive_data(self, data: bytes) -> list[Event]:
         if self._closed:
             return []
-        if self._control_flood(data):
-            return self._go_away(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "control frame flood")
-        try:
-            h2_events = self._conn.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            return self._protocol_error(exc)
-        if self._oversized_frame_pending():
+        flood = self._control_flood(data)
+        if flood is not None:
+            return self._go_away(ErrorCodes.ENHANCE_YOUR_CALM, flood)
+        engine_events = self._conn.receive(data)
+        if self._conn.partial_frame_length() > settings.H2_MAX_FRAME_SIZE:
             # RFC 9113 §4.2. h2 only checks a frame's length once all of it has arrived, so
             # garbage (an HTTP/1.1 request line reads as a 4 MB frame) would sit in its buffer.
-            return self._go_away(h2.errors.ErrorCodes.FRAME_SIZE_ERROR, "frame too large")
+            return self._go_away(ErrorCodes.FRAME_SIZE_ERROR, "frame too large")
         events: list[Event] = []
-        for ev in h2_events:
+        for ev in engine_events:
             self._translate(ev, events)
             if self._closed:
                 break
         return events
 
-    def _translate(self, ev: h2.events.Event, out: list[Event]) -> None:
-        if isinstance(ev, h2.events.DataReceived):
+    def _translate(self, ev: EngineEvent, out: list[Event]) -> None:
+        if isinstance(ev, DataIn):
             sid = ev.stream_id
-            padding = ev.flow_controlled_length - len(ev.data)
+            padding = ev.flow_length - len(ev.data)
             if padding:
-                self._ack(sid, padding)
+                self._conn.acknowledge(sid, padding)
             stream = self._streams.get(sid)
             if stream is None:
-                self._ack(sid, len(ev.data))
+                self._conn.acknowledge(sid, len(ev.data))
                 return
             if ev.data:  # clients end streams with empty DATA; b"" would read as EOF downstream
                 out.append(Data(sid, ev.data) if stream.kind.tunnel else Body(sid, ev.data))
-            if ev.stream_ended:
+            if ev.ended:
                 self._remote_end(sid, out)
-        elif isinstance(ev, h2.events.RequestReceived):
+        elif isinstance(ev, RequestIn):
             self._request(ev, out)
-        elif isinstance(ev, h2.events.StreamEnded):
+        elif isinstance(ev, EndIn):
             self._remote_end(ev.stream_id, out)
-        elif isinstance(ev, h2.events.StreamReset):
+        elif isinstance(ev, ResetIn):
             self._peer_reset(ev.stream_id, out)
-        elif isinstance(ev, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
-            sid = getattr(ev, "stream_id", 0)
+        elif isinstance(ev, ClosedIn):
+            # Closed by the engine itself (a stream error it answered): gone without a word.
+            if self._streams.pop(ev.stream_id, None) is not None:
+                out.append(StreamReset(ev.stream_id, ErrorCode.CANCELLED))
+                out.append(StreamClosed(ev.stream_id))
+        elif isinstance(ev, WindowIn):
+            sid = ev.stream_id
             targets = [sid] if sid else [s for s, st in self._streams.items() if st.pending]
             for target in targets:
                 self._flush(target, out)
                 out.append(WindowOpened(target))
-        elif isinstance(ev, h2.events.ConnectionTerminated):
+        elif isinstance(ev, PeerGone):
             self._closed = True
             for sid in list(self._streams):
                 out.append(StreamClosed(sid))
             self._streams.clear()
             out.append(ConnectionClosed("GOAWAY from peer"))
-        # Trailers, priority, pings and settings ACKs need nothing from handlers.
+        elif isinstance(ev, Broken):
+            out.extend(self._connection_error(ev))
+        else:
+            assert_never(ev)
 
-    def _request(self, ev: h2.events.RequestReceived, out: list[Event]) -> None:
+    def _request(self, ev: RequestIn, out: list[Event]) -> None:
         sid = ev.stream_id
         if len(self._streams) >= self.max_concurrent_streams:
-            self._conn.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
+            # RFC 9113 §5.1.2: this stream is refused, the connection goes on. Neither engine
+            # enforces the advertised limit itself (see h2shim, ngh2shim).
+            self._conn.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
             self._count_reset(out)
             return
-        request, _ = request_from_fields(
-            sid, ev.headers or (), scheme=self.scheme, http_version="2"
-        )
+        request, _ = request_from_fields(sid, ev.headers, scheme=self.scheme, http_version="2")
         stream = _Stream(kind=StreamKind.of(request.method), data_prefix=_data_prefix(sid))
         self._streams[sid] = stream
         self.requests += 1
         out.append(request)
-        if ev.stream_ended:
+        if ev.ended:
             self._remote_end(sid, out)
 
     def _remote_end(self, sid: int, out: list[Event]) -> None:
@@ -194,11 +245,15 @@ class Http2Protocol:
         if len(resets) > settings.H2_MAX_RESETS:
             del resets[: len(resets) - settings.H2_MAX_RESETS - 1]
             if now - resets[0] < settings.H2_RESET_WINDOW:
-                out.extend(self._go_away(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "rapid reset"))
+                out.extend(self._go_away(ErrorCodes.ENHANCE_YOUR_CALM, "rapid reset"))
 
-    def _control_flood(self, data: bytes) -> bool:
-        """Do the frames beginning in `data` that cost us work and carry nothing for a handler
-        take this connection past `H2_MAX_CONTROL_FRAMES` in the current window?
+    def _control_flood(self, data: bytes) -> str | None:
+        """Which flood, if any, the frames beginning in `data` take this connection into.
+
+        Frames that cost us work and carry nothing for a handler, past `H2_MAX_CONTROL_FRAMES`
+        in the current window, or more than `H2_MAX_CONTINUATIONS` CONTINUATION frames in a
+        row (RFC 9113 §10.5; counted here because an engine that drops a malformed header
+        block may go on reading its CONTINUATIONs without counting them).
 
         PING and SETTINGS that are not ACKs (each one answered: CVE-2019-9512 / -9515),
         PRIORITY (CVE-2019-9513), and empty DATA frames that do not end their stream
@@ -209,10 +264,15 @@ class Http2Protocol:
         pos = self._walk_skip
         end = len(buf)
         count = 0
+        continuations = self._continuations
         while pos + 9 <= end:
             length = int.from_bytes(buf[pos : pos + 3], "big")
             kind = buf[pos + 3]
             flags = buf[pos + 4]
+            if kind == 0x9:  # CONTINUATION, RFC 9113 §6.10
+                continuations += 1
+            else:
+                continuations = 0
             # Types: DATA 0x0 (flag 0x1 END_STREAM), PRIORITY 0x2, SETTINGS 0x4 and PING 0x6
             # (flag 0x1 ACK on both): RFC 9113 §6.1, §6.3, §6.5, §6.7.
             if (
@@ -226,44 +286,35 @@ class Http2Protocol:
             self._walk_skip, self._walk_carry = pos - end, b""
         else:
             self._walk_skip, self._walk_carry = 0, buf[pos:]
+        self._continuations = continuations
+        if continuations > settings.H2_MAX_CONTINUATIONS:
+            return "CONTINUATION flood"
         if not count:
-            return False
+            return None
         now = time.monotonic()
         if now >= self._control_window_end:
             self._control_window_end = now + settings.H2_CONTROL_WINDOW
             self._control_count = 0
         self._control_count += count
-        return self._control_count > settings.H2_MAX_CONTROL_FRAMES
+        if self._control_count > settings.H2_MAX_CONTROL_FRAMES:
+            return "control frame flood"
+        return None
 
-    def _oversized_frame_pending(self) -> bool:
-        """Does the incomplete frame h2 is buffering announce more than our MAX_FRAME_SIZE?"""
-        conn = self._conn
-        return conn.partial_frame_length() > conn.max_inbound_frame_size
-
-    def _protocol_error(self, exc: h2.exceptions.ProtocolError) -> list[Event]:
-        text = str(exc)
-        # CONTINUATION floods: RFC 9113 §10.5 calls them abuse.
-        if h2shim.is_flood(exc):
-            return self._go_away(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, text)
-        if h2shim.is_bad_preface(exc):
-            # RFC 9113 §3.4: an invalid preface is a connection error PROTOCOL_ERROR; h2 sends
-            # no GOAWAY for it, so one goes after the server preface h2 has queued.
-            self._conn.queue_goaway(
-                0, h2.errors.ErrorCodes.PROTOCOL_ERROR, b"invalid connection preface"
-            )
+    def _connection_error(self, broken: Broken) -> list[Event]:
+        """A connection error the engine found: GOAWAY (the engine's own, or ours with the code
+        bridge answers that error with), then every stream ends."""
+        if broken.at_preface:
+            # RFC 9113 §3.4: PROTOCOL_ERROR, after our SETTINGS; no stream was processed.
+            self._conn.preface_refused()
             self._closed = True
             return self._close_all("GOAWAY PROTOCOL_ERROR: invalid connection preface")
-        if h2shim.is_compression_error(exc):
-            # h2 answers every HPACK failure with PROTOCOL_ERROR, but a header block that does
-            # not decode is a COMPRESSION_ERROR (RFC 9113 §4.3).
-            return self._go_away(h2.errors.ErrorCodes.COMPRESSION_ERROR, text)
-        self._closed = True  # h2 has queued its own GOAWAY already
-        return self._close_all(f"protocol error: {text}")
+        if not broken.answered:
+            return self._go_away(ErrorCodes(broken.code), broken.why)
+        self._closed = True
+        return self._close_all(f"protocol error: {broken.why}")
 
-    def _go_away(self, code: h2.errors.ErrorCodes, why: str) -> list[Event]:
-        conn = self._conn
-        conn.clear_outbound_data_buffer()
-        conn.queue_goaway(conn.highest_inbound_stream_id, code)
+    def _go_away(self, code: ErrorCodes, why: str) -> list[Event]:
+        self._conn.go_away(code)
         self._closed = True
         return self._close_all(f"GOAWAY {code.name}: {why}")
 
@@ -306,14 +357,14 @@ class Http2Protocol:
         out: list[Event] = []
         try:
             self._send(event, sid, stream, out)  # type: ignore[arg-type]
-        except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
+        except StreamGone:
             if self._streams.pop(sid, None) is not None:
                 out.append(StreamClosed(sid))
-        except h2.exceptions.ProtocolError as exc:
-            # Our own bug (e.g. a header h2 refuses): reset that stream, keep the connection.
-            self._reset(sid, h2.errors.ErrorCodes.INTERNAL_ERROR, out)
+        except SendRefused:
+            # Our own bug (e.g. a header the engine refuses): reset that stream, keep the
+            # connection.
+            self._reset(sid, ErrorCodes.INTERNAL_ERROR, out)
             out.append(StreamReset(sid, ErrorCode.INTERNAL_ERROR))
-            del exc
         return out
 
     def _send(self, event: Event, sid: int, stream: _Stream, out: list[Event]) -> None:
@@ -330,7 +381,7 @@ class Http2Protocol:
             stream.kind = stream.kind.answered(event.status)
             conn.send_headers(sid, response_fields(event.status, event.headers))
         elif isinstance(event, InformationalResponse):
-            conn.send_headers(sid, response_fields(event.status, event.headers))
+            conn.send_informational(sid, response_fields(event.status, event.headers))
         elif isinstance(event, (EndBody, EndData)):
             stream.state = stream.state.after(Step.END)
             self._flush(sid, out)
@@ -359,7 +410,7 @@ class Http2Protocol:
         conn = self._conn
         pending = stream.pending
         while pending:
-            window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+            window = min(conn.send_window(sid), conn.max_outbound_frame_size)
             if window <= 0:
                 return
             head = pending[0]
@@ -387,40 +438,38 @@ class Http2Protocol:
             self._finish(sid, out)
         else:
             # RFC 9113 §8.1: a complete response may end an unread request with NO_ERROR.
-            self._reset(sid, h2.errors.ErrorCodes.NO_ERROR, out)
+            self._reset(sid, ErrorCodes.NO_ERROR, out)
 
     def _finish(self, sid: int, out: list[Event]) -> None:
         if self._streams.pop(sid, None) is not None:
             out.append(StreamClosed(sid))
 
-    def _reset(self, sid: int, code: h2.errors.ErrorCodes, out: list[Event]) -> None:
-        try:
-            self._conn.reset_stream(sid, code)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
-            pass
+    def _reset(self, sid: int, code: ErrorCodes, out: list[Event]) -> None:
+        self._conn.reset_stream(sid, code)
         self._finish(sid, out)
 
     def can_push(self) -> bool:
         """Would a PushPromise now become a promised stream (not be dropped)?
 
         No when the client sent SETTINGS_ENABLE_PUSH=0 (RFC 9113 §6.5.2), or when our pushed
-        streams already fill its SETTINGS_MAX_CONCURRENT_STREAMS. h2 counts only streams past
-        "reserved" (§5.1.2), but every promise here is answered at once, so a page's whole
-        batch of promises would overshoot the limit: count every pushed stream we hold.
+        streams already fill its SETTINGS_MAX_CONCURRENT_STREAMS. The engines count only
+        streams past "reserved" (§5.1.2), but every promise here is answered at once, so a
+        page's whole batch of promises would overshoot the limit: count every pushed stream we
+        hold. (libnghttp2 would even promise a stream to a client that disabled push, and then
+        close it.)
         """
         conn = self._conn
-        if self._closed or not (self.enable_push and conn.remote_settings.enable_push):
+        if self._closed or not (self.enable_push and conn.peer_push_enabled):
             return False
         pushed = sum(1 for sid in self._streams if not sid % 2)
-        return pushed < conn.remote_settings.max_concurrent_streams
+        return pushed < conn.peer_max_concurrent_streams
 
     def _push(self, event: PushPromise, sid: int, out: list[Event]) -> None:
         conn = self._conn
         if not self.can_push():
             return
         request = self._requests_for_push(sid, event)
-        promised = conn.get_next_available_stream_id()
-        conn.push_stream(sid, promised, request)
+        promised = conn.push(sid, request)
         self._streams[promised] = _Stream(
             state=StreamState.REMOTE_CLOSED, data_prefix=_data_prefix(promised)
         )
@@ -463,16 +512,10 @@ class Http2Protocol:
 
     # --- flow control and state ---------------------------------------------------------------
 
-    def _ack(self, sid: int, size: int) -> None:
-        try:
-            self._conn.acknowledge_received_data(size, sid)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-            pass
-
     def acknowledge(self, stream_id: int, size: int) -> None:
         """The handler consumed `size` body bytes: hand the window back to the client."""
         if size and not self._closed:
-            self._ack(stream_id, size)
+            self._conn.acknowledge(stream_id, size)
 
     def frame_prerendered(
         self, stream_id: int, data: bytes, *, framed: bool = False
@@ -482,15 +525,16 @@ class Http2Protocol:
         The fan-out writes one pre-rendered event to thousands of streams; going through
         h2's `send_data` (frame objects, state machines) costs several times the write
         itself. When nothing is queued for the stream and both flow-control windows hold the
-        bytes, the frame is framed here and the windows are charged as h2 would charge them
-        (RFC 9113 §6.1, §6.9); otherwise (None) the caller takes the ordinary `send(Body)` path.
-        The result includes what h2 had queued (a response head), so one write keeps order.
+        bytes, the engine frames it at once, windows charged (RFC 9113 §6.1, §6.9; on h2 the
+        frame is built by hand, on nghttp2 `send_data` is as cheap); otherwise (None) the
+        caller takes the ordinary `send(Body)` path. The result includes what the engine had
+        queued (a response head), so one write keeps order.
         (`framed` changes nothing: HTTP/2's shared framing is none, see `body_framing`.)
         """
         stream = self._streams.get(stream_id)
         if stream is None or stream.pending or not stream.state.takes_body or self._closed:
             return None
-        return self._conn.data_frame_now(stream_id, stream.data_prefix, data)
+        return self._conn.frame_now(stream_id, stream.data_prefix, data)
 
     def body_framing(self, stream_id: int) -> framing.Framing:
         return framing.UNFRAMED  # a DATA frame carries its stream id: framed per write
@@ -509,26 +553,23 @@ class Http2Protocol:
         return stream.pending_size if stream is not None else 0
 
     def send_window(self, stream_id: int) -> int:
-        try:
-            return self._conn.local_flow_control_window(stream_id)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.NoSuchStreamError):
-            return 0
+        return self._conn.send_window(stream_id)
 
     def shutdown(self) -> None:
         """GOAWAY (NO_ERROR) as the connection closes; the server calls it from `close()`.
 
-        h2 moves its connection to CLOSED here, so nothing can be sent after it: later sends
-        are dropped (as on any closed adapter) instead of raising out of h2.
+        Nothing can be sent after it: later sends are dropped (as on any closed adapter)
+        instead of raising out of the engine.
         """
         if not self._closed:
-            self._conn.close_connection(h2.errors.ErrorCodes.NO_ERROR)
+            self._conn.close()
             self._closed = True
 
     def data_to_send(self) -> bytes:
         return self._conn.data_to_send()
 
     def release(self) -> None:
-        """The connection is gone: drop every stream's queued bytes and h2's unsent ones now.
+        """The connection is gone: drop every stream's queued bytes and the engine's unsent ones.
 
         What still refers to this adapter (exchanges, cancelled handler tasks) may live on in
         reference cycles until a collection; the buffers must not live on with them.
@@ -558,16 +599,16 @@ class Http2Protocol:
         return len(self._streams)
 
 
-def reset_code(code: ErrorCode) -> h2.errors.ErrorCodes:
+def reset_code(code: ErrorCode) -> ErrorCodes:
     """The RST_STREAM code (RFC 9113 §7) for a stream that fails after its head is out."""
     match code:
         case ErrorCode.CANCELLED:
-            return h2.errors.ErrorCodes.CANCEL
+            return ErrorCodes.CANCEL
         case ErrorCode.OVERLOADED:
             # §8.7: REFUSED_STREAM tells the client no work was done; it may retry.
-            return h2.errors.ErrorCodes.REFUSED_STREAM
+            return ErrorCodes.REFUSED_STREAM
         case ErrorCode.BAD_REQUEST:
-            return h2.errors.ErrorCodes.PROTOCOL_ERROR
+            return ErrorCodes.PROTOCOL_ERROR
         case (
             ErrorCode.FORBIDDEN
             | ErrorCode.NOT_FOUND
@@ -583,6 +624,6 @@ def reset_code(code: ErrorCode) -> h2.errors.ErrorCodes:
             | ErrorCode.UPSTREAM_TIMEOUT
             | ErrorCode.HTTP_VERSION_NOT_SUPPORTED
         ):
-            return h2.errors.ErrorCodes.INTERNAL_ERROR
+            return ErrorCodes.INTERNAL_ERROR
         case _:
             assert_never(code)

@@ -207,6 +207,16 @@ class NotifyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Engines:
+    """`engines:` the protocol implementation behind each HTTP version. nghttp2 falls back to
+    h2 where the pinned ngh2 is not installed (`bridge.protocol.http2.engine_in_use`); HTTP/3
+    is aioquic's alone in this version (`qh3` is not accepted yet)."""
+
+    http2: Literal["nghttp2", "h2"] = "nghttp2"
+    http3: Literal["aioquic"] = "aioquic"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: Path = field(metadata=DERIVED)  # the file as given on the command line
     listen: Listen
@@ -217,5 +227,6 @@ class Config:
     routes: tuple[Route, ...] = ()
     broker: BrokerConfig | None = None  # None: the in-process broker
     notify: NotifyConfig | None = None  # None: no notify input (the header is still stripped)
+    engines: Engines = field(default_factory=Engines)
     # Accepted, but probably not what was meant.
     warnings: tuple[ConfigProblem, ...] = field(default=(), metadata=DERIVED)

@@ -38,6 +38,29 @@ log = logging.getLogger("bridge.server")
 _PREFACE_LINE = len(b"PRI * HTTP/2.0")
 
 
+def http2_preface_shape(first: bytes) -> bool | None:
+    """Do a clear-text connection's first bytes come from an HTTP/2 client (prior knowledge,
+    RFC 9113 §3.3)? None: not decidable yet.
+
+    Yes for the preface, and for what has its shape without being it: a first line naming no
+    HTTP version, right before an empty line (h2spec's "INVALID CONNECTION PREFACE\r\n\r\n");
+    the HTTP/2 adapter answers those with SETTINGS and GOAWAY PROTOCOL_ERROR (§3.4), as on
+    TLS. No for anything naming a version in its first line (HTTP/1.x, and HTTP/1.2 or
+    HTTP/3 that get 505 and 400) and for binary bytes (TLS on the clear port: 400).
+    """
+    if first.startswith(PREFACE[:_PREFACE_LINE]):
+        return True
+    if len(first) < len(PREFACE) and PREFACE.startswith(first):
+        return None  # could still become the HTTP/2 preface
+    end = first.find(b"\r\n")
+    line = first if end < 0 else first[:end]
+    if b" HTTP/" in line or not line.isascii() or not line[:1].isalpha():
+        return False
+    if end < 0 or len(first) < end + 4:
+        return None if len(first) < settings.H2C_SNIFF_MAX else False
+    return first[end : end + 4] == b"\r\n\r\n"
+
+
 class ConnState(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"
@@ -127,6 +150,7 @@ class ServerConnection(asyncio.BufferedProtocol):
             self.adapter = Http2Protocol(
                 scheme=self.scheme,
                 max_concurrent_streams=self.ctx.limits.h2_max_concurrent_streams,
+                engine=self.ctx.h2_engine,
             )
         else:
             self.adapter = Http1Protocol(scheme=self.scheme)
@@ -162,13 +186,11 @@ class ServerConnection(asyncio.BufferedProtocol):
 
     def _sniff(self, data: bytes) -> bytes:
         buffered = self._preface + data
-        if PREFACE.startswith(buffered[: len(PREFACE)]) and len(buffered) < len(PREFACE):
-            self._preface = buffered  # could still become the HTTP/2 preface
+        h2 = http2_preface_shape(buffered)
+        if h2 is None:
+            self._preface = buffered  # not decided yet (bounded by H2C_SNIFF_MAX)
             return b""
         self._preface = b""
-        # The preface's request line with the wrong rest is a client speaking HTTP/2 badly:
-        # the HTTP/2 adapter answers it, with GOAWAY PROTOCOL_ERROR (RFC 9113 §3.4).
-        h2 = buffered.startswith(PREFACE[:_PREFACE_LINE])
         self._use(Http2Protocol if h2 else Http1Protocol)
         return buffered
 

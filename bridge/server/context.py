@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Protocol
 from ..accesslog import AccessEntry
 from ..errorpage import error_body, error_headers
 from ..errors import ErrorCode, StreamError
+from ..protocol.h2engine import NGHTTP2, EngineFactory
+from ..protocol.http2 import engine_factory
 from ..requestid import request_id
 from ..settings import Limits
 from ..stream.host import Handler
@@ -43,8 +45,17 @@ class Flushable(Protocol):
 
 
 class ServerContext:
-    def __init__(self, *, limits: Limits, handler: Handler, access_log: AccessLog | None) -> None:
+    def __init__(
+        self,
+        *,
+        limits: Limits,
+        handler: Handler,
+        access_log: AccessLog | None,
+        h2_engine: str = NGHTTP2,
+    ) -> None:
         self.limits = limits
+        # The HTTP/2 engine new connections get (`engines.http2`; h2 when nghttp2 cannot run).
+        self.h2_engine: EngineFactory = engine_factory(h2_engine)
         self.handler = handler
         self.access_log = access_log
         self.connections: set[ClientConnection] = set()

@@ -27,6 +27,7 @@ from .. import settings
 from ..accesslog import AccessLog, install_sigusr1
 from ..certs import server_files
 from ..errors import ConfigError
+from ..protocol.http2 import engine_factory
 from ..protocol.quic import server_configuration
 from ..routing.model import Address, Config, Route
 from ..stream.host import Handler
@@ -109,7 +110,10 @@ class Bridge:
         self.access_log = AccessLog.open(config.access_log.path, config.access_log.format)
         install_sigusr1(loop, self.access_log)
         self.context = ServerContext(
-            limits=config.limits, handler=self.site.handler, access_log=self.access_log
+            limits=config.limits,
+            handler=self.site.handler,
+            access_log=self.access_log,
+            h2_engine=config.engines.http2,
         )
         listen = config.listen
         if listen.https is not None:
@@ -346,6 +350,7 @@ class Bridge:
             self.ssl_context.load_cert_chain(*map(str, cert_files))
         ctx.handler, (kept, restarted, ended) = self.site.reload(config, self.ports.get("https"))
         ctx.limits = config.limits
+        ctx.h2_engine = engine_factory(config.engines.http2)  # for connections from now on
         if access_log is not None:
             old_log, self.access_log = self.access_log, access_log
             ctx.access_log = access_log

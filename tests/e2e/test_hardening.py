@@ -338,6 +338,32 @@ def close_code(frames: list[tuple[int, bytes]]) -> int | None:
     return int.from_bytes(closes[0][:2], "big") if closes else None
 
 
+@pytest.mark.parametrize("bytewise", [False, True], ids=["burst", "octet-wise"])
+def test_every_ping_of_a_sane_burst_gets_its_own_pong(certs: Path, bytewise: bool) -> None:
+    """Autobahn 2.10 / 2.11: ten pings with payloads, in one write or one octet per write,
+    get ten pongs echoing each payload, in order (coalescing is for floods only)."""
+
+    async def body() -> None:
+        async with price_site(certs) as (_, b):
+            reader, writer = await ws_over_tls(b, "/prices/A")
+            pings = [masked(0x9, f"ping {i}".encode()) for i in range(10)]
+            data = b"".join(pings)
+            for piece in [data[i : i + 1] for i in range(len(data))] if bytewise else [data]:
+                writer.write(piece)
+                await writer.drain()
+            received = b""
+            pongs: list[bytes] = []
+            for _ in range(100):  # bounded: frames arrive within a few reads
+                received += await asyncio.wait_for(reader.read(65536), 10)
+                pongs = [p for op, p in server_frames(received) if op == 0xA]
+                if len(pongs) >= 10:
+                    break
+            assert pongs == [f"ping {i}".encode() for i in range(10)]
+            writer.close()
+
+    run(body())
+
+
 def test_websocket_ping_flood_from_a_client_that_never_reads_is_cut_off(certs: Path) -> None:
     async def body() -> None:
         async with (

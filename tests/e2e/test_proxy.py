@@ -155,7 +155,7 @@ def test_paths_are_normalised_before_matching(certs: Path) -> None:
 
 
 BAD_INPUT = [
-    (b"GARBAGE\r\n\r\n", b"400"),
+    (b"GARBAGE\r\nHost: a\r\n\r\n", b"400"),  # "GARBAGE\r\n\r\n" reads as an h2c preface
     (b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", b"431"),
     (
         b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",

@@ -44,6 +44,9 @@ from bridge.protocol.http2 import PREFACE, Http2Protocol
 
 from .helpers import H2Pair, feed, feed_modes, of_type
 
+# Every test here runs on both HTTP/2 engines (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("h2_engine")
+
 ErrorCodes = h2.errors.ErrorCodes
 
 
@@ -656,6 +659,21 @@ def test_shutdown_sends_goaway_and_drops_late_writes(bytewise: bool) -> None:
     # The connection is over: a handler still writing must not get an exception from h2.
     assert pair.respond(Response(sid, 200), Body(sid, b"late"), EndBody(sid)) == []
     assert pair.server.data_to_send() == b""
+
+
+@feed_modes
+def test_a_response_queued_before_shutdown_arrives_before_the_goaway(bytewise: bool) -> None:
+    """Graceful stop: the last response's frames, then GOAWAY NO_ERROR (libnghttp2 would put
+    the GOAWAY first, and a client that stops at it would lose the response's end)."""
+    pair = _ready(bytewise)
+    sid = pair.get()
+    pair.to_server()
+    pair.respond(Response(sid, 200), Body(sid, b"finished"), EndBody(sid))
+    pair.server.shutdown()
+    client_events = pair.to_client()
+    kinds = [type(e) for e in client_events]
+    assert kinds.index(h2.events.StreamEnded) < kinds.index(h2.events.ConnectionTerminated)
+    assert b"".join(e.data for e in of_type(client_events, h2.events.DataReceived)) == b"finished"
 
 
 def test_preface_constant_matches_rfc() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import h2.events
 import h11
+import pytest
 
 from bridge.events import Body, EndBody, Response
 from bridge.framing import UNFRAMED
@@ -72,6 +73,7 @@ def h2_stream() -> H2Pair:
     return pair
 
 
+@pytest.mark.usefixtures("h2_engine")  # on both HTTP/2 engines (tests/conftest.py)
 def test_http2_frames_each_event_as_one_data_frame_of_its_stream() -> None:
     pair = h2_stream()
     sid = 1
@@ -90,6 +92,7 @@ def test_http2_frames_each_event_as_one_data_frame_of_its_stream() -> None:
     assert all(e.stream_id == sid for e in data)
 
 
+@pytest.mark.usefixtures("h2_engine")
 def test_http2_past_the_window_falls_back_to_flow_controlled_body() -> None:
     pair = h2_stream()
     sid = 1

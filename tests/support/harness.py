@@ -9,6 +9,7 @@ The config goes through the real loader from a real file, like a user's `routes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import ssl
@@ -22,7 +23,12 @@ import pytest
 
 from bridge.app import create_bridge
 from bridge.routing.config import load_config
+from bridge.routing.model import Engines
 from bridge.server.run import Bridge
+
+# The HTTP/2 engine every bridge started here runs on, when a test sets it (tests/conftest.py
+# `h2_engine`); None: what the config says.
+H2_ENGINE: str | None = None
 
 
 @dataclass
@@ -78,7 +84,10 @@ async def running_bridge(text: str, certs: Path) -> AsyncIterator[Running]:
     try:
         path = directory / "routes.yaml"
         path.write_text(text)
-        bridge = create_bridge(load_config(path))
+        config = load_config(path)
+        if H2_ENGINE is not None:
+            config = dataclasses.replace(config, engines=Engines(http2=H2_ENGINE))  # type: ignore[arg-type]
+        bridge = create_bridge(config)
         await bridge.start()
         try:
             yield Running(bridge, certs / "ca.crt", directory)

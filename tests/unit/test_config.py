@@ -393,8 +393,8 @@ def test_the_path_is_shown_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         (
             MINIMAL + "routes: [{path: /, upstream: app}]\nextra: 1\n",
             [
-                '4:1: unknown top-level key "extra" (expected one of: access_log, broker, limits,'
-                " listen, notify, routes, tls, upstreams)"
+                '4:1: unknown top-level key "extra" (expected one of: access_log, broker, engines,'
+                " limits, listen, notify, routes, tls, upstreams)"
             ],
         ),
         (

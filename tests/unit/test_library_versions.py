@@ -25,6 +25,7 @@ SHIM_OF = {
     "h2": "h2shim.py",
     "hpack": "h2shim.py",
     "hyperframe": "h2shim.py",
+    "ngh2": "ngh2shim.py",
     "aioquic": "quicshim.py",
     "httptools": "httptoolsshim.py",
 }

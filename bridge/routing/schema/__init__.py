@@ -1,7 +1,7 @@
 """The routes.yaml schema: what each key means, checked against the whole of ROUTES.md.
 
 `build` reads a composed document (`bridge.routing.yamlwalk`) into a `Config`, one function per
-section, each in the module named after it: `server` (listen, tls, access_log, limits),
+section, each in the module named after it: `server` (listen, tls, access_log, limits, engines),
 `upstreams`, `routes` (paths, push), `stream` (a route's `stream:` block) and `notify`. Field paths in
 messages read like the file: `listen.https`, `upstreams.app.url`, `routes[0].stream.every`,
 `routes[2].push[1]`. Valid but meaningless combinations (`send:` on a stream without
@@ -23,7 +23,7 @@ from ..model import BrokerConfig, Config, keys
 from ..yamlwalk import Walker, present
 from .notify import read_notify
 from .routes import read_routes
-from .server import read_access_log, read_limits, read_listen, read_tls
+from .server import read_access_log, read_engines, read_limits, read_listen, read_tls
 from .upstreams import read_upstreams
 
 TOP_KEYS = keys(Config)
@@ -44,6 +44,7 @@ def build(w: Walker, root: Node, source: Path) -> Config | None:
     routes = read_routes(w, present(top, "routes"), upstreams, declared, root)
     broker = read_broker(w, present(top, "broker"))
     notify = read_notify(w, present(top, "notify"))
+    engines = read_engines(w, present(top, "engines"))
     if w.problems:
         return None
     return Config(
@@ -56,6 +57,7 @@ def build(w: Walker, root: Node, source: Path) -> Config | None:
         routes=tuple(routes),
         broker=broker,
         notify=notify,
+        engines=engines,
     )
 
 

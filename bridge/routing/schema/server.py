@@ -1,4 +1,5 @@
-"""How bridge itself serves: the `listen:`, `tls:`, `access_log:` and `limits:` sections.
+"""How bridge itself serves: the `listen:`, `tls:`, `access_log:`, `limits:` and `engines:`
+sections.
 
 An absent section is its dataclass's defaults; so is a key left out of one.
 """
@@ -9,10 +10,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from yaml.nodes import Node
+from yaml.nodes import Node, ScalarNode
 
 from ...settings import Limits
-from ..model import AccessLogConfig, Address, Listen, TlsConfig, choices, keys
+from ..model import AccessLogConfig, Address, Engines, Listen, TlsConfig, choices, keys
 from ..units import SIZE_LIMITS, is_loopback, parse_address
 from ..yamlwalk import Walker
 
@@ -20,6 +21,7 @@ LISTEN_KEYS = keys(Listen)
 TLS_KEYS = keys(TlsConfig)
 ACCESS_LOG_KEYS = keys(AccessLogConfig)
 LIMITS_KEYS = keys(Limits)
+ENGINES_KEYS = keys(Engines)
 HTTP_MODES = choices(Listen, "http_mode")
 LOG_FORMATS = choices(AccessLogConfig, "format")
 MAX_COUNT = 2**31 - 1
@@ -136,3 +138,22 @@ def read_limits(w: Walker, node: Node | None) -> Limits:
         if parsed is not None:
             values[key] = parsed
     return Limits(**values)
+
+
+def read_engines(w: Walker, node: Node | None) -> Engines:
+    if node is None:
+        return Engines()
+    items = w.mapping(node, "engines", ENGINES_KEYS)
+    if items is None:
+        return Engines()
+    values: dict[str, Any] = {}
+    for key in ENGINES_KEYS:
+        if key in items:
+            node = items[key]
+            if key == "http3" and isinstance(node, ScalarNode) and node.value == "qh3":
+                w.error(node, "engines.http3", "qh3 is not accepted yet in this version (aioquic)")
+                continue
+            chosen = w.choice(node, f"engines.{key}", choices(Engines, key))
+            if chosen is not None:
+                values[key] = chosen
+    return Engines(**values)
