@@ -53,6 +53,8 @@ tls:
 access_log:
   path: /dev/null
   format: combined
+engines:
+  http2: {engine}
 limits:
   max_connections: 30000
   max_subscribers: 30000
@@ -474,6 +476,7 @@ def _run(coro: object) -> None:
 
 def start_feed(
     checks: Any = None,
+    engine: str = "nghttp2",
 ) -> tuple[mp.Process, mp.Queue, BridgeProcess, int, int]:  # type: ignore[type-arg]
     """The long-poll upstream in a process of its own, and bridge (not started) in front of
     it: (upstream, its publish queue, bridge, https port, http port). With `checks` (a shared
@@ -487,7 +490,9 @@ def start_feed(
     upstream.start()
     ready.wait(10)
     routes = ROUTES + (AUTHORIZE if checks is not None else "")
-    bridge = BridgeProcess(routes.format(https=https, http=http, upstream=upstream_port))
+    bridge = BridgeProcess(
+        routes.format(https=https, http=http, upstream=upstream_port, engine=engine)
+    )
     return upstream, publish, bridge, https, http
 
 
@@ -498,9 +503,10 @@ def measure(
     processes: int,
     streams: int = 1,
     sessions: int = 0,
+    engine: str = "nghttp2",
 ) -> dict[str, float]:
     checks = mp.Value("l", 0) if sessions else None
-    upstream, publish, bridge, https, http = start_feed(checks)
+    upstream, publish, bridge, https, http = start_feed(checks, engine)
     raise_fd_limit()
     bridge.start([https, http])
     port = http if mode in ("sse-h1", "ws-h1") else https
@@ -606,6 +612,9 @@ def main() -> None:
         help="authorize on: subscribers carry SESSIONS distinct session cookies (e.g. 1000 "
         "for 10000 subscribers); the checks column counts the app's checks",
     )
+    parser.add_argument(
+        "--h2-engine", choices=("nghttp2", "h2"), default="nghttp2", help="engines.http2"
+    )
     args = parser.parse_args()
     if not shutil.which("taskset"):
         print("note: taskset missing; processes are pinned with sched_setaffinity where possible")
@@ -616,7 +625,10 @@ def main() -> None:
     print(header)
     for mode in args.modes:
         for n in args.subscribers:
-            r = measure(mode, n, args.changes, args.processes, args.h2_streams, args.authorize)
+            r = measure(
+                mode, n, args.changes, args.processes, args.h2_streams, args.authorize,
+                args.h2_engine,
+            )  # fmt: skip
             print(
                 f"{mode:<11} {r['connected']:6.0f} {r['connect_s']:7.2f} {r['connect_cpu_us']:8.0f} "
                 f"{r['rss_kb']:10.1f} "
