@@ -70,11 +70,13 @@ def test_a_poke_during_a_poll_asks_for_one_more_and_a_failing_upstream_keeps_its
         assert len(script.calls) == 3
         script.fail = lambda: (500, [], b"")
         channel.leadership.poke()
-        await clock.advance(settings.NOTIFY_MIN_GAP)
+        # Less than the shortest backoff (a full-jitter delay may be exactly BACKOFF_MIN):
+        # every step below stays strictly inside it, so only the pokes could poll.
+        await clock.advance(settings.BACKOFF_MIN / 2)
         assert len(script.calls) == 4  # failed: now backoff decides
         step = settings.BACKOFF_MIN / 40  # every poke lands inside the shortest backoff
         monkeypatch.setattr(settings, "NOTIFY_MIN_GAP", step / 2)  # the gap would let them
-        for _ in range(20):
+        for _ in range(15):
             channel.leadership.poke()
             await clock.advance(step)
         assert len(script.calls) == 4
