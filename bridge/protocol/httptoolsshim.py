@@ -18,6 +18,12 @@ def callback_error(exc: httptools.HttpParserCallbackError) -> BaseException | No
     return exc.__context__
 
 
+def upgrade_offset(exc: httptools.HttpParserUpgrade) -> int:
+    """Where, in the bytes last fed, the upgraded protocol's bytes start: httptools passes the
+    offset as the exception's only argument."""
+    return int(exc.args[0])
+
+
 def reason(exc: httptools.HttpParserError) -> str:
     """llhttp's reason for refusing the bytes (may be empty)."""
     return str(exc)

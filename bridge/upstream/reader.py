@@ -21,7 +21,7 @@ import httptools
 
 from .. import settings
 from ..events import Headers
-from ..protocol import h1wire
+from ..protocol import h1wire, httptoolsshim
 
 HEAD, INFO, DATA, END = range(4)
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -188,9 +188,9 @@ class ResponseReader:
         except httptools.HttpParserUpgrade as exc:
             if not self.switched:
                 raise ResponseError("unexpected upgrade") from None
-            self.rest = bytes(data[exc.args[0] :])
+            self.rest = bytes(data[httptoolsshim.upgrade_offset(exc) :])
         except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
+            cause = httptoolsshim.callback_error(exc)
             if self.stray:
                 return
             if isinstance(cause, ResponseError):
@@ -200,7 +200,7 @@ class ResponseReader:
             if self.complete:
                 self.stray = True
                 return
-            raise ResponseError(str(exc) or "malformed answer") from None
+            raise ResponseError(httptoolsshim.reason(exc) or "malformed answer") from None
         if head_pending and not self._head_done and self._head_bytes > settings.MAX_HEADER_BYTES:
             raise ResponseError("response head too large")
 

@@ -127,8 +127,8 @@ SHIMS = {
     "protocol/quicshim.py",
     "protocol/httptoolsshim.py",
 }
-# Where library objects are held: the adapters, the drivers, and the stream seam below them.
-HOLDERS = ("protocol", "server", "stream")
+# Where library objects are held: the adapters, the drivers, the stream seam, the upstream client.
+HOLDERS = ("protocol", "server", "stream", "upstream")
 # Underscored names of bridge's own objects that these modules may reach (none needed today).
 OWN_PRIVATE: frozenset[str] = frozenset()
 
