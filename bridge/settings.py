@@ -15,7 +15,7 @@ MB = 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The user-tunable limits of `routes.yaml` `limits:`; defaults match ROUTES.md."""
+    """The user-tunable limits of `routes.yaml` `limits:`; defaults match docs/configuration.md."""
 
     max_connections: int = 20000
     max_subscribers: int = 20000
@@ -45,7 +45,7 @@ MAX_TARGET_BYTES = 8 * KB
 # Above the high watermark a writer pauses; it resumes below the low one (uvicorn's shape).
 WRITE_HIGH_WATER = 256 * KB
 WRITE_LOW_WATER = 64 * KB
-# Inbound bodies pause reading above this many unconsumed bytes (DESIGN.md).
+# Inbound bodies pause reading above this many unconsumed bytes (docs/architecture.md).
 READ_HIGH_WATER = 64 * KB
 # HTTP/1.1 pipelined request bytes held while the current request is answered; past this the
 # connection closes after the current response (RFC 9112 §9.3.2: clients retry the rest).

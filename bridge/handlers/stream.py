@@ -1,6 +1,6 @@
 """Requests on a stream route: Server-Sent Events subscribers and legacy polling clients.
 
-- `Accept: text/event-stream` → an SSE subscription on the route's channel (ROUTES.md).
+- `Accept: text/event-stream` → an SSE subscription on the route's channel (docs/configuration.md).
 - A WebSocket handshake → the WebSocket handler, when one is installed.
 - Any other GET/HEAD → the channel's latest snapshot with its ETag (304 on `If-None-Match`,
   `Prefer: wait=N` long-polls), so old polling clients stop costing the upstream too. On a
@@ -8,7 +8,7 @@
   the cursor has passed it, else held without a task (hub/waiters.py) until it does or
   `longpoll.timeout`, as the long-poll upstream itself would.
 
-Before a stream's first state, requests hear how its first poll went (ROUTES.md "Upstream
+Before a stream's first state, requests hear how its first poll went (docs/configuration.md "Upstream
 trouble"): a 4xx from the upstream is everyone's answer (with its `WWW-Authenticate`); other
 failures leave subscribers to heartbeats, and a plain GET that cannot be answered gets 502
 with a one-line cause (504 when the upstream did not answer in time).
@@ -215,7 +215,7 @@ def _body_headers(item: Item) -> Headers:
 
 
 def _no_snapshot(exchange: Exchange, exc: NoSnapshot) -> None:
-    """What a request that needed the stream's first state is told (ROUTES.md "Upstream
+    """What a request that needed the stream's first state is told (docs/configuration.md "Upstream
     trouble"): the upstream's 4xx as it gave it, else 502 (504: no answer in time) and why."""
     failure = exc.failure
     headers: Headers = []

@@ -59,7 +59,7 @@ def origin_allowed(exchange: Exchange, allowed: tuple[str, ...]) -> bool:
     # RFC 6454 §7.1: the header is "null" or serialised origins; anything else (a path, user
     # info, a list of several) is not an origin we could compare, and is refused. A browser
     # never sends "null" for a page it can name, so "null" (sandboxed frames, file: pages,
-    # some redirects) is refused too (ROUTES.md, "Origins").
+    # some redirects) is refused too (docs/configuration.md, "Origins").
     text = origin.decode("latin-1").strip()
     if "/" in text.partition("://")[2] or " " in text:
         return False

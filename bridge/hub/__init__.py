@@ -1,6 +1,6 @@
 """The hub: one poller per stream key, fanning every change out to its subscribers.
 
-See DESIGN.md "The hot path: fan-out". Handlers use `Hub` (subscribe, latest, wait_change)
+See docs/architecture.md ("One stream event"). Handlers use `Hub` (subscribe, latest, wait_change)
 and give each subscriber a `Sink`; everything else here is the hub's own business.
 """
 

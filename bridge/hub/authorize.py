@@ -1,4 +1,4 @@
-"""Who may subscribe: a stream's `authorize:` block, asked of the app itself (ROUTES.md
+"""Who may subscribe: a stream's `authorize:` block, asked of the app itself (docs/configuration.md
 "Authorization").
 
 A subscriber (SSE, WebSocket, a plain GET answered from the stream) is let in when bridge's

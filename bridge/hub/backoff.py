@@ -1,6 +1,6 @@
 """Retry delays for a failing upstream: exponential with full jitter, and `Retry-After`.
 
-ROUTES.md "Backoff": from `BACKOFF_BASE` (1 s), doubling, to at most `BACKOFF_MAX` (30 s), with
+docs/configuration.md "Backoff": from `BACKOFF_BASE` (1 s), doubling, to at most `BACKOFF_MAX` (30 s), with
 full jitter — the delay is uniform in [0, ceiling] (the AWS Architecture Blog's "Exponential
 Backoff And Jitter"), so channels that failed together do not retry together. A `Retry-After`
 (delta-seconds or an HTTP-date, RFC 9110 §10.2.3; capped at `RETRY_AFTER_MAX`) replaces the

@@ -20,7 +20,7 @@ counters.py), and its two state machines, `Lifetime` and `Health` (state.py).
 - **Trouble upstream** reaches the channel as a `Status`: subscribers keep their last state and
   get heartbeats, never error events; plain GETs waiting for a first state give up at once.
   Before the first state the channel keeps the latest failure (`failure`), which plain GETs
-  and new subscribers are told; a 4xx then is the requester's answer (ROUTES.md), so a channel
+  and new subscribers are told; a 4xx then is the requester's answer (docs/configuration.md), so a channel
   nobody subscribed to stops at once rather than lingering on it.
 - **Heartbeats.** One per channel when it has sent nothing for `heartbeat` (jittered
   downwards, so thousands of channels drift apart): rendered once, written to everyone.
@@ -294,7 +294,7 @@ class Channel(ChannelCounters):
         self.context.log.exception("stream %s: dropping a subscriber whose sink failed", self.name)
 
     def _welcome(self, sub: Subscription, last_event_id: str | None) -> None:
-        """What a newcomer gets at once (ROUTES.md "Resume")."""
+        """What a newcomer gets at once (docs/configuration.md "Resume")."""
         latest = self.latest
         if latest is None:
             # Nothing yet: the first poll reaches it. An id it brings cannot be in a history

@@ -7,7 +7,7 @@ the headers the poller would send: a 2xx lets the request go on to make the chan
 or 404 goes back to the requester as the app's answer (with its `WWW-Authenticate`), and
 nothing stays behind, so each distinct bogus value costs one upstream request. Any other
 outcome (unreachable, a timeout, 5xx) says nothing about the value: it is the upstream's
-trouble, so the request goes on as on any stream (ROUTES.md "Upstream trouble": subscribers
+trouble, so the request goes on as on any stream (docs/configuration.md "Upstream trouble": subscribers
 wait on heartbeats, a plain GET gets 502/504 with the cause), and the channel's own cap
 (`limits.max_channels_per_route`) bounds what such values can start. Requests for the same new value share one first poll, and
 at most `settings.VARY_MAX_FIRST_POLLS` run per route at once (beyond: 503 + Retry-After).

@@ -2,7 +2,7 @@
 
 A stream key is a digest of what the upstream sees (origin, filled-in poll target, values of
 the route's `vary` headers; `key.stream_key`): subscribers with the same key share one
-channel and so one upstream poller (ROUTES.md "One upstream poll per stream") — in this
+channel and so one upstream poller (docs/configuration.md "One upstream poll per stream") — in this
 process, and through a cluster broker in every process, which all compute the same key. The
 hub is what handlers talk to: `subscribe` for SSE and WebSocket subscribers, `latest` and
 `wait_change` for plain GETs on a stream path.
@@ -197,7 +197,7 @@ class Hub:
     ) -> None:
         """Before a new subscriber of a stream with no state yet: wait (at most `timeout`) for
         the first poll's outcome, and raise `NoSnapshot` if the upstream refused it (a 4xx,
-        ROUTES.md "Upstream trouble"). Any other outcome lets it in."""
+        docs/configuration.md "Upstream trouble"). Any other outcome lets it in."""
         spec = route.stream
         if spec is None:
             raise ValueError(f"route {route.path} is not a stream")

@@ -11,7 +11,7 @@ Ids: `"<epoch>-<seq>"`, both zero-padded decimal — the epoch is the channel's 
 wall-clock milliseconds (13 digits until the year 2286), the sequence number 6 digits. Ids
 only grow, also across a channel restart or a process restart (a later start is a later
 epoch), and because the widths are fixed, string order is numeric order. Clients must treat
-them as opaque (ROUTES.md); the format is ours to change.
+them as opaque (docs/configuration.md); the format is ours to change.
 """
 
 from __future__ import annotations

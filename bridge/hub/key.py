@@ -4,7 +4,7 @@ stream key every process derives from it.
 A stream key is a digest of what the upstream sees (origin, filled-in poll target, values of
 the route's `vary` headers) and of the rest of the stream's settings: subscribers with the
 same key share one channel and so one upstream poller, in this process and, through a cluster
-broker, in every process (ROUTES.md "One upstream poll per stream").
+broker, in every process (docs/configuration.md "One upstream poll per stream").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """routes.yaml → an immutable `Config` and `RouteTable`; `match(path)` → route + parameters.
 
-- `load_config(path)` / `parse_config(text, path)`: validate the whole ROUTES.md contract,
+- `load_config(path)` / `parse_config(text, path)`: validate the whole docs/configuration.md contract,
   raising `bridge.errors.ConfigError` with every problem as `file:line:col: message`.
 - `split_target`, `normalize_path`: the request path every route is matched on.
 - `RouteTable(routes).match(path, query)`: first match wins (a route's query template must be

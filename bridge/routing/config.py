@@ -1,7 +1,7 @@
 """Load and validate `routes.yaml` into `bridge.routing.model.Config`.
 
 The text is composed into nodes that keep their line and column (`yamlwalk.py`), the schema
-(`schema/`) walks them against the whole contract of ROUTES.md, collecting every problem, and
+(`schema/`) walks them against the whole contract of docs/configuration.md, collecting every problem, and
 one `ConfigError` lists them all as `routes.yaml:LINE:COL: field.path: message`, the file named
 as it was given. Problems that are only warnings become `Config.warnings`. `load_config` also
 checks the files and folders the config names (`preflight.py`), so what `bridge check` passes,
@@ -36,7 +36,7 @@ def load_config(path: str | Path, *, check_files: bool = True) -> Config:
     except UnicodeDecodeError as exc:
         line = exc.object[: exc.start].count(b"\n") + 1
         raise ConfigError([ConfigProblem(shown, line, 1, "not UTF-8 text")]) from None
-    # The path as the user wrote it (`./routes.yaml` stays `./routes.yaml`, ROUTES.md): a
+    # The path as the user wrote it (`./routes.yaml` stays `./routes.yaml`, docs/configuration.md): a
     # Path would normalise it away in every message.
     return parse_config(text, path, check_files=check_files)
 

@@ -1,4 +1,4 @@
-"""The validated, immutable form of `routes.yaml` (see ../shared/ROUTES.md for the contract).
+"""The validated, immutable form of `routes.yaml` (every key: docs/configuration.md).
 
 `bridge.routing.config.load_config` builds these; everything else only reads them.
 
@@ -112,7 +112,7 @@ class LongPoll:
 
 @dataclass(frozen=True, slots=True)
 class Authorize:
-    """`stream.authorize`: who may subscribe (ROUTES.md "Authorization")."""
+    """`stream.authorize`: who may subscribe (docs/configuration.md "Authorization")."""
 
     check: str | None = None  # GET target on the stream's upstream; None: the poll target
     forward: tuple[str, ...] = ("cookie", "authorization")  # lower-case request header names

@@ -259,7 +259,7 @@ def _query_template(query: str, path_params: tuple[str, ...]) -> tuple[tuple[str
 def substitute(template: str, params: dict[str, str]) -> str:
     """Fill `{name}` in a poll/send template with percent-encoded values.
 
-    Everything except unreserved characters is encoded (ROUTES.md "Parameters into poll"), so
+    Everything except unreserved characters is encoded (docs/configuration.md "Parameters into poll"), so
     a value can never add a query parameter (`&`, `=`, `?`), a path segment (`/`) or a fragment
     (`#`). A value of `.` or `..` in the path part would still climb at an upstream that removes
     dot segments; such values cannot come out of a normalised request path, so they are refused.

@@ -189,7 +189,7 @@ class _Flow(list[Any]):
 
 
 class _Quoted(str):
-    """A string written in double quotes, as addresses are in ROUTES.md (`"0.0.0.0:8443"`)."""
+    """A string written in double quotes, as addresses are in docs/configuration.md (`"0.0.0.0:8443"`)."""
 
 
 class _Dumper(yaml.SafeDumper):

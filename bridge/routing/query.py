@@ -1,5 +1,5 @@
 """Query parameters on a stream route: which it reads, which never change its answer, and the
-ones it does not understand (ROUTES.md "Query strings").
+ones it does not understand (docs/configuration.md "Query strings").
 
 A stream answers from one snapshot per set of route parameters, so a query parameter it does
 not read would be silently dropped: the wrong data, with no warning. It reads the parameters of

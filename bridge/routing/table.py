@@ -53,7 +53,7 @@ class RouteTable:
         return None
 
 
-# ROUTES.md's wording: what each listener serves, where it is not obvious from its name.
+# docs/configuration.md's wording: what each listener serves, where it is not obvious from its name.
 _LISTENER_NOTES = {"http3": "  (UDP + QUIC, HTTP/3; advertised with Alt-Svc)"}
 
 

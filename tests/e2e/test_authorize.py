@@ -1,4 +1,4 @@
-"""In front of an authenticated app (ROUTES.md "Authorization", `upstreams.*.headers`).
+"""In front of an authenticated app (docs/configuration.md "Authorization", `upstreams.*.headers`).
 
 The upstream here is a real loopback app that checks its own session cookies: `/api/prices`
 answers 401 with `WWW-Authenticate` unless the request carries a live session cookie (a

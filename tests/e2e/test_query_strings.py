@@ -1,4 +1,4 @@
-"""Query strings end to end (ROUTES.md "Query strings"), against a real loopback upstream: a
+"""Query strings end to end (docs/configuration.md "Query strings"), against a real loopback upstream: a
 route's query template, a jQuery-style `_=` cache-buster, and a parameter the stream does not
 read, which a plain GET passes through to the app unchanged and a subscription is refused for."""
 

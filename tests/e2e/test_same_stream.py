@@ -1,5 +1,5 @@
 """One stream, any protocol: the same events reach SSE and WebSocket subscribers over HTTP/1.1,
-HTTP/2 and HTTP/3 (ROUTES.md "Same stream, any protocol")."""
+HTTP/2 and HTTP/3 (docs/configuration.md "Same stream, any protocol")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Upstream failures reach the client (issue 19, part 4; ROUTES.md "Upstream trouble is not the
+"""Upstream failures reach the client (issue 19, part 4; docs/configuration.md "Upstream trouble is not the
 subscriber's problem"). Every failure kind x {plain GET, SSE, WebSocket} x {before the stream's
 first data, after it}, against a raw loopback upstream that can answer anything:
 

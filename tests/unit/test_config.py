@@ -1,4 +1,4 @@
-"""routes.yaml loading: every field of ROUTES.md, and every mistake reported as file:line:col."""
+"""routes.yaml loading: every field of docs/configuration.md, and every mistake reported as file:line:col."""
 
 from __future__ import annotations
 
@@ -203,7 +203,7 @@ def test_every_field_loads_to_the_expected_dataclasses(tmp_path: Path) -> None:
         ),
     )
     assert config == expected
-    # The defaults of a stream block are ROUTES.md's.
+    # The defaults of a stream block are docs/configuration.md's.
     spec = config.routes[1].stream
     assert spec is not None
     assert (spec.emit, spec.event, spec.protocols, spec.vary) == (

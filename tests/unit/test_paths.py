@@ -1,4 +1,4 @@
-"""Request path normalisation, route templates and safe substitution (ROUTES.md "Edges")."""
+"""Request path normalisation, route templates and safe substitution (docs/configuration.md "Edges")."""
 
 from __future__ import annotations
 

@@ -178,7 +178,7 @@ def test_a_broker_password_is_masked() -> None:
 
 @dataclass(frozen=True)
 class Notify:
-    """A section with a secret, as `notify:` (ROUTES.md) will be."""
+    """A section with a secret, as `notify:` (docs/configuration.md) will be."""
 
     token: str = field(metadata=SECRET)
     header: str = "Bridge-Notify"

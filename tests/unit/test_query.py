@@ -1,4 +1,4 @@
-"""Query strings on routes (ROUTES.md "Query strings"): a route path's query template, a stream's
+"""Query strings on routes (docs/configuration.md "Query strings"): a route path's query template, a stream's
 `ignore_query`, the parameters a stream does not understand, and what `bridge check` says."""
 
 from __future__ import annotations

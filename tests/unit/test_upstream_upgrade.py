@@ -238,7 +238,7 @@ def test_a_closed_tunnel_is_freed_without_the_cycle_collector(loop: str) -> None
 
 
 def test_handlers_open_no_socket_of_their_own() -> None:
-    """Outbound sockets are the upstream client's (DESIGN.md): a handler that needs the
+    """Outbound sockets are the upstream client's (docs/architecture.md): a handler that needs the
     upstream asks `UpstreamPool`, for a request or an Upgrade."""
     from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""The routes.yaml schema: what each key means, checked against the whole of ROUTES.md.
+"""The routes.yaml schema: what each key means, checked against the whole of docs/configuration.md.
 
 `build` reads a composed document (`bridge.routing.yamlwalk`) into a `Config`, one function per
 section, each in the module named after it: `server` (listen, tls, access_log, limits, engines),
