@@ -32,6 +32,7 @@ import ssl
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,12 +124,15 @@ class Feed:
                 self.answer(transport)
 
 
-def upstream_main(
+def serve_feed(
     port: int,
     publish: mp.Queue,  # type: ignore[type-arg]
     ready: mp.Event,  # type: ignore[valid-type]
-    checks: Any = None,  # a shared mp.Value: authorize checks answered
+    respond: Callable[[Feed, asyncio.Transport, bytes], None],
+    published: Callable[[Feed], None] | None = None,
 ) -> None:
+    """The upstream's loop, shared by the benchmarks: `respond` answers each request head; a
+    `publish` queue item makes the next change (`published` is told of it), None ends it."""
     pin(1)
 
     async def main() -> None:
@@ -144,21 +148,7 @@ def upstream_main(
                 self.buf += data
                 while b"\r\n\r\n" in self.buf:
                     head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-                    line = head.split(b"\r\n", 1)[0]
-                    if line.startswith(b"GET /auth"):  # an authorize check: every session may
-                        if checks is not None:
-                            with checks.get_lock():
-                                checks.value += 1
-                        self.transport.write(  # type: ignore[attr-defined]
-                            b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n"
-                        )
-                        continue
-                    found = re.search(rb"since=(\d+)", line)
-                    since = int(found.group(1)) if found else -1
-                    if since < feed.seq:
-                        feed.answer(self.transport)  # type: ignore[arg-type]
-                    else:
-                        feed.waiting.append(self.transport)  # type: ignore[arg-type]
+                    respond(feed, self.transport, head)  # type: ignore[arg-type]
 
         await loop.create_server(Conn, "127.0.0.1", port)
         ready.set()
@@ -167,8 +157,37 @@ def upstream_main(
             if command is None:
                 return
             feed.publish()
+            if published is not None:
+                published(feed)
 
     _run(main())
+
+
+def upstream_main(
+    port: int,
+    publish: mp.Queue,  # type: ignore[type-arg]
+    ready: mp.Event,  # type: ignore[valid-type]
+    checks: Any = None,  # a shared mp.Value: authorize checks answered
+) -> None:
+    """The long-poll endpoint: a request whose `since` is behind is answered at once, others
+    wait for the next change; `GET /auth` (an authorize check) lets every session in."""
+
+    def respond(feed: Feed, transport: asyncio.Transport, head: bytes) -> None:
+        line = head.split(b"\r\n", 1)[0]
+        if line.startswith(b"GET /auth"):
+            if checks is not None:
+                with checks.get_lock():
+                    checks.value += 1
+            transport.write(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+            return
+        found = re.search(rb"since=(\d+)", line)
+        since = int(found.group(1)) if found else -1
+        if since < feed.seq:
+            feed.answer(transport)
+        else:
+            feed.waiting.append(transport)
+
+    serve_feed(port, publish, ready, respond)
 
 
 # --- subscribers ----------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BridgeProcess, free_port
-from fanout import Feed, _run, client_main, pin, raise_fd_limit
+from fanout import Feed, client_main, raise_fd_limit, serve_feed
 
 TOKEN = "benchmark-notify-token-0123456789"
 ROUTES = """\
@@ -67,34 +67,13 @@ def upstream_main(
     polls: mp.Value,  # type: ignore[valid-type]
 ) -> None:
     """A JSON endpoint answering every GET at once with the current change."""
-    pin(1)
 
-    async def main() -> None:
-        feed = Feed()
-        loop = asyncio.get_running_loop()
+    def respond(feed: Feed, transport: asyncio.Transport, _head: bytes) -> None:
+        polls.value += 1
+        feed.answer(transport)
 
-        class Conn(asyncio.Protocol):
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                self.transport = transport
-                self.buf = b""
-
-            def data_received(self, data: bytes) -> None:
-                self.buf += data
-                while b"\r\n\r\n" in self.buf:
-                    _head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-                    polls.value += 1
-                    feed.answer(self.transport)  # type: ignore[arg-type]
-
-        await loop.create_server(Conn, "127.0.0.1", port)
-        ready.set()
-        while True:
-            command = await loop.run_in_executor(None, publish.get)
-            if command is None:
-                return
-            feed.publish()  # stamps the change's time into the body
-            done.put(feed.seq)
-
-    _run(main())
+    # A change stamps its time into the body; `done` tells the sender it is there to poll.
+    serve_feed(port, publish, ready, respond, lambda feed: done.put(feed.seq))
 
 
 def notify(admin: int) -> None:
