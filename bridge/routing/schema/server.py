@@ -151,7 +151,12 @@ def read_engines(w: Walker, node: Node | None) -> Engines:
         if key in items:
             node = items[key]
             if key == "http3" and isinstance(node, ScalarNode) and node.value == "qh3":
-                w.error(node, "engines.http3", "qh3 is not accepted yet in this version (aioquic)")
+                w.error(
+                    node,
+                    "engines.http3",
+                    "qh3 is not accepted yet: it does not pass bridge's HTTP/3 suite"
+                    " (docs/performance.md, HTTP/3 engines); use aioquic",
+                )
                 continue
             chosen = w.choice(node, f"engines.{key}", choices(Engines, key))
             if chosen is not None:
