@@ -24,6 +24,12 @@ What is reached into, and why aioquic's public API does not do:
   that does not is dropped with its connection at once.
 - `_handle_ping_frame`: the per-frame hook for PING, counted (`framecap.FrameCap`); a flood
   closes with H3_EXCESSIVE_LOAD (RFC 9114 §10.5).
+- `__init__` and `settle` (the frame table `__frame_handlers`, `_crypto_buffers`, the TLS
+  context's key schedules and key-exchange keys, `_cryptos_initial`): memory an idle
+  subscriber's connection need not keep. aioquic builds a fresh set of epoch sets for every
+  connection's frame table (about 7 KB), and keeps three 16 KiB TLS output buffers, the
+  handshake's key schedules and the initial keys of every QUIC version for the connection's
+  life, though a server's TLS 1.3 context only answers an alert once the handshake is done.
 - `release` (the frame table `__frame_handlers`, `_cryptos`, `_cryptos_initial`, `_loss`,
   `tls`, `_events`): aioquic's connection is a knot of reference cycles (bound methods in
   its frame table, TLS context, crypto pairs and loss recovery); a closed one waits for a
@@ -58,6 +64,8 @@ What is reached into, and why aioquic's public API does not do:
 
 from __future__ import annotations
 
+from typing import Any
+
 from aioquic import tls
 from aioquic.buffer import Buffer, encode_uint_var
 from aioquic.h3.connection import (
@@ -85,6 +93,11 @@ from .framecap import FrameCap
 from .qpackguard import GuardedDecoder, HeaderSectionTooLarge
 from .qpackliteral import encode_literal
 
+# One shared copy of each epoch set in aioquic's frame tables (a handful of distinct sets).
+_EPOCH_SETS: dict[frozenset[object], frozenset[object]] = {}
+# Room for a TLS message after the handshake: a server writes none, this is a margin.
+_POST_HANDSHAKE_TLS = 512
+
 # What a refused header block stands as: just enough for aioquic to accept it as a request.
 _REFUSED_HEAD = [
     (b":method", b"GET"),
@@ -99,6 +112,34 @@ class AppWindowQuic(QuicConnection):
     says (RFC 9000 §4.1), instead of aioquic's own doubling rule."""
 
     _pings: FrameCap | None = None
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        # Every connection's frame table holds its own copies of the same few epoch sets.
+        table: dict[int, Any] = self._QuicConnection__frame_handlers
+        for frame_type, (handler, epochs) in table.items():
+            table[frame_type] = (handler, _EPOCH_SETS.setdefault(epochs, epochs))
+
+    def settle(self) -> None:
+        """The handshake is complete: give back what only the handshake used. A server's
+        TLS context writes nothing after it (any further handshake message is an
+        unexpected-message alert), the Initial and Handshake epochs are over, and the
+        handshake data still to be acknowledged lives in the crypto streams, not here."""
+        self._crypto_buffers = {
+            tls.Epoch.INITIAL: Buffer(capacity=0),
+            tls.Epoch.HANDSHAKE: Buffer(capacity=0),
+            tls.Epoch.ONE_RTT: Buffer(capacity=_POST_HANDSHAKE_TLS),
+        }
+        for pair in self._cryptos_initial.values():
+            if pair is not self._cryptos.get(tls.Epoch.INITIAL):
+                pair.teardown()  # the other QUIC versions' Initial keys, never used
+        context = self.tls
+        context.key_schedule = None
+        context._key_schedule_psk = None
+        context._key_schedule_proxy = None
+        context._ec_private_keys = []
+        context._x25519_private_key = None
+        context._x448_private_key = None
 
     def _handle_ping_frame(self, context: QuicReceiveContext, frame_type: int, buf: Buffer) -> None:
         # Each PING makes a packet ack-eliciting: past `H3_MAX_PINGS` per window it is a

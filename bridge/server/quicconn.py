@@ -126,6 +126,7 @@ class QuicServerConnection:
                 if self.state is QuicState.HANDSHAKE:
                     self.state = QuicState.OPEN
                     self.endpoint.handshake_done()
+                    quic.settle()
             for follow in adapter.receive_event(event):
                 dispatch(follow)
             if isinstance(event, qe.ConnectionTerminated):

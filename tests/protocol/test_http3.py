@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aioquic.h3.events as h3e
 import pytest
+from aioquic import tls
 from aioquic.h3.connection import H3_ALPN, H3Connection, Setting
 from aioquic.h3.connection import ErrorCode as H3Code
 from aioquic.quic.configuration import QuicConfiguration
@@ -210,6 +211,44 @@ def test_get_becomes_request_and_response_reaches_client(certs: Path) -> None:
     assert body_of(got, sid) == b"hello"
     assert any(isinstance(e, h3e.DataReceived) and e.stream_ended for e in got)
     assert pair.server.idle
+
+
+def answer(pair: H3Pair, sid: int, body: bytes) -> bytes:
+    """Answer the request on `sid` with `body`; what the client received."""
+    pair.take()
+    pair.send(Response(sid, 200, []))
+    pair.send(Body(sid, body))
+    pair.send(EndBody(sid))
+    pair.pump()
+    return body_of(pair.take_client(), sid)
+
+
+def test_a_settled_connection_serves_requests_and_key_updates(certs: Path) -> None:
+    # The driver settles every connection once its handshake completes (the handshake's
+    # buffers and keys are given back); nothing after that may need them.
+    pair = ready(certs)
+    assert pair.server_quic is not None
+    pair.server_quic.settle()
+    assert answer(pair, pair.request("/one"), b"first") == b"first"
+    pair.client_quic.request_key_update()  # RFC 9001 §6: new 1-RTT keys, no TLS involved
+    assert answer(pair, pair.request("/two"), b"second") == b"second"
+    pair.client_quic.request_key_update()
+    assert answer(pair, pair.request("/three"), b"third") == b"third"
+
+
+def test_a_handshake_message_after_settling_is_a_tls_alert(certs: Path) -> None:
+    # A server's TLS 1.3 context takes no handshake message once the handshake is done: a
+    # client that sends one gets CRYPTO_ERROR + unexpected_message (RFC 9001 §4.8), and the
+    # settled connection has no output buffer left that the alert path could need.
+    pair = ready(certs)
+    assert pair.server_quic is not None
+    pair.server_quic.settle()
+    stream = pair.client_quic._crypto_streams[tls.Epoch.ONE_RTT]
+    stream.sender.write(b"\x01\x00\x00\x04abcd")  # a ClientHello's type, 4 bytes of body
+    pair.pump()
+    closed = pair.client_quic._close_event  # the server's CONNECTION_CLOSE, as received
+    assert closed is not None
+    assert closed.error_code == 0x100 + 10  # TLS alert 10, unexpected_message
 
 
 def test_informational_103_precedes_response(certs: Path) -> None:
