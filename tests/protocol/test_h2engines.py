@@ -69,23 +69,6 @@ def test_a_malformed_request_head(h2_engine: str) -> None:
         assert client.server.closed
 
 
-def test_a_stream_window_past_the_maximum(h2_engine: str) -> None:
-    """A WINDOW_UPDATE taking a stream's window past 2^31-1 (RFC 9113 §6.9.1): FLOW_CONTROL_ERROR,
-    for the stream on h2 (RST_STREAM), for the connection on libnghttp2 (GOAWAY)."""
-    client = RawClient()
-    client.handshake()
-    client.send(client.headers(1, GET))
-    events = client.send(WindowUpdateFrame(1, window_increment=2**31 - 1).serialize())
-    frames = client.read()
-    if h2_engine == NGHTTP2:
-        assert goaways(frames) == [ErrorCodes.FLOW_CONTROL_ERROR]
-        assert isinstance(events[-1], ConnectionClosed)
-        assert client.server.closed
-    else:
-        assert resets(frames) == [(1, ErrorCodes.FLOW_CONTROL_ERROR)]
-        assert not client.server.closed
-
-
 def test_the_connection_window_past_the_maximum_ends_the_connection() -> None:
     client = RawClient()
     client.handshake()
