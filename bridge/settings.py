@@ -275,6 +275,11 @@ H3_FRAME_WINDOW = H2_CONTROL_WINDOW
 # counted on the frame headers, ahead of either engine, and libnghttp2 is set to the same bound.
 # 16 frames of our 16 KB MAX_FRAME_SIZE hold any header block MAX_HEADER_BYTES allows.
 H2_MAX_CONTINUATIONS = 16
+# Streams that bridge (or libnghttp2) reset while their client was still sending on them: the
+# nghttp2 engine remembers this many of the newest, and ignores what their clients still send
+# (RFC 9113 §5.1). A frame on an older one is a connection error, as on any other stream
+# that has closed (§5.1 "MAY choose to limit the period").
+H2_RESET_STREAMS_KEPT = 1024
 # A clear-text connection's first bytes held to tell an HTTP/2 client's broken preface from an
 # HTTP/1.1 request line (bridge/server/connection.py `http2_preface_shape`); past it, HTTP/1.1.
 H2C_SNIFF_MAX = 1024

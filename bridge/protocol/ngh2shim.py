@@ -19,8 +19,17 @@ adapts it:
   `ConnectionClosed` (`Broken(answered=True)`), once the GOAWAY has been serialized.
 - Malformed request heads are a stream error (RST_STREAM PROTOCOL_ERROR, RFC 9113 §8.1.1);
   the stream never reaches the adapter. (h2 makes them a connection error.)
-- A stream's WINDOW_UPDATE past 2^31-1 ends the connection (GOAWAY FLOW_CONTROL_ERROR); h2
-  resets the stream. RFC 9113 §6.9.1 allows either.
+- What libnghttp2 (1.65 on) no longer checks is checked on the frame headers before it reads
+  them (`_walk`), as h2 checks it: a frame on a stream the client has closed (END_STREAM or
+  RST_STREAM; RFC 9113 §5.1) is a connection error STREAM_CLOSED, where libnghttp2 ignores it
+  since it keeps no closed streams; a HEADERS on a lower stream id never used (§5.1.1) is
+  PROTOCOL_ERROR, where libnghttp2 ignores it; PRIORITY on stream 0 (§6.3) or depending on its
+  own stream (§5.3.1) is PROTOCOL_ERROR, where libnghttp2 ignores every PRIORITY. What the
+  client sends on a stream bridge reset while the client was still sending is ignored (§5.1),
+  as libnghttp2 does, for the newest `settings.H2_RESET_STREAMS_KEPT` such streams.
+- A stream's WINDOW_UPDATE past 2^31-1 resets that stream (RST_STREAM FLOW_CONTROL_ERROR, RFC
+  9113 §6.9.1), as h2 does; libnghttp2 would end the connection, so `_walk` takes the frame
+  out before libnghttp2 sees it.
 - RST_STREAM and GOAWAY leave ahead of queued DATA; a reset NO_ERROR after a whole response
   and the GOAWAY NO_ERROR at close are therefore queued behind what was sent before them.
 - Padding is handed back to the client's window by libnghttp2 itself, so `DataIn` carries
@@ -33,6 +42,7 @@ adapts it:
 
 from __future__ import annotations
 
+import struct
 from importlib.metadata import PackageNotFoundError, version
 
 from .. import settings
@@ -66,6 +76,21 @@ _MAX_FRAME_SIZE = 0x5
 _ENABLE_PUSH = 0x2
 _DEFAULT_FRAME_SIZE = 16_384  # RFC 9113 §6.5.2
 _UNLIMITED = 2**31 - 1
+# Frame types and flags `_walk` reads (RFC 9113 §6): DATA and HEADERS end a stream with flag
+# 0x1, as SETTINGS acknowledges with it.
+_DATA = 0x0
+_HEADERS = 0x1
+_PRIORITY = 0x2
+_RST_STREAM = 0x3
+_WINDOW_UPDATE = 0x8
+_END_STREAM = 0x1
+_ACK = 0x1
+_MAX_WINDOW = 2**31 - 1  # RFC 9113 §6.9.1
+_STREAM_ID = 0x7FFF_FFFF  # a stream id or dependency, without its reserved top bit
+# A frame header (RFC 9113 §4.1): the 24-bit length as a byte and 16 bits, type, flags, the
+# stream id with its reserved bit; then a PRIORITY's dependency or a WINDOW_UPDATE's increment.
+_FRAME_HEADER = struct.Struct(">BHBBL")
+_WORD = struct.Struct(">L")
 
 
 def unusable() -> str | None:
@@ -94,7 +119,21 @@ def _with_limit(preface: bytes, max_concurrent_streams: int) -> bytes:
 class NghttpEngine:
     """`h2engine.Engine` on libnghttp2 (ngh2)."""
 
-    __slots__ = ("_conn", "_dead", "_frame_size", "_highest", "_out", "_preface", "_received")
+    __slots__ = (
+        "_carry",
+        "_conn",
+        "_dead",
+        "_frame_size",
+        "_gaps",
+        "_highest",
+        "_ignored",
+        "_opened",
+        "_out",
+        "_preface",
+        "_received",
+        "_sending",
+        "_skip",
+    )
 
     def __init__(
         self, *, max_concurrent_streams: int, max_header_bytes: int, initial_window: int
@@ -122,6 +161,17 @@ class NghttpEngine:
         self._highest = 0
         self._received = 0
         self._frame_size = _DEFAULT_FRAME_SIZE
+        # `_walk`'s view of the client's frames: bytes of the current frame still to pass, and
+        # the start of a frame held back until what `_walk` reads of it has arrived.
+        self._skip = _PREFACE_LENGTH
+        self._carry = b""
+        # The client's streams: the highest it opened, those it may still send on, those
+        # bridge reset while it was sending (their frames are ignored; oldest first), and the
+        # ids it skipped (closed unused, RFC 9113 §5.1.1), as inclusive ranges.
+        self._opened = 0
+        self._sending: set[int] = set()
+        self._ignored: dict[int, None] = {}
+        self._gaps: list[tuple[int, int]] = []
 
     @property
     def max_outbound_frame_size(self) -> int:
@@ -144,6 +194,119 @@ class NghttpEngine:
     def receive(self, data: bytes) -> list[EngineEvent]:
         if self._dead:
             return []
+        out: list[EngineEvent] = []
+        self._walk(data, out)
+        return out
+
+    def _walk(self, data: bytes, out: list[EngineEvent]) -> None:
+        """`data` to libnghttp2, after bridge's own checks on the frame headers in it (see the
+        module's docstring). Frames go on in one piece unless a check needs libnghttp2 to have
+        read what came before (a stream's window) or ends the connection."""
+        buf = self._carry + data if self._carry else data
+        end = len(buf)
+        start = 0  # the first byte libnghttp2 has not been given
+        pos = self._skip  # the next frame header
+        grown: set[int] = set()  # streams whose window a WINDOW_UPDATE in buf[start:] grows
+        settings_in = False  # a SETTINGS in buf[start:] may grow every stream's window
+        sending = self._sending
+        while pos + 9 <= end:
+            high, low, kind, flags, sid = _FRAME_HEADER.unpack_from(buf, pos)
+            length = high << 16 | low
+            sid &= _STREAM_ID
+            problem: tuple[ErrorCodes, str] | None = None
+            if kind == _DATA and sid in sending and not flags & _END_STREAM:
+                pass  # the common case: more of a request body
+            elif kind == _DATA or kind == _HEADERS:
+                if sid & 1:  # a client's stream; on the server's own, libnghttp2 answers
+                    problem = self._stream_frame(kind, flags, sid)
+            elif kind == _RST_STREAM:
+                self._sending.discard(sid)
+            elif kind == _PRIORITY:
+                if not sid:
+                    problem = ErrorCodes.PROTOCOL_ERROR, "PRIORITY: stream_id == 0"
+                elif length == 5:  # any other length is libnghttp2's FRAME_SIZE_ERROR
+                    if pos + 13 > end:
+                        break  # held back until the dependency has arrived
+                    if _WORD.unpack_from(buf, pos + 9)[0] & _STREAM_ID == sid:
+                        problem = ErrorCodes.PROTOCOL_ERROR, "PRIORITY: depend on itself"
+            elif kind == _WINDOW_UPDATE and sid and length == 4:
+                if pos + 13 > end:
+                    break  # held back until the increment has arrived
+                increment = _WORD.unpack_from(buf, pos + 9)[0] & _STREAM_ID
+                window = None if settings_in or sid in grown else self._window(sid)
+                if window is None or window + increment > _MAX_WINDOW:
+                    # It may overflow: libnghttp2 reads what came before it, then the stream's
+                    # window decides.
+                    if not self._feed(buf[start:pos], out):
+                        return
+                    start = pos
+                    grown.clear()
+                    settings_in = False
+                    window = self._window(sid)
+                    if window is not None and window + increment > _MAX_WINDOW:
+                        start = pos + 13  # libnghttp2 never sees it
+                        self.reset_stream(sid, ErrorCodes.FLOW_CONTROL_ERROR)
+                        out.append(ClosedIn(sid))
+                grown.add(sid)
+            elif kind == _SETTINGS and not flags & _ACK:
+                settings_in = True
+            if problem is not None:
+                if self._feed(buf[start:pos], out):
+                    self._carry = b""
+                    out.append(Broken(problem[0], problem[1], answered=False))
+                return
+            pos += 9 + length
+        if pos >= end:
+            self._skip, self._carry = pos - end, b""
+            self._feed(buf[start:], out)
+        else:
+            self._skip, self._carry = 0, buf[pos:]
+            self._feed(buf[start:pos], out)
+
+    def _stream_frame(self, kind: int, flags: int, sid: int) -> tuple[ErrorCodes, str] | None:
+        """DATA or HEADERS on client stream `sid`: what is wrong with it, if anything."""
+        if sid > self._opened:
+            if kind == _HEADERS:  # a new stream (DATA on an idle one is libnghttp2's error)
+                lowest = self._opened + 2 if self._opened else 1
+                if sid > lowest:
+                    self._gaps.append((lowest, sid - 2))
+                    if len(self._gaps) > settings.H2_RESET_STREAMS_KEPT:
+                        del self._gaps[0]
+                self._opened = sid
+                if not flags & _END_STREAM:
+                    self._sending.add(sid)
+            return None
+        if sid in self._sending:
+            if flags & _END_STREAM:
+                self._sending.discard(sid)
+            return None
+        if sid in self._ignored:
+            return None  # bridge reset it while the client was sending: libnghttp2 ignores it
+        name = "DATA" if kind == _DATA else "HEADERS"
+        if kind == _HEADERS and any(low <= sid <= high for low, high in self._gaps):
+            return ErrorCodes.PROTOCOL_ERROR, f"{name}: stream id {sid} was skipped"
+        return ErrorCodes.STREAM_CLOSED, f"{name}: stream {sid} closed"
+
+    def _window(self, sid: int) -> int | None:
+        """Stream `sid`'s send window; None when libnghttp2 has no such stream open."""
+        try:
+            return self._conn.stream_remote_window_size(sid)
+        except ngh2.NGH2Error:
+            return None
+
+    def _stop_reading(self, sid: int) -> None:
+        """Stream `sid` is closed on bridge's side: what its client still sends is ignored."""
+        if sid in self._sending:
+            self._sending.discard(sid)
+            ignored = self._ignored
+            ignored[sid] = None
+            if len(ignored) > settings.H2_RESET_STREAMS_KEPT:
+                del ignored[next(iter(ignored))]
+
+    def _feed(self, data: bytes, out: list[EngineEvent]) -> bool:
+        """`data` through libnghttp2, its events into `out`; False once the connection ended."""
+        if not data:
+            return True
         before = self._received
         self._received += len(data)
         conn = self._conn
@@ -152,18 +315,20 @@ class NghttpEngine:
             ng_events = conn.events()
         except ngh2.DenialOfServiceError as exc:  # a CONTINUATION flood (RFC 9113 §10.5)
             self._dead = True
-            return [Broken(ErrorCodes.ENHANCE_YOUR_CALM, str(exc), answered=False)]
+            out.append(Broken(ErrorCodes.ENHANCE_YOUR_CALM, str(exc), answered=False))
+            return False
         except ngh2.NGH2Error as exc:
             self._dead = True
             at_preface = before < _PREFACE_LENGTH and "magic" in str(exc).lower()
-            return [Broken(ErrorCodes.PROTOCOL_ERROR, str(exc), False, at_preface)]
-        out: list[EngineEvent] = []
-        if self._translate(ng_events, out) and conn.want_write:
+            out.append(Broken(ErrorCodes.PROTOCOL_ERROR, str(exc), False, at_preface))
+            return False
+        going = self._translate(ng_events, out)
+        if going and conn.want_write:
             # A connection error is reported only once its GOAWAY has been serialized: do so
             # now (what is queued would be written next anyway) and look again.
             self._out += conn.data_to_send()
-            self._translate(conn.events(), out)
-        return out
+            going = self._translate(conn.events(), out)
+        return going
 
     def _translate(self, ng_events: list[ngh2.Event], out: list[EngineEvent]) -> bool:
         """`ng_events` as the engine's, into `out`; False once the connection has ended."""
@@ -180,6 +345,7 @@ class NghttpEngine:
             elif isinstance(ev, ngh2.StreamReset):
                 out.append(ResetIn(ev.stream_id))
             elif isinstance(ev, ngh2.StreamClosed):
+                self._stop_reading(ev.stream_id)
                 out.append(ClosedIn(ev.stream_id))
             elif isinstance(ev, ngh2.WindowUpdated):
                 out.append(WindowIn(ev.stream_id))
@@ -230,6 +396,7 @@ class NghttpEngine:
     def reset_stream(self, stream_id: int, code: ErrorCodes) -> None:
         if self._dead:
             return
+        self._stop_reading(stream_id)
         conn = self._conn
         try:
             if code == ErrorCodes.NO_ERROR:

@@ -19,11 +19,13 @@ import h2.connection
 import h2.events
 import h2.settings
 import h11
+import hpack
 import pytest
+from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, RstStreamFrame, SettingsFrame
 
 from bridge.events import Event, Headers
 from bridge.protocol.http1 import Http1Protocol
-from bridge.protocol.http2 import Http2Protocol
+from bridge.protocol.http2 import PREFACE, Http2Protocol
 
 feed_modes = pytest.mark.parametrize("bytewise", [False, True], ids=["whole", "bytewise"])
 
@@ -232,3 +234,63 @@ class H2Pair:
         ]
         self.client.send_headers(sid, headers, end_stream=end)
         return sid
+
+
+# --- HTTP/2, frame by frame --------------------------------------------------------------------
+
+GET = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a"), (b":path", b"/")]
+
+
+class RawClient:
+    """An HTTP/2 client that writes whatever frames a test asks for, and parses the answer."""
+
+    def __init__(self, **server_kwargs: int) -> None:
+        self.server = Http2Protocol(scheme="https", **server_kwargs)  # type: ignore[arg-type]
+        self.encoder = hpack.Encoder()
+        self.buffer = b""
+
+    def handshake(self) -> list[Frame]:
+        """Preface and empty SETTINGS, then the ACK of the adapter's SETTINGS."""
+        assert self.send(PREFACE + SettingsFrame(0).serialize()) == []
+        frames = self.read()
+        assert isinstance(frames[0], SettingsFrame) and "ACK" not in frames[0].flags
+        assert self.send(SettingsFrame(0, flags=["ACK"]).serialize()) == []
+        return frames
+
+    def send(self, data: bytes) -> list[object]:
+        return list(self.server.receive_data(data))
+
+    def send_frames(self, frames: list[bytes], delivery: str) -> list[object]:
+        """`frames` in one write (`whole`), one write each (`frames`) or a byte at a time."""
+        if delivery == "whole":
+            return self.send(b"".join(frames))
+        pieces = frames if delivery == "frames" else [bytes([b]) for b in b"".join(frames)]
+        events: list[object] = []
+        for piece in pieces:
+            events += self.send(piece)
+        return events
+
+    def headers(self, sid: int, fields: list[tuple[bytes, bytes]], *, end: bool = True) -> bytes:
+        flags = ["END_HEADERS", "END_STREAM"] if end else ["END_HEADERS"]
+        return HeadersFrame(sid, data=self.encoder.encode(fields), flags=flags).serialize()
+
+    def read(self) -> list[Frame]:
+        """Every whole frame the adapter has queued."""
+        self.buffer += self.server.data_to_send()
+        frames = []
+        while len(self.buffer) >= 9:
+            frame, length = Frame.parse_frame_header(memoryview(self.buffer[:9]))
+            if len(self.buffer) < 9 + length:
+                break
+            frame.parse_body(memoryview(self.buffer[9 : 9 + length]))
+            self.buffer = self.buffer[9 + length :]
+            frames.append(frame)
+        return frames
+
+
+def resets(frames: list[Frame]) -> list[tuple[int, int]]:
+    return [(f.stream_id, f.error_code) for f in frames if isinstance(f, RstStreamFrame)]
+
+
+def goaways(frames: list[Frame]) -> list[int]:
+    return [f.error_code for f in frames if isinstance(f, GoAwayFrame)]

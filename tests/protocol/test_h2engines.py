@@ -10,71 +10,22 @@ from __future__ import annotations
 
 import tracemalloc
 
-import hpack
 import pytest
 from hyperframe.frame import (
     Frame,
     GoAwayFrame,
     HeadersFrame,
-    RstStreamFrame,
     SettingsFrame,
     WindowUpdateFrame,
 )
 
 from bridge.events import ConnectionClosed, EndBody, Request, Response, StreamClosed
 from bridge.protocol.h2engine import H2, NGHTTP2, ErrorCodes
-from bridge.protocol.http2 import PREFACE, Http2Protocol
+from bridge.protocol.http2 import Http2Protocol
 
-from .helpers import of_type
+from .helpers import GET, RawClient, goaways, of_type, resets
 
 pytestmark = pytest.mark.usefixtures("h2_engine")
-
-GET = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a"), (b":path", b"/")]
-
-
-class RawClient:
-    """An HTTP/2 client that writes whatever frames a test asks for, and parses the answer."""
-
-    def __init__(self, **server_kwargs: int) -> None:
-        self.server = Http2Protocol(scheme="https", **server_kwargs)  # type: ignore[arg-type]
-        self.encoder = hpack.Encoder()
-        self.buffer = b""
-
-    def handshake(self) -> list[Frame]:
-        """Preface and empty SETTINGS, then the ACK of the adapter's SETTINGS."""
-        assert self.send(PREFACE + SettingsFrame(0).serialize()) == []
-        frames = self.read()
-        assert isinstance(frames[0], SettingsFrame) and "ACK" not in frames[0].flags
-        assert self.send(SettingsFrame(0, flags=["ACK"]).serialize()) == []
-        return frames
-
-    def send(self, data: bytes) -> list[object]:
-        return list(self.server.receive_data(data))
-
-    def headers(self, sid: int, fields: list[tuple[bytes, bytes]], *, end: bool = True) -> bytes:
-        flags = ["END_HEADERS", "END_STREAM"] if end else ["END_HEADERS"]
-        return HeadersFrame(sid, data=self.encoder.encode(fields), flags=flags).serialize()
-
-    def read(self) -> list[Frame]:
-        """Every whole frame the adapter has queued."""
-        self.buffer += self.server.data_to_send()
-        frames = []
-        while len(self.buffer) >= 9:
-            frame, length = Frame.parse_frame_header(memoryview(self.buffer[:9]))
-            if len(self.buffer) < 9 + length:
-                break
-            frame.parse_body(memoryview(self.buffer[9 : 9 + length]))
-            self.buffer = self.buffer[9 + length :]
-            frames.append(frame)
-        return frames
-
-
-def _resets(frames: list[Frame]) -> list[tuple[int, int]]:
-    return [(f.stream_id, f.error_code) for f in frames if isinstance(f, RstStreamFrame)]
-
-
-def _goaways(frames: list[Frame]) -> list[int]:
-    return [f.error_code for f in frames if isinstance(f, GoAwayFrame)]
 
 
 def test_a_stream_beyond_the_acknowledged_limit_is_refused_not_fatal() -> None:
@@ -87,8 +38,8 @@ def test_a_stream_beyond_the_acknowledged_limit_is_refused_not_fatal() -> None:
     events = client.send(data)
     assert [r.stream_id for r in of_type(events, Request)] == [1, 3]
     frames = client.read()
-    assert _resets(frames) == [(5, ErrorCodes.REFUSED_STREAM)]
-    assert _goaways(frames) == []
+    assert resets(frames) == [(5, ErrorCodes.REFUSED_STREAM)]
+    assert goaways(frames) == []
     # Once a stream ends, the next one is taken.
     assert client.server.send(Response(1, 204)) == []
     assert client.server.send(EndBody(1)) == [StreamClosed(1)]
@@ -107,32 +58,15 @@ def test_a_malformed_request_head(h2_engine: str) -> None:
     assert of_type(events, Request) == []
     frames = client.read()
     if h2_engine == NGHTTP2:
-        assert _resets(frames) == [(1, ErrorCodes.PROTOCOL_ERROR)]
-        assert _goaways(frames) == []
+        assert resets(frames) == [(1, ErrorCodes.PROTOCOL_ERROR)]
+        assert goaways(frames) == []
         events = client.send(client.headers(3, GET))
         assert [r.stream_id for r in of_type(events, Request)] == [3]
     else:
         assert h2_engine == H2
-        assert _goaways(frames) == [ErrorCodes.PROTOCOL_ERROR]
+        assert goaways(frames) == [ErrorCodes.PROTOCOL_ERROR]
         assert isinstance(events[-1], ConnectionClosed)
         assert client.server.closed
-
-
-def test_a_stream_window_past_the_maximum(h2_engine: str) -> None:
-    """A WINDOW_UPDATE taking a stream's window past 2^31-1 (RFC 9113 §6.9.1): FLOW_CONTROL_ERROR,
-    for the stream on h2 (RST_STREAM), for the connection on libnghttp2 (GOAWAY)."""
-    client = RawClient()
-    client.handshake()
-    client.send(client.headers(1, GET))
-    events = client.send(WindowUpdateFrame(1, window_increment=2**31 - 1).serialize())
-    frames = client.read()
-    if h2_engine == NGHTTP2:
-        assert _goaways(frames) == [ErrorCodes.FLOW_CONTROL_ERROR]
-        assert isinstance(events[-1], ConnectionClosed)
-        assert client.server.closed
-    else:
-        assert _resets(frames) == [(1, ErrorCodes.FLOW_CONTROL_ERROR)]
-        assert not client.server.closed
 
 
 def test_the_connection_window_past_the_maximum_ends_the_connection() -> None:
@@ -140,7 +74,7 @@ def test_the_connection_window_past_the_maximum_ends_the_connection() -> None:
     client.handshake()
     events = client.send(WindowUpdateFrame(0, window_increment=2**31 - 1).serialize())
     assert isinstance(events[-1], ConnectionClosed)
-    assert _goaways(client.read()) == [ErrorCodes.FLOW_CONTROL_ERROR]
+    assert goaways(client.read()) == [ErrorCodes.FLOW_CONTROL_ERROR]
 
 
 @pytest.mark.parametrize(
@@ -171,7 +105,7 @@ def test_hpack_that_does_not_decode_is_a_compression_error() -> None:
     frame = HeadersFrame(1, data=b"\xff\xff\xff\xff", flags=["END_HEADERS"])
     events = client.send(frame.serialize())
     assert isinstance(events[-1], ConnectionClosed)
-    assert _goaways(client.read()) == [ErrorCodes.COMPRESSION_ERROR]
+    assert goaways(client.read()) == [ErrorCodes.COMPRESSION_ERROR]
 
 
 def _hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
@@ -214,5 +148,5 @@ def test_an_hpack_bomb_ends_the_connection_without_decoding_it() -> None:
         tracemalloc.stop()
     assert of_type(events, Request) == []
     assert isinstance(events[-1], ConnectionClosed)
-    assert _goaways(client.read()) == [ErrorCodes.ENHANCE_YOUR_CALM]
+    assert goaways(client.read()) == [ErrorCodes.ENHANCE_YOUR_CALM]
     assert peak < 1024 * 1024, peak
