@@ -310,6 +310,8 @@ class H2Subscriber(asyncio.Protocol):
                     # HTTP/1.1 client scans bytes; a full h2 client per connection would make
                     # this load generator the bottleneck.
                     self.raw = True
+                    # A frame h2 holds in part goes on in the next read: take its bytes over.
+                    self.buffer = bytes(self.conn.incoming_buffer._data)
                     if not self.ready.done():
                         self.ready.set_result(None)
         out = self.conn.data_to_send()
