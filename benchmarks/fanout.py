@@ -60,7 +60,7 @@ limits:
   max_connections: 30000
   max_subscribers: 30000
   max_subscribers_per_stream: 30000
-  h2_max_concurrent_streams: 128
+  h2_max_concurrent_streams: {limit}
 upstreams:
   app:
     url: "http://127.0.0.1:{upstream}"
@@ -241,6 +241,7 @@ class H2Subscriber(asyncio.Protocol):
         results: list[tuple[int, float]],
         ready: asyncio.Future,  # type: ignore[type-arg]
         cookies: list[bytes] | None = None,
+        path: bytes = b"/feed",
     ) -> None:
         import h2.config
         import h2.connection
@@ -257,9 +258,12 @@ class H2Subscriber(asyncio.Protocol):
         # One recorder per stream: each counts its own events, as a separate client would.
         self.inner = {1 + 2 * i: Subscriber(b"", results, never) for i in range(streams)}
         self.cookies = cookies or []
+        self.path = path
+        self.alive = False  # connected, and neither closed nor sent GOAWAY since
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        self.alive = True
         self.conn.initiate_connection()
         self.conn.increment_flow_control_window(1 << 24)
         if self.websocket:
@@ -274,7 +278,7 @@ class H2Subscriber(asyncio.Protocol):
         else:
             headers = [
                 (b":method", b"GET"),
-                (b":path", b"/feed"),
+                (b":path", self.path),
                 (b":scheme", b"https"),
                 (b":authority", b"127.0.0.1"),
                 (b"accept", b"text/event-stream"),
@@ -283,6 +287,9 @@ class H2Subscriber(asyncio.Protocol):
             extra = [(b"cookie", self.cookies[i])] if self.cookies else []
             self.conn.send_headers(sid, headers + extra, end_stream=not self.websocket)
         transport.write(self.conn.data_to_send())  # type: ignore[attr-defined]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.alive = False
 
     def data_received(self, data: bytes) -> None:
         import h2.events
@@ -294,6 +301,8 @@ class H2Subscriber(asyncio.Protocol):
             if isinstance(event, h2.events.DataReceived):
                 self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                 self.inner[event.stream_id].data_received(event.data)
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self.alive = False
             elif isinstance(event, h2.events.ResponseReceived):
                 self.open += 1
                 if self.open == len(self.inner):
@@ -301,6 +310,8 @@ class H2Subscriber(asyncio.Protocol):
                     # HTTP/1.1 client scans bytes; a full h2 client per connection would make
                     # this load generator the bottleneck.
                     self.raw = True
+                    # A frame h2 holds in part goes on in the next read: take its bytes over.
+                    self.buffer = bytes(self.conn.incoming_buffer._data)
                     if not self.ready.done():
                         self.ready.set_result(None)
         out = self.conn.data_to_send()
@@ -318,6 +329,8 @@ class H2Subscriber(asyncio.Protocol):
             sid = int.from_bytes(buf[at + 5 : at + 9], "big") & 0x7FFFFFFF
             if kind == 0 and sid in self.inner:  # DATA; bridge never pads
                 self.inner[sid].data_received(buf[at + 9 : at + 9 + length])
+            elif kind == 7:  # GOAWAY: the server is done with this connection
+                self.alive = False
             at += 9 + length
         self.buffer = buf[at:]
 
@@ -401,7 +414,10 @@ def client_main(
     stop: mp.Event,  # type: ignore[valid-type]
     first: int = 0,  # the global index of this process's first subscriber
     sessions: int = 0,  # `--authorize`: distinct session cookies; 0: none sent
+    path: bytes = b"/feed",
 ) -> None:
+    """Subscribers, connected at once; reports ("connected", subscribers, seconds), then after
+    `stop` ("results", [(seq, latency)], connections still held: open, and no GOAWAY)."""
     pin(1)
     raise_fd_limit()
     counter = iter(range(first, first + count + 1_000_000))
@@ -425,8 +441,13 @@ def client_main(
                 b"Sec-WebSocket-Key: " + key + b"\r\n\r\n"
             )
         else:
-            request = b"GET /feed HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+            request = (
+                b"GET "
+                + path
+                + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+            )
         transports = []
+        h2_conns: list[H2Subscriber] = []
         # QUIC handshakes cost the client far more CPU than TCP + TLS ones (aioquic is Python):
         # fewer at once, or they outlast bridge's handshake timeout on this shared core.
         sem = asyncio.Semaphore(16 if mode.endswith("h3") else 200)
@@ -445,9 +466,14 @@ def client_main(
                             await asyncio.sleep(0.2 * (attempt + 1))
                     return
                 if mode.endswith("h2"):
-                    factory = lambda: H2Subscriber(  # noqa: E731
-                        mode.startswith("ws"), streams, results, ready, mine
-                    )
+
+                    def factory() -> asyncio.Protocol:
+                        conn = H2Subscriber(
+                            mode.startswith("ws"), streams, results, ready, mine, path
+                        )
+                        h2_conns.append(conn)
+                        return conn
+
                 else:
                     sent = request
                     if mine:
@@ -474,7 +500,11 @@ def client_main(
         await loop.run_in_executor(None, go.wait)
         results.clear()
         await loop.run_in_executor(None, stop.wait)
-        out.put(("results", results))
+        if h2_conns:
+            held = sum(1 for conn in h2_conns if conn.alive)
+        else:
+            held = sum(1 for transport in transports if not transport.is_closing())
+        out.put(("results", results, held))
         for transport in transports:
             transport.abort()
 
@@ -496,6 +526,7 @@ def _run(coro: object) -> None:
 def start_feed(
     checks: Any = None,
     engine: str = "nghttp2",
+    stream_limit: int = 128,
 ) -> tuple[mp.Process, mp.Queue, BridgeProcess, int, int]:  # type: ignore[type-arg]
     """The long-poll upstream in a process of its own, and bridge (not started) in front of
     it: (upstream, its publish queue, bridge, https port, http port). With `checks` (a shared
@@ -510,9 +541,62 @@ def start_feed(
     ready.wait(10)
     routes = ROUTES + (AUTHORIZE if checks is not None else "")
     bridge = BridgeProcess(
-        routes.format(https=https, http=http, upstream=upstream_port, engine=engine)
+        routes.format(
+            https=https, http=http, upstream=upstream_port, engine=engine, limit=stream_limit
+        )
     )
     return upstream, publish, bridge, https, http
+
+
+class Target:
+    """The server the subscribers connect to: where (`port`, `path`), how a change is published,
+    and whose CPU and writes count (`pids`). `benchmarks/nchan.py` has nginx + nchan's."""
+
+    name = ""
+    port = 0
+    path = b"/feed"
+
+    def pids(self) -> list[int]:
+        raise NotImplementedError
+
+    def publish(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class BridgeFeed(Target):
+    """bridge in front of the long-poll upstream; a change is the upstream's."""
+
+    def __init__(self, mode: str, engine: str, stream_limit: int, checks: Any = None) -> None:
+        self.name = f"bridge {engine}"
+        self.upstream, self.queue, self.bridge, https, http = start_feed(
+            checks, engine, stream_limit
+        )
+        raise_fd_limit()
+        self.bridge.start([https, http])
+        self.port = http if mode in ("sse-h1", "ws-h1") else https
+
+    def pids(self) -> list[int]:
+        return [self.bridge.pid]
+
+    def publish(self) -> None:
+        self.queue.put(1)
+
+    def stop(self) -> None:
+        self.queue.put(None)
+        self.bridge.stop()
+        self.upstream.terminate()
+
+
+def write_calls(pid: int) -> int:
+    """write(2)-family system calls a process has made (/proc/PID/io `syscw`: write, writev;
+    uvloop writes sockets with them, not send)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("syscw:"):
+            return int(line.split()[1])
+    return 0
 
 
 def measure(
@@ -523,17 +607,24 @@ def measure(
     streams: int = 1,
     sessions: int = 0,
     engine: str = "nghttp2",
+    target: Target | None = None,
 ) -> dict[str, float]:
+    """One run: connect `subscribers`, publish `changes` a second apart, read the figures.
+    Without `target`, bridge (`engine`) in front of the long-poll upstream."""
     checks = mp.Value("l", 0) if sessions else None
-    upstream, publish, bridge, https, http = start_feed(checks, engine)
+    if target is None:
+        target = BridgeFeed(mode, engine, max(128, streams), checks)
     raise_fd_limit()
-    bridge.start([https, http])
-    port = http if mode in ("sse-h1", "ws-h1") else https
     out: mp.Queue = mp.Queue()  # type: ignore[type-arg]
     go, stop = mp.Event(), mp.Event()
+    pids = target.pids()
+
+    def cpu() -> float:
+        return sum(cpu_seconds(pid) for pid in pids)
+
     try:
         time.sleep(1.0)
-        rss0 = rss_bytes(bridge.pid)
+        rss0 = sum(rss_bytes(pid) for pid in pids)
         share = [
             subscribers // processes + (1 if i < subscribers % processes else 0)
             for i in range(processes)
@@ -542,14 +633,14 @@ def measure(
         clients = [
             mp.Process(
                 target=client_main,
-                args=(mode, port, n, streams, out, go, stop, first, sessions),
+                args=(mode, target.port, n, streams, out, go, stop, first, sessions, target.path),
                 daemon=True,
             )
             for n, first in zip(share, firsts, strict=True)
             if n
         ]
         t0 = time.monotonic()
-        cpu_connect0 = cpu_seconds(bridge.pid)
+        cpu_connect0 = cpu()
         for c in clients:
             c.start()
         connected = 0
@@ -557,25 +648,33 @@ def measure(
             _kind, n, _elapsed = out.get(timeout=300)
             connected += n
         connect_time = time.monotonic() - t0
-        connect_cpu = cpu_seconds(bridge.pid) - cpu_connect0
+        connect_cpu = cpu() - cpu_connect0
         time.sleep(2.0)  # let buffers settle before reading RSS
-        rss_per = (rss_bytes(bridge.pid) - rss0) / max(1, connected)
+        rss_per = (sum(rss_bytes(pid) for pid in pids) - rss0) / max(1, connected)
         go.set()
         time.sleep(0.5)
-        cpu0 = cpu_seconds(bridge.pid)
+        cpu0 = cpu()
+        client_cpu0 = sum(cpu_seconds(c.pid) for c in clients if c.pid)
+        writes0 = sum(write_calls(pid) for pid in pids)
+        t1 = time.monotonic()
         steal = StealMeter()
         for _ in range(changes):
-            publish.put(1)
+            target.publish()
             time.sleep(1.0)
         time.sleep(1.0)
-        cpu = cpu_seconds(bridge.pid) - cpu0
+        spent = cpu() - cpu0
+        writes = sum(write_calls(pid) for pid in pids) - writes0
+        client_cpu = sum(cpu_seconds(c.pid) for c in clients if c.pid) - client_cpu0
+        window = time.monotonic() - t1
         steal_percent = steal.percent()
         stop.set()
         latencies: list[float] = []
         received = 0
+        held = 0
         for _ in clients:
-            _kind, results = out.get(timeout=120)
+            _kind, results, conns = out.get(timeout=120)
             received += len(results)
+            held += conns
             latencies += [lat for _, lat in results]
         for c in clients:
             c.join(10)
@@ -598,16 +697,20 @@ def measure(
             "p99_ms": pct(0.99),
             "max_ms": latencies[-1] * 1000 if latencies else float("nan"),
             "lost": expected - received,
-            "cpu_us": cpu / max(1, received) * 1e6,
+            "cpu_us": spent / max(1, received) * 1e6,
             "mean_ms": statistics.fmean(latencies) * 1000 if latencies else float("nan"),
             "steal": steal_percent,
             "checks": checks.value if checks is not None else float("nan"),
+            "held": held,
+            # write calls per change per connection held (the upstream's few included)
+            "writes": writes / max(1, changes) / max(1, held),
+            "client_cpu_us": client_cpu / max(1, received) * 1e6,
+            # the subscriber processes' share of their one core while changes were published
+            "client_busy": 100.0 * client_cpu / max(1e-9, window),
         }
     finally:
         stop.set()
-        publish.put(None)
-        bridge.stop()
-        upstream.terminate()
+        target.stop()
 
 
 def main() -> None:

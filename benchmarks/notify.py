@@ -135,7 +135,7 @@ def measure(mode: str, subscribers: int, changes: int, processes: int) -> dict[s
         stop.set()
         latencies: list[float] = []
         for _ in clients:
-            _kind, results = out.get(timeout=120)
+            results = out.get(timeout=120)[1]
             latencies += [lat for _, lat in results]
         for c in clients:
             c.join(10)
