@@ -417,6 +417,41 @@ def test_slow_subscriber_is_bounded_and_does_not_delay_others(certs: Path) -> No
     run(body())
 
 
+def test_a_change_bigger_than_the_buffer_across_one_connection_reaches_every_stream(
+    certs: Path,
+) -> None:
+    """40 streams on one HTTP/2 connection, 2 KB events, a 16 KB `subscriber_buffer`: one
+    change is 80 KB of frames written together at the end of the fan-out. That is no backlog,
+    so no stream may lag for it: every stream gets every change, in order. (The streams served
+    last once counted the batch as theirs, lagged at every change and missed them until the
+    next heartbeat.)"""
+
+    async def body() -> None:
+        async with Origin() as origin:
+            pad = "x" * 2000
+            origin.json("/api/price", {"n": 0, "pad": pad})
+            text = config_text(
+                "limits:\n  subscriber_buffer: 16KB\n" + stream_routes(every="100ms"),
+                upstream_url=origin.url,
+                certs=certs,
+            )
+            async with running_bridge(text, certs) as b:
+                mux = H2SseConnection()
+                await mux.open(b.ports["https"], b.client_ssl(("h2",)))
+                subs = [await mux.subscribe("/prices/A") for _ in range(40)]
+                for sub in subs:
+                    assert json.loads((await sub.next_event()).data)["n"] == 0
+                for n in range(1, 6):
+                    origin.set("/api/price", {"n": n, "pad": pad})
+                    for sub in subs:
+                        assert json.loads((await sub.next_event(timeout=5)).data)["n"] == n
+                channel = next(iter(b.bridge.site.hub.channels.values()))  # type: ignore[union-attr]
+                assert not [s for s in channel.subscribers if s.lagged]
+                await mux.close()
+
+    run(body())
+
+
 def test_subscriber_limit_answers_503(certs: Path) -> None:
     async def body() -> None:
         async with Origin() as origin:
