@@ -100,10 +100,9 @@ class BridgeProcess:
                     break
                 except OSError:
                     if time.monotonic() > deadline or self.proc.poll() is not None:
+                        log = (self.dir / "bridge.log").read_text()  # before stop() removes it
                         self.stop()
-                        raise RuntimeError(
-                            "bridge did not start:\n" + (self.dir / "bridge.log").read_text()
-                        ) from None
+                        raise RuntimeError("bridge did not start:\n" + log) from None
                     time.sleep(0.1)
 
     @property
