@@ -29,9 +29,10 @@ What is reached into, and why aioquic's public API does not do:
 - `EPOCHS` (a module function, cached) and `settle` (`_crypto_buffers`, the TLS context's key
   schedules and key-exchange keys, `_cryptos_initial`): time and memory an idle subscriber's
   connection need not spend. aioquic builds a fresh set of epoch sets for every connection's
-  frame table (about 7 KB, and a tenth of a handshake's Python), and keeps three 16 KiB TLS output buffers, the
-  handshake's key schedules and the initial keys of every QUIC version for the connection's
-  life, though a server's TLS 1.3 context only answers an alert once the handshake is done.
+  frame table (about 7 KB, and a tenth of a handshake's Python), and keeps three 16 KiB TLS
+  output buffers, the handshake's key schedules and the initial keys of every QUIC version
+  for the connection's life, though a server's TLS 1.3 context only answers an alert once
+  the handshake is done.
 - `release` (the frame table `__frame_handlers`, `_cryptos`, `_cryptos_initial`, `_loss`,
   `tls`, `_events`): aioquic's connection is a knot of reference cycles (bound methods in
   its frame table, TLS context, crypto pairs and loss recovery); a closed one waits for a
