@@ -111,14 +111,22 @@ class BridgeProcess:
         return self.proc.pid
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGTERM)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: signal.Signals, grace: float = 15.0) -> None:
+    """Ask a server to stop with `sig` (its graceful stop); kill it if it is still up after
+    `grace` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 async def fixed_upstream(port: int, body: bytes = b'{"ok":true}\n') -> asyncio.AbstractServer:

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ensure_certs, free_port
+from _common import ensure_certs, free_port, stop_process
 from fanout import Target, measure
 
 MODULE_DIRS = (Path("/usr/lib/nginx/modules"), Path("/usr/share/nginx/modules"))
@@ -162,13 +162,7 @@ class Nchan(Target):
         self.publisher.getresponse().read()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, signal.SIGQUIT)  # nginx's graceful stop
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
